@@ -1,0 +1,348 @@
+//! Test support: fresh databases, spawning service binaries, gRPC health and reflection probes.
+//!
+//! Every test gets its own database (zero2prod's `spawn_app`) so tests run in parallel without
+//! seeing each other's rows.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::Connection;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+/// The server the tests create their databases on.
+pub fn admin_database_url() -> String {
+    std::env::var("EMAIL2SMS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test, dropped when the value is dropped.
+#[derive(Debug)]
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// A name only; the database is created by whoever migrates it (as `email2sms migrate` does).
+    pub fn unique() -> TestDb {
+        let name = format!("email2sms_test_{}", uuid::Uuid::new_v4().simple());
+        let mut url = admin_database_url();
+        let cut = url.rfind('/').expect("the test database URL has a path");
+        url.truncate(cut + 1);
+        url.push_str(&name);
+        TestDb { name, url }
+    }
+
+    /// A fresh, empty database.
+    pub async fn create() -> TestDb {
+        let db = TestDb::unique();
+        let mut admin = sqlx::PgConnection::connect(&admin_database_url())
+            .await
+            .expect("PostgreSQL must be running for the tests (see README)");
+        sqlx::query(&format!("CREATE DATABASE {}", db.name))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        db
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop runs outside async; a thread of its own can block on a small runtime safely.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&admin_database_url())
+                    .await
+                    .ok()?;
+                sqlx::query(&statement).execute(&mut admin).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A service binary started as its own process, the way an operator runs it.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    child: Child,
+    pub grpc_addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` with `env` (on top of a clean environment) and waits until it announces its
+    /// gRPC address.
+    pub async fn spawn(binary: &Path, env: &[(&str, &str)]) -> ServiceProcess {
+        let mut command = Command::new(binary);
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("start the service binary");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().expect("stderr is piped");
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .expect("stderr buffer")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
+        let announced = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(("grpc", addr)) = email2sms_runtime::service::parse_announcement(&line)
+                {
+                    return Some(addr);
+                }
+            }
+            None
+        })
+        .await;
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        match announced {
+            Ok(Some(grpc_addr)) => ServiceProcess {
+                child,
+                grpc_addr,
+                stderr,
+            },
+            _ => {
+                let status = child.try_wait().ok().flatten();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                panic!(
+                    "{} did not announce its gRPC address (exit: {status:?}); stderr:\n{}",
+                    binary.display(),
+                    stderr.lock().expect("stderr buffer")
+                );
+            }
+        }
+    }
+
+    /// What the process wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr buffer").clone()
+    }
+
+    /// Sends SIGTERM, as Kubernetes does.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("the process is running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the process to exit, failing the test if it takes longer than `limit`.
+    pub async fn wait(&mut self, limit: Duration) -> ExitStatus {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => status.expect("wait for the service"),
+            Err(_) => panic!(
+                "the service did not exit within {limit:?}; stderr:\n{}",
+                self.stderr()
+            ),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .expect("valid URI")
+            .connect()
+            .await
+            .expect("connect to the service")
+    }
+}
+
+/// Runs `binary` to completion with `env` and returns its exit status and stderr.
+pub async fn run_to_exit(
+    binary: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (ExitStatus, String) {
+    let output = Command::new(binary)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::null())
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("the binary exits")
+        .expect("run the binary");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned()
+            + &String::from_utf8_lossy(&output.stdout),
+    )
+}
+
+/// The `grpc.health.v1` status of `service` ("" for the whole server).
+pub async fn health(channel: Channel, service: &str) -> tonic_health::ServingStatus {
+    use tonic_health::pb::health_check_response::ServingStatus as Wire;
+    let response = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    match Wire::try_from(response.status).unwrap_or(Wire::Unknown) {
+        Wire::Serving => tonic_health::ServingStatus::Serving,
+        Wire::NotServing => tonic_health::ServingStatus::NotServing,
+        Wire::Unknown | Wire::ServiceUnknown => tonic_health::ServingStatus::Unknown,
+    }
+}
+
+/// The services the server lists over reflection v1.
+pub async fn reflection_services_v1(channel: Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    let response = stream
+        .message()
+        .await
+        .expect("reflection v1 answer")
+        .expect("one answer");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+/// The services the server lists over reflection v1alpha, which many clients still speak.
+pub async fn reflection_services_v1alpha(channel: Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .expect("reflection v1alpha")
+        .into_inner();
+    let response = stream
+        .message()
+        .await
+        .expect("reflection v1alpha answer")
+        .expect("one answer");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+/// Writes a tokens file with one admin and one internal token and returns their values.
+pub fn tokens_file(dir: &Path) -> (std::path::PathBuf, String, String) {
+    let admin = format!("admin-{}", uuid::Uuid::new_v4().simple());
+    let internal = format!("internal-{}", uuid::Uuid::new_v4().simple());
+    let path = dir.join("tokens");
+    std::fs::write(&path, format!("admin {admin}\ninternal {internal}\n")).expect("write tokens");
+    (path, admin, internal)
+}
+
+/// The life of a service binary as an operator sees it: it starts on port 0 with `env`, answers
+/// health SERVING for the server and for each of `services`, lists exactly those (plus health and
+/// reflection) over reflection v1 and v1alpha, and exits 0 on SIGTERM. Returns the running process
+/// before SIGTERM through `before_stop` so the caller can make its own calls.
+pub async fn check_service_lifecycle<F, Fut>(
+    binary: &Path,
+    grpc_addr_env: &str,
+    env: &[(&str, &str)],
+    services: &[&str],
+    before_stop: F,
+) where
+    F: FnOnce(Channel) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut env = env.to_vec();
+    env.push((grpc_addr_env, "127.0.0.1:0"));
+    let mut process = ServiceProcess::spawn(binary, &env).await;
+    assert_ne!(
+        process.grpc_addr.port(),
+        0,
+        "the announced port is the bound one"
+    );
+
+    let channel = process.channel().await;
+    assert_eq!(
+        health(channel.clone(), "").await,
+        tonic_health::ServingStatus::Serving
+    );
+    for service in services {
+        assert_eq!(
+            health(channel.clone(), service).await,
+            tonic_health::ServingStatus::Serving,
+            "{service}"
+        );
+    }
+    let mut expected: Vec<String> = services.iter().map(|s| s.to_string()).collect();
+    expected.push("grpc.health.v1.Health".into());
+    for listed in [
+        reflection_services_v1(channel.clone()).await,
+        reflection_services_v1alpha(channel.clone()).await,
+    ] {
+        let mut api: Vec<String> = listed
+            .into_iter()
+            .filter(|name| !name.starts_with("grpc.reflection."))
+            .collect();
+        api.sort();
+        expected.sort();
+        assert_eq!(
+            api, expected,
+            "reflection lists exactly this binary's services"
+        );
+    }
+
+    before_stop(channel).await;
+
+    process.terminate();
+    let status = process.wait(Duration::from_secs(30)).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit on SIGTERM; stderr:\n{}",
+        process.stderr()
+    );
+}

@@ -1,0 +1,203 @@
+//! Dispatch service: consumes SMS jobs and sends each exactly once through an SMS connector,
+//! recording every state change.
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use email2sms_proto::dispatch::v1::dispatch_service_server::{
+    self, DispatchService, DispatchServiceServer,
+};
+use email2sms_proto::tonic::service::Routes;
+use email2sms_runtime::auth::{Auth, Scope};
+use email2sms_runtime::config::{
+    AmqpArgs, ConfigError, DatabaseArgs, RedisArgs, ServerArgs, check_url, parse_listen_addr,
+};
+use email2sms_runtime::grpc::{self, ApiServices};
+use email2sms_runtime::service::{ServiceConfig, StartError, bind_and_announce};
+use email2sms_runtime::telemetry::TelemetryArgs;
+use email2sms_runtime::{db, shutdown};
+use sqlx::PgPool;
+
+pub const BINARY: &str = "email2sms-dispatch";
+/// The Postgres schema this service owns; no other service reads it.
+pub const SCHEMA: &str = "dispatch";
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Where SMS go: chosen by `EMAIL2SMS_SMS_CONNECTOR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectorSetting {
+    /// One JSON line per SMS on standard output (the local default).
+    Stdout,
+    /// One JSON line per SMS appended to a file.
+    File(PathBuf),
+    /// An SMSC over SMPP: `smpp://user:pass@host:port`.
+    Smpp(String),
+    /// An HTTP SMS gateway that takes a JSON POST.
+    Http(String),
+}
+
+impl ConnectorSetting {
+    pub fn parse(text: &str) -> Result<ConnectorSetting, ConfigError> {
+        const NAME: &str = "EMAIL2SMS_SMS_CONNECTOR";
+        let text = text.trim();
+        if text == "stdout" {
+            return Ok(ConnectorSetting::Stdout);
+        }
+        if let Some(path) = text.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err(ConfigError::Invalid {
+                    name: NAME,
+                    reason: "file: needs a path, e.g. file:/var/log/email2sms/sms.jsonl".into(),
+                });
+            }
+            return Ok(ConnectorSetting::File(PathBuf::from(path)));
+        }
+        let url = check_url(NAME, text, &["smpp", "http", "https"]).map_err(|_| {
+            ConfigError::Invalid {
+                name: NAME,
+                reason: "use stdout, file:PATH, smpp://user:pass@host:port or an http(s):// URL"
+                    .into(),
+            }
+        })?;
+        if url.scheme() == "smpp" {
+            if url.username().is_empty() || url.port().is_none() {
+                return Err(ConfigError::Invalid {
+                    name: NAME,
+                    reason:
+                        "an SMPP connector needs a system id and port: smpp://user:pass@host:port"
+                            .into(),
+                });
+            }
+            Ok(ConnectorSetting::Smpp(text.to_owned()))
+        } else {
+            Ok(ConnectorSetting::Http(text.to_owned()))
+        }
+    }
+}
+
+/// Configuration of `email2sms-dispatch`: every flag is also an environment variable.
+#[derive(Debug, Clone, Parser)]
+#[command(name = BINARY, version, about = "Email2SMS dispatch service: sends SMS jobs through a connector")]
+pub struct Config {
+    /// Address the gRPC status API listens on.
+    #[arg(long, env = "EMAIL2SMS_DISPATCH_GRPC_ADDR", default_value = "127.0.0.1:50054", value_parser = parse_listen_addr)]
+    pub grpc_addr: SocketAddr,
+
+    /// Where SMS go: `stdout`, `file:PATH`, `smpp://user:pass@host:port` or `http(s)://…`.
+    #[arg(
+        long,
+        env = "EMAIL2SMS_SMS_CONNECTOR",
+        default_value = "stdout",
+        hide_env_values = true
+    )]
+    pub sms_connector: String,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+impl ServiceConfig for Config {
+    fn telemetry(&self) -> &TelemetryArgs {
+        &self.telemetry
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.database.validate()?;
+        self.redis.validate()?;
+        self.amqp.validate()?;
+        self.telemetry.validate()?;
+        ConnectorSetting::parse(&self.sms_connector).map(drop)
+    }
+}
+
+/// The message status API. Its RPCs arrive with the dispatch issue; until then each answers
+/// UNIMPLEMENTED.
+#[derive(Debug, Clone)]
+pub struct DispatchApi;
+
+impl DispatchService for DispatchApi {}
+
+/// The gRPC services of this binary: the portal (admin) reads message status.
+pub fn api_services(auth: &Auth) -> ApiServices {
+    ApiServices {
+        routes: Routes::new(DispatchServiceServer::with_interceptor(
+            DispatchApi,
+            auth.require(&[Scope::Admin]),
+        )),
+        names: vec![dispatch_service_server::SERVICE_NAME],
+        file_descriptor_set: email2sms_proto::FILE_DESCRIPTOR_SET,
+    }
+}
+
+/// Everything `main` does after configuration: authenticate, migrate, connect, bind, serve until
+/// SIGTERM.
+pub async fn start(config: Config) -> Result<(), StartError> {
+    let auth = Auth::from_args(&config.server)?;
+    let pool = db::prepare(&config.database, SCHEMA, &MIGRATOR).await?;
+    let listener = bind_and_announce(
+        BINARY,
+        "EMAIL2SMS_DISPATCH_GRPC_ADDR",
+        "grpc",
+        config.grpc_addr,
+    )
+    .await?;
+    run(&config, &auth, pool, listener, shutdown::signal()).await
+}
+
+/// Serves on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: &Config,
+    auth: &Auth,
+    pool: PgPool,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    grpc::serve(
+        api_services(auth),
+        listener,
+        shutdown,
+        config.server.shutdown_grace,
+    )
+    .await?;
+    pool.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectorSetting;
+
+    #[test]
+    fn connector_settings() {
+        assert_eq!(
+            ConnectorSetting::parse("stdout").unwrap(),
+            ConnectorSetting::Stdout
+        );
+        assert_eq!(
+            ConnectorSetting::parse("file:/tmp/sms.jsonl").unwrap(),
+            ConnectorSetting::File("/tmp/sms.jsonl".into())
+        );
+        assert!(matches!(
+            ConnectorSetting::parse("smpp://user:secret@smsc.example:2775").unwrap(),
+            ConnectorSetting::Smpp(_)
+        ));
+        assert!(ConnectorSetting::parse("smpp://smsc.example").is_err());
+        assert!(ConnectorSetting::parse("file:").is_err());
+        assert!(ConnectorSetting::parse("carrier-pigeon").is_err());
+        assert!(matches!(
+            ConnectorSetting::parse("https://sms.example/api").unwrap(),
+            ConnectorSetting::Http(_)
+        ));
+    }
+}

@@ -1,0 +1,9 @@
+//! `email2sms-verification`: configuration → telemetry → serve; the work is in the library.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    email2sms_runtime::service::main(
+        email2sms_verification::BINARY,
+        email2sms_verification::start,
+    )
+}
