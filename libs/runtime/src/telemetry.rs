@@ -69,6 +69,8 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<TelemetryGuar
     let fmt = match args.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            // Colour codes are noise in files, pipes and log collectors.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()

@@ -77,7 +77,10 @@ impl Drop for TestDb {
 #[derive(Debug)]
 pub struct ServiceProcess {
     child: Child,
+    /// The first gRPC address announced.
     pub grpc_addr: SocketAddr,
+    /// Every gRPC address announced, in order.
+    pub grpc_addrs: Vec<SocketAddr>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -85,17 +88,29 @@ impl ServiceProcess {
     /// Starts `binary` with `env` (on top of a clean environment) and waits until it announces its
     /// gRPC address.
     pub async fn spawn(binary: &Path, env: &[(&str, &str)]) -> ServiceProcess {
+        ServiceProcess::spawn_with(binary, env, &[], 1).await
+    }
+
+    /// Starts `binary` with `args` and `env` and waits for `announcements` gRPC announcements (a
+    /// supervisor such as `email2sms dev` relays one per service).
+    pub async fn spawn_with(
+        binary: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        announcements: usize,
+    ) -> ServiceProcess {
         let mut command = Command::new(binary);
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command.spawn().expect("start the service binary");
+        let mut child = command.spawn().expect("start the binary");
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut err_pipe = child.stderr.take().expect("stderr is piped");
         let sink = stderr.clone();
@@ -111,33 +126,36 @@ impl ServiceProcess {
             }
         });
         let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
-        let announced = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
+        let mut grpc_addrs = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+            while grpc_addrs.len() < announcements {
+                let Ok(Some(line)) = lines.next_line().await else {
+                    break;
+                };
                 if let Some(("grpc", addr)) = email2sms_runtime::service::parse_announcement(&line)
                 {
-                    return Some(addr);
+                    grpc_addrs.push(addr);
                 }
             }
-            None
         })
         .await;
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        match announced {
-            Ok(Some(grpc_addr)) => ServiceProcess {
-                child,
-                grpc_addr,
-                stderr,
-            },
-            _ => {
-                let status = child.try_wait().ok().flatten();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                panic!(
-                    "{} did not announce its gRPC address (exit: {status:?}); stderr:\n{}",
-                    binary.display(),
-                    stderr.lock().expect("stderr buffer")
-                );
-            }
+        if grpc_addrs.len() < announcements {
+            let status = child.try_wait().ok().flatten();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            panic!(
+                "{} announced {} of {announcements} gRPC addresses (exit: {status:?}); stderr:\n{}",
+                binary.display(),
+                grpc_addrs.len(),
+                stderr.lock().expect("stderr buffer")
+            );
+        }
+        ServiceProcess {
+            child,
+            grpc_addr: grpc_addrs[0],
+            grpc_addrs,
+            stderr,
         }
     }
 
@@ -168,12 +186,17 @@ impl ServiceProcess {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.grpc_addr))
-            .expect("valid URI")
-            .connect()
-            .await
-            .expect("connect to the service")
+        channel(self.grpc_addr).await
     }
+}
+
+/// A plaintext gRPC channel to `addr`.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("valid URI")
+        .connect()
+        .await
+        .expect("connect to the service")
 }
 
 /// Runs `binary` to completion with `env` and returns its exit status and stderr.

@@ -126,7 +126,12 @@ impl ServiceConfig for Config {
             });
         }
         for domain in &self.sms_domains {
-            check_dns_name("EMAIL2SMS_SMS_DOMAINS", domain.trim())?;
+            email2sms_domain::DomainName::parse(domain.trim()).map_err(|error| {
+                ConfigError::Invalid {
+                    name: "EMAIL2SMS_SMS_DOMAINS",
+                    reason: error.to_string(),
+                }
+            })?;
         }
         check_dns_name("EMAIL2SMS_GOOGLE_SPF_DOMAIN", &self.google_spf_domain)?;
         check_dns_name("EMAIL2SMS_OUTLOOK_SPF_DOMAIN", &self.outlook_spf_domain)?;

@@ -137,6 +137,8 @@ CREATE TABLE domains (
         AND name ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$'
     ),
     CONSTRAINT domains_verified_has_time CHECK (state <> 'verified' OR verified_at IS NOT NULL),
+    -- A domain is only ever verified by publishing its token; without one nothing was proven.
+    CONSTRAINT domains_verified_has_token CHECK (state <> 'verified' OR token IS NOT NULL),
     CONSTRAINT domains_policy_fk
         FOREIGN KEY (company_id, policy_id, sent_from)
         REFERENCES security_policies (company_id, id, sent_from),
@@ -363,7 +365,7 @@ CREATE TABLE sender_log (
 CREATE INDEX sender_log_company_last_seen_idx ON sender_log (company_id, last_seen DESC, id);
 CREATE INDEX sender_log_unnotified_idx ON sender_log (first_seen) WHERE admin_notified_at IS NULL;
 COMMENT ON CONSTRAINT sender_log_company_ip_key ON sender_log IS
-    'The "one admin email per new IP" rule rests on this: INSERT ... ON CONFLICT (company_id, ip) DO UPDATE ... RETURNING (xmax = 0) tells exactly one of any number of concurrent reports that the IP is new.';
+    'The "one admin email per new IP" rule rests on this: INSERT ... ON CONFLICT (company_id, ip) DO UPDATE ... RETURNING (xmax = 0) tells exactly one of any number of concurrent reports that the IP is new. Set last_seen = greatest(sender_log.last_seen, now()): now() is the transaction start, which can be earlier than the winning insert''s first_seen.';
 COMMENT ON COLUMN sender_log.admin_notified_at IS
     'Set once the new-IP email went out; rows left NULL (send failed) are retried, never re-sent once set.';
 

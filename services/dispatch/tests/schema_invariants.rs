@@ -1,0 +1,188 @@
+//! The dispatch schema enforces the job invariants itself: rows are written with plain SQL and every
+//! violation must be refused by the named constraint.
+
+use email2sms_dispatch::{MIGRATOR, SCHEMA};
+use email2sms_runtime::db;
+use email2sms_testkit::TestDb;
+use sqlx::PgPool;
+use sqlx::types::Uuid;
+
+async fn setup() -> (TestDb, PgPool) {
+    let db = TestDb::unique();
+    db::migrate(&db.url, SCHEMA, &MIGRATOR)
+        .await
+        .expect("migrate");
+    let pool = db::connect(&db.url, SCHEMA, 2).await.expect("connect");
+    (db, pool)
+}
+
+/// The name of the constraint that refused `result`; panics if the statement succeeded.
+fn violated<T>(result: Result<T, sqlx::Error>) -> String {
+    let Err(error) = result else {
+        panic!("the statement was accepted but must be refused");
+    };
+    match error.as_database_error().and_then(|e| e.constraint()) {
+        Some(name) => name.to_owned(),
+        None => panic!("refused, but not by a named constraint: {error}"),
+    }
+}
+
+/// Inserts job `job` for `recipient`; `extra` adds `column = value` pairs (SQL literals).
+async fn job(
+    pool: &PgPool,
+    job: u128,
+    recipient: &str,
+    extra: &[(&str, &str)],
+) -> Result<u64, sqlx::Error> {
+    let columns: String = extra.iter().map(|(c, _)| format!(", {c}")).collect();
+    let values: String = extra.iter().map(|(_, v)| format!(", {v}")).collect();
+    sqlx::query(&format!(
+        "INSERT INTO sms_jobs (job_id, company_id, forwarding_user_id, recipient, text, encoding, segments{columns})
+         VALUES ($1, gen_random_uuid(), gen_random_uuid(), $2, 'hello', 'gsm7', 1{values})
+         ON CONFLICT (job_id) DO NOTHING"
+    ))
+    .bind(Uuid::from_u128(job))
+    .bind(recipient)
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected())
+}
+
+const TO: &str = "+64211234567";
+
+#[tokio::test]
+async fn job_id_is_the_idempotency_key() {
+    let (_db, pool) = setup().await;
+    assert_eq!(job(&pool, 1, TO, &[]).await.unwrap(), 1);
+    assert_eq!(
+        job(&pool, 1, "+64219999999", &[]).await.unwrap(),
+        0,
+        "a redelivered job is a no-op"
+    );
+    let again = sqlx::query(
+        "INSERT INTO sms_jobs (job_id, company_id, forwarding_user_id, recipient, text, encoding, segments)
+         SELECT job_id, company_id, forwarding_user_id, recipient, text, encoding, segments FROM sms_jobs",
+    )
+    .execute(&pool)
+    .await;
+    assert_eq!(violated(again), "sms_jobs_pkey");
+}
+
+#[tokio::test]
+async fn recipient_is_e164() {
+    let (_db, pool) = setup().await;
+    for bad in [
+        "64211234567",
+        "0211234567",
+        "+0211234567",
+        "+64 21 123 4567",
+        "+1234",
+        "+1234567890123456",
+    ] {
+        assert_eq!(
+            violated(job(&pool, 1, bad, &[]).await),
+            "sms_jobs_recipient_check",
+            "{bad:?}"
+        );
+    }
+    job(&pool, 1, TO, &[]).await.expect("E.164");
+    job(&pool, 2, "+123456789012345", &[])
+        .await
+        .expect("15 digits is the E.164 maximum");
+}
+
+#[tokio::test]
+async fn provider_message_id_is_unique_per_connector() {
+    let (_db, pool) = setup().await;
+    let submitted = |connector| {
+        [
+            ("state", "'submitted'"),
+            ("submitted_at", "now()"),
+            ("connector", connector),
+            ("provider_message_id", "'msg-1'"),
+        ]
+    };
+    job(&pool, 1, TO, &submitted("'smpp-a'")).await.unwrap();
+    assert_eq!(
+        violated(job(&pool, 2, TO, &submitted("'smpp-a'")).await),
+        "sms_jobs_connector_provider_id_key"
+    );
+    job(&pool, 2, TO, &submitted("'smpp-b'"))
+        .await
+        .expect("the same id at another connector");
+    assert_eq!(
+        violated(job(&pool, 3, TO, &[("provider_message_id", "'msg-2'")]).await),
+        "sms_jobs_provider_id_has_connector"
+    );
+
+    let part = |job: u128, provider_id: &'static str| {
+        sqlx::query(
+            "INSERT INTO sms_job_parts (job_id, part_number, connector, provider_message_id)
+             VALUES ($1, 1, 'smpp-a', $2)",
+        )
+        .bind(Uuid::from_u128(job))
+        .bind(provider_id)
+        .execute(&pool)
+    };
+    part(1, "part-1").await.unwrap();
+    assert_eq!(
+        violated(part(2, "part-1").await),
+        "sms_job_parts_connector_provider_id_key"
+    );
+    assert_eq!(
+        violated(part(9, "part-9").await),
+        "sms_job_parts_job_id_fkey"
+    );
+}
+
+#[tokio::test]
+async fn job_state_values_are_checked() {
+    let (_db, pool) = setup().await;
+    assert_eq!(
+        violated(job(&pool, 1, TO, &[("state", "'sent'")]).await),
+        "sms_jobs_state_check"
+    );
+    assert_eq!(
+        violated(job(&pool, 1, TO, &[("state", "'submitted'")]).await),
+        "sms_jobs_submitted_has_time"
+    );
+    assert_eq!(
+        violated(job(&pool, 1, TO, &[("state", "'failed'")]).await),
+        "sms_jobs_final_has_time"
+    );
+    for (n, state) in ["queued", "submitting", "needs_review"]
+        .into_iter()
+        .enumerate()
+    {
+        let literal = format!("'{state}'");
+        job(&pool, n as u128 + 1, TO, &[("state", &literal)])
+            .await
+            .expect(state);
+    }
+    job(
+        &pool,
+        9,
+        TO,
+        &[
+            ("state", "'delivered'"),
+            ("submitted_at", "now()"),
+            ("final_at", "now()"),
+        ],
+    )
+    .await
+    .expect("delivered with its times");
+
+    let event = |to: &'static str| {
+        sqlx::query(
+            "INSERT INTO sms_job_events (job_id, from_state, to_state) VALUES ($1, 'queued', $2)",
+        )
+        .bind(Uuid::from_u128(1))
+        .bind(to)
+        .execute(&pool)
+    };
+    assert_eq!(
+        violated(event("done").await),
+        "sms_job_events_to_state_check"
+    );
+    event("submitting").await.unwrap();
+}
