@@ -213,24 +213,6 @@ impl RedisArgs {
     }
 }
 
-/// The RabbitMQ connection every service uses for jobs and events.
-#[derive(Debug, Clone, clap::Args)]
-pub struct AmqpArgs {
-    /// RabbitMQ URL.
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: String,
-}
-
-impl AmqpArgs {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        check_url("AMQP_URL", &self.amqp_url, &["amqp", "amqps"]).map(drop)
-    }
-}
-
 /// The DNS servers to ask, for tests and for operators who must not use the system resolver.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DnsArgs {

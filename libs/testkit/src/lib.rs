@@ -4,6 +4,8 @@
 //! seeing each other's rows.
 #![forbid(unsafe_code)]
 
+pub mod dns;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -50,6 +52,36 @@ impl TestDb {
             .await
             .expect("create test database");
         db
+    }
+}
+
+impl TestDb {
+    /// A fresh database with one service's migrations applied, and a pool working in its schema.
+    pub async fn migrated(
+        schema: &str,
+        migrator: &sqlx::migrate::Migrator,
+        max_connections: u32,
+    ) -> (TestDb, sqlx::PgPool) {
+        let db = TestDb::unique();
+        email2sms_runtime::db::migrate(&db.url, schema, migrator)
+            .await
+            .expect("migrate the test database");
+        let pool = email2sms_runtime::db::connect(&db.url, schema, max_connections)
+            .await
+            .expect("connect to the test database");
+        (db, pool)
+    }
+}
+
+/// The name of the constraint that refused `result`; panics if the statement succeeded or failed
+/// for another reason.
+pub fn violated_constraint<T>(result: Result<T, sqlx::Error>) -> String {
+    let Err(error) = result else {
+        panic!("the statement was accepted but must be refused");
+    };
+    match error.as_database_error().and_then(|e| e.constraint()) {
+        Some(name) => name.to_owned(),
+        None => panic!("refused, but not by a named constraint: {error}"),
     }
 }
 
@@ -104,6 +136,11 @@ impl ServiceProcess {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
+            // Queue names of its own, so it never takes another test's (or a developer's) messages.
+            .env(
+                "EMAIL2SMS_AMQP_PREFIX",
+                format!("test.{}.", uuid::Uuid::new_v4().simple()),
+            )
             .envs(env.iter().copied())
             .args(args)
             .stdin(Stdio::null())
@@ -240,60 +277,45 @@ pub async fn health(channel: Channel, service: &str) -> tonic_health::ServingSta
     }
 }
 
+/// Lists the services a server offers through one version of the reflection protocol; v1 and
+/// v1alpha are the same messages in different packages.
+macro_rules! list_services {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = ServerReflectionClient::new($channel)
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .expect(concat!("reflection ", stringify!($version)))
+            .into_inner();
+        let response = stream
+            .message()
+            .await
+            .expect(concat!("reflection ", stringify!($version), " answer"))
+            .expect("one answer");
+        match response.message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect()
+            }
+            other => panic!("unexpected reflection answer {other:?}"),
+        }
+    }};
+}
+
 /// The services the server lists over reflection v1.
 pub async fn reflection_services_v1(channel: Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .expect("reflection v1")
-        .into_inner();
-    let response = stream
-        .message()
-        .await
-        .expect("reflection v1 answer")
-        .expect("one answer");
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
+    list_services!(v1, channel)
 }
 
 /// The services the server lists over reflection v1alpha, which many clients still speak.
 pub async fn reflection_services_v1alpha(channel: Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .expect("reflection v1alpha")
-        .into_inner();
-    let response = stream
-        .message()
-        .await
-        .expect("reflection v1alpha answer")
-        .expect("one answer");
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
+    list_services!(v1alpha, channel)
 }
 
 /// Writes a tokens file with one admin and one internal token and returns their values.

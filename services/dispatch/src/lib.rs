@@ -7,19 +7,28 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use email2sms_proto::dispatch::v1::dispatch_service_server::{
-    self, DispatchService, DispatchServiceServer,
-};
+use std::sync::Arc;
+
+use email2sms_proto::dispatch::v1::dispatch_service_server::{self, DispatchServiceServer};
 use email2sms_proto::tonic::service::Routes;
 use email2sms_runtime::auth::{Auth, Scope};
 use email2sms_runtime::config::{
-    AmqpArgs, ConfigError, DatabaseArgs, RedisArgs, ServerArgs, check_url, parse_listen_addr,
+    ConfigError, DatabaseArgs, RedisArgs, ServerArgs, check_url, parse_listen_addr,
 };
 use email2sms_runtime::grpc::{self, ApiServices};
 use email2sms_runtime::service::{ServiceConfig, StartError, bind_and_announce};
 use email2sms_runtime::telemetry::TelemetryArgs;
 use email2sms_runtime::{db, shutdown};
 use sqlx::PgPool;
+
+pub use api::DispatchApi;
+pub use jobs::{Dispatcher, Outcome, Retry};
+
+pub mod api;
+pub mod connector;
+pub mod consumer;
+pub mod error;
+pub mod jobs;
 
 pub const BINARY: &str = "email2sms-dispatch";
 /// The Postgres schema this service owns; no other service reads it.
@@ -95,12 +104,24 @@ pub struct Config {
     )]
     pub sms_connector: String,
 
+    /// Bearer token of the HTTP connector (else the user part of its URL).
+    #[arg(long, env = "EMAIL2SMS_SMS_HTTP_TOKEN", hide_env_values = true)]
+    pub sms_http_token: Option<String>,
+
+    /// Failed submit attempts (transient errors) after which a job fails for good.
+    #[arg(long, env = "EMAIL2SMS_DISPATCH_MAX_ATTEMPTS", default_value_t = 8)]
+    pub max_attempts: u32,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// Jobs taken from the queue at once: at least the SMPP window, so the window stays full.
+    #[arg(long, env = "EMAIL2SMS_DISPATCH_PREFETCH", default_value_t = 32)]
+    pub prefetch: u16,
+
     #[command(flatten)]
-    pub amqp: AmqpArgs,
+    pub queue: email2sms_queue::QueueArgs,
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
@@ -115,24 +136,23 @@ impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.database.validate()?;
         self.redis.validate()?;
-        self.amqp.validate()?;
+        self.queue.validate()?;
+        if self.prefetch == 0 {
+            return Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_DISPATCH_PREFETCH",
+                reason: "must be at least 1".into(),
+            });
+        }
         self.telemetry.validate()?;
         ConnectorSetting::parse(&self.sms_connector).map(drop)
     }
 }
 
-/// The message status API. Its RPCs arrive with the dispatch issue; until then each answers
-/// UNIMPLEMENTED.
-#[derive(Debug, Clone)]
-pub struct DispatchApi;
-
-impl DispatchService for DispatchApi {}
-
 /// The gRPC services of this binary: the portal (admin) reads message status.
-pub fn api_services(auth: &Auth) -> ApiServices {
+pub fn api_services(auth: &Auth, pool: PgPool) -> ApiServices {
     ApiServices {
         routes: Routes::new(DispatchServiceServer::with_interceptor(
-            DispatchApi,
+            DispatchApi::new(pool),
             auth.require(&[Scope::Admin]),
         )),
         names: vec![dispatch_service_server::SERVICE_NAME],
@@ -163,15 +183,100 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    grpc::serve(
-        api_services(auth),
+    let (dispatcher, receipts) = build_dispatcher(config, pool.clone()).await?;
+    let dispatcher = Arc::new(dispatcher);
+    let stop_consuming = tokio_util::sync::CancellationToken::new();
+    let consumer = tokio::spawn(consumer::consume_jobs(
+        dispatcher.clone(),
+        config.queue.amqp_url.clone(),
+        config.queue.topology(),
+        config.prefetch,
+        stop_consuming.clone(),
+    ));
+    let stop_relay = tokio_util::sync::CancellationToken::new();
+    let relay = email2sms_queue::outbox::spawn_relay(
+        pool.clone(),
+        &config.queue,
+        BINARY,
+        stop_relay.clone(),
+    );
+    let served = grpc::serve(
+        api_services(auth, pool.clone()),
         listener,
-        shutdown,
+        {
+            let stop_consuming = stop_consuming.clone();
+            async move {
+                shutdown.await;
+                stop_consuming.cancel();
+            }
+        },
         config.server.shutdown_grace,
     )
-    .await?;
+    .await;
+    // Stop taking jobs and let the in-flight ones reach the SMSC and be acked.
+    stop_consuming.cancel();
+    if let Err(error) = consumer.await {
+        tracing::error!(%error, "the job consumer failed");
+    }
+    // After the last job: unbind from the SMSC, publish the last status events, stop recording
+    // receipts.
+    dispatcher.connector().close().await;
+    stop_relay.cancel();
+    if let Err(error) = relay.await {
+        tracing::error!(%error, "the outbox relay failed");
+    }
+    drop(dispatcher);
+    receipts.abort();
     pool.close().await;
-    Ok(())
+    served.map_err(StartError::from)
+}
+
+/// Builds the configured connector and the job processor, and starts recording the delivery
+/// receipts the connector receives.
+pub async fn build_dispatcher(
+    config: &Config,
+    pool: PgPool,
+) -> Result<(Dispatcher, tokio::task::JoinHandle<()>), StartError> {
+    let setting = ConnectorSetting::parse(&config.sms_connector)?;
+    // Bounded: a stalled database slows the SMSC's receipts down instead of piling them up.
+    let (receipt_sink, receipts) = tokio::sync::mpsc::channel(1024);
+    let connector: Arc<dyn connector::Connector> =
+        connector::build(&setting, config.sms_http_token.as_deref(), receipt_sink)
+            .await
+            .map_err(|error| ConfigError::Invalid {
+                name: "EMAIL2SMS_SMS_CONNECTOR",
+                reason: error.0,
+            })?;
+    let recorder_pool = pool.clone();
+    let recorder = tokio::spawn(async move {
+        // Receipts that beat their submit response wait in unmatched_delivery_receipts for
+        // seconds; a day-old one will never match.
+        let purge_pool = recorder_pool.clone();
+        let purge = tokio::spawn(async move {
+            let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                hourly.tick().await;
+                if let Err(error) = jobs::purge_unmatched_receipts(
+                    &purge_pool,
+                    std::time::Duration::from_secs(24 * 3600),
+                )
+                .await
+                {
+                    tracing::warn!(%error, "cannot purge old unmatched receipts");
+                }
+            }
+        });
+        jobs::run_receipt_recorder(recorder_pool, receipts).await;
+        purge.abort();
+    });
+    let dispatcher = Dispatcher::new(
+        pool,
+        connector,
+        jobs::DispatchSettings {
+            max_attempts: config.max_attempts.max(1),
+        },
+    );
+    Ok((dispatcher, recorder))
 }
 
 #[cfg(test)]

@@ -2,30 +2,9 @@
 //! violation must be refused by the named constraint.
 
 use email2sms_dispatch::{MIGRATOR, SCHEMA};
-use email2sms_runtime::db;
-use email2sms_testkit::TestDb;
+use email2sms_testkit::{TestDb, violated_constraint};
 use sqlx::PgPool;
 use sqlx::types::Uuid;
-
-async fn setup() -> (TestDb, PgPool) {
-    let db = TestDb::unique();
-    db::migrate(&db.url, SCHEMA, &MIGRATOR)
-        .await
-        .expect("migrate");
-    let pool = db::connect(&db.url, SCHEMA, 2).await.expect("connect");
-    (db, pool)
-}
-
-/// The name of the constraint that refused `result`; panics if the statement succeeded.
-fn violated<T>(result: Result<T, sqlx::Error>) -> String {
-    let Err(error) = result else {
-        panic!("the statement was accepted but must be refused");
-    };
-    match error.as_database_error().and_then(|e| e.constraint()) {
-        Some(name) => name.to_owned(),
-        None => panic!("refused, but not by a named constraint: {error}"),
-    }
-}
 
 /// Inserts job `job` for `recipient`; `extra` adds `column = value` pairs (SQL literals).
 async fn job(
@@ -52,7 +31,7 @@ const TO: &str = "+64211234567";
 
 #[tokio::test]
 async fn job_id_is_the_idempotency_key() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 2).await;
     assert_eq!(job(&pool, 1, TO, &[]).await.unwrap(), 1);
     assert_eq!(
         job(&pool, 1, "+64219999999", &[]).await.unwrap(),
@@ -65,12 +44,12 @@ async fn job_id_is_the_idempotency_key() {
     )
     .execute(&pool)
     .await;
-    assert_eq!(violated(again), "sms_jobs_pkey");
+    assert_eq!(violated_constraint(again), "sms_jobs_pkey");
 }
 
 #[tokio::test]
 async fn recipient_is_e164() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 2).await;
     for bad in [
         "64211234567",
         "0211234567",
@@ -80,7 +59,7 @@ async fn recipient_is_e164() {
         "+1234567890123456",
     ] {
         assert_eq!(
-            violated(job(&pool, 1, bad, &[]).await),
+            violated_constraint(job(&pool, 1, bad, &[]).await),
             "sms_jobs_recipient_check",
             "{bad:?}"
         );
@@ -93,7 +72,7 @@ async fn recipient_is_e164() {
 
 #[tokio::test]
 async fn provider_message_id_is_unique_per_connector() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 2).await;
     let submitted = |connector| {
         [
             ("state", "'submitted'"),
@@ -104,14 +83,14 @@ async fn provider_message_id_is_unique_per_connector() {
     };
     job(&pool, 1, TO, &submitted("'smpp-a'")).await.unwrap();
     assert_eq!(
-        violated(job(&pool, 2, TO, &submitted("'smpp-a'")).await),
+        violated_constraint(job(&pool, 2, TO, &submitted("'smpp-a'")).await),
         "sms_jobs_connector_provider_id_key"
     );
     job(&pool, 2, TO, &submitted("'smpp-b'"))
         .await
         .expect("the same id at another connector");
     assert_eq!(
-        violated(job(&pool, 3, TO, &[("provider_message_id", "'msg-2'")]).await),
+        violated_constraint(job(&pool, 3, TO, &[("provider_message_id", "'msg-2'")]).await),
         "sms_jobs_provider_id_has_connector"
     );
 
@@ -126,28 +105,28 @@ async fn provider_message_id_is_unique_per_connector() {
     };
     part(1, "part-1").await.unwrap();
     assert_eq!(
-        violated(part(2, "part-1").await),
+        violated_constraint(part(2, "part-1").await),
         "sms_job_parts_connector_provider_id_key"
     );
     assert_eq!(
-        violated(part(9, "part-9").await),
+        violated_constraint(part(9, "part-9").await),
         "sms_job_parts_job_id_fkey"
     );
 }
 
 #[tokio::test]
 async fn job_state_values_are_checked() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 2).await;
     assert_eq!(
-        violated(job(&pool, 1, TO, &[("state", "'sent'")]).await),
+        violated_constraint(job(&pool, 1, TO, &[("state", "'sent'")]).await),
         "sms_jobs_state_check"
     );
     assert_eq!(
-        violated(job(&pool, 1, TO, &[("state", "'submitted'")]).await),
+        violated_constraint(job(&pool, 1, TO, &[("state", "'submitted'")]).await),
         "sms_jobs_submitted_has_time"
     );
     assert_eq!(
-        violated(job(&pool, 1, TO, &[("state", "'failed'")]).await),
+        violated_constraint(job(&pool, 1, TO, &[("state", "'failed'")]).await),
         "sms_jobs_final_has_time"
     );
     for (n, state) in ["queued", "submitting", "needs_review"]
@@ -181,7 +160,7 @@ async fn job_state_values_are_checked() {
         .execute(&pool)
     };
     assert_eq!(
-        violated(event("done").await),
+        violated_constraint(event("done").await),
         "sms_job_events_to_state_check"
     );
     event("submitting").await.unwrap();

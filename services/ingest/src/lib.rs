@@ -1,9 +1,20 @@
 //! Ingest service: the SMTP server mail relays deliver to; it authenticates each sender, resolves
 //! its policy and turns authorised mail into SMS jobs.
+//!
+//! The SMTP server is in [`smtp`]; what happens to a message is decided by a
+//! [`smtp::MessageHandler`]. Until the pipeline behind it (sender authentication, policy lookup,
+//! SMS jobs) is plugged in, the binary runs [`smtp::NotReadyHandler`], which answers every
+//! message with 451 4.3.0 so the sending server keeps it and retries.
 #![forbid(unsafe_code)]
+
+pub mod error;
+pub mod smtp;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use email2sms_proto::ingest::v1::ingest_service_server::{
@@ -12,14 +23,18 @@ use email2sms_proto::ingest::v1::ingest_service_server::{
 use email2sms_proto::tonic::service::Routes;
 use email2sms_runtime::auth::{Auth, Scope};
 use email2sms_runtime::config::{
-    AmqpArgs, ClientTokenArgs, ConfigError, DnsArgs, RedisArgs, ServerArgs, check_url,
+    ClientTokenArgs, ConfigError, DnsArgs, RedisArgs, ServerArgs, check_url, parse_duration,
     parse_listen_addr,
 };
 use email2sms_runtime::grpc::{self, ApiServices};
 use email2sms_runtime::service::{ServiceConfig, StartError, bind_and_announce};
 use email2sms_runtime::shutdown;
 use email2sms_runtime::telemetry::TelemetryArgs;
+use futures::FutureExt;
 use ipnet::IpNet;
+
+pub use error::IngestError;
+use smtp::{ConnectionLimits, Limits, MessageHandler, NotReadyHandler, SessionConfig};
 
 pub const BINARY: &str = "email2sms-ingest";
 
@@ -34,6 +49,60 @@ pub struct Config {
     /// Address the SMTP server listens on.
     #[arg(long, env = "EMAIL2SMS_INGEST_SMTP_ADDR", default_value = "127.0.0.1:2525", value_parser = parse_listen_addr)]
     pub smtp_addr: SocketAddr,
+
+    /// The host name in the SMTP greeting and EHLO reply (default: this machine's host name).
+    #[arg(long, env = "EMAIL2SMS_INGEST_HOSTNAME")]
+    pub smtp_hostname: Option<String>,
+
+    /// PEM file with the certificate chain for STARTTLS (leaf first). Without it and the key,
+    /// STARTTLS is not offered.
+    #[arg(long, env = "EMAIL2SMS_INGEST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of the STARTTLS certificate.
+    #[arg(long, env = "EMAIL2SMS_INGEST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Largest message accepted, announced as SIZE: bytes, or with a K, M or G suffix (1024-based).
+    #[arg(long, env = "EMAIL2SMS_INGEST_MAX_MESSAGE_SIZE", default_value = "25M", value_parser = parse_size)]
+    pub max_message_size: usize,
+
+    /// Recipients accepted per message; further ones get 452 and are sent by the relay later.
+    #[arg(long, env = "EMAIL2SMS_INGEST_MAX_RECIPIENTS", default_value_t = 100)]
+    pub max_recipients: usize,
+
+    /// Longest line, CRLF included, in commands and in messages (RFC 5321: 1000).
+    #[arg(long, env = "EMAIL2SMS_INGEST_MAX_LINE_LENGTH", default_value_t = 1000)]
+    pub max_line_length: usize,
+
+    /// How long a client may take to send a command before the session is closed (RFC 5321: 5m).
+    #[arg(long, env = "EMAIL2SMS_INGEST_COMMAND_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub command_timeout: Duration,
+
+    /// How long a client may stay silent while sending a message (RFC 5321: 3m).
+    #[arg(long, env = "EMAIL2SMS_INGEST_DATA_TIMEOUT", default_value = "3m", value_parser = parse_duration)]
+    pub data_timeout: Duration,
+
+    /// SMTP sessions open at once.
+    #[arg(long, env = "EMAIL2SMS_INGEST_MAX_CONNECTIONS", default_value_t = 2000)]
+    pub max_connections: usize,
+
+    /// SMTP sessions open at once from one client IP (trusted relays are exempt).
+    #[arg(
+        long,
+        env = "EMAIL2SMS_INGEST_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 50
+    )]
+    pub max_connections_per_ip: usize,
+
+    /// Protocol errors tolerated in one session before it is closed.
+    #[arg(long, env = "EMAIL2SMS_INGEST_MAX_BAD_COMMANDS", default_value_t = 20)]
+    pub max_bad_commands: u32,
+
+    /// How long to wait for a PROXY protocol header from a trusted relay before greeting; 0 turns
+    /// the PROXY protocol off.
+    #[arg(long, env = "EMAIL2SMS_INGEST_PROXY_WAIT", default_value = "300ms", value_parser = parse_duration)]
+    pub proxy_wait: Duration,
 
     /// Comma-separated recipient domains accepted; mail to any other domain is refused (no open relay).
     #[arg(
@@ -77,13 +146,35 @@ pub struct Config {
     #[command(flatten)]
     pub redis: RedisArgs,
     #[command(flatten)]
-    pub amqp: AmqpArgs,
+    pub queue: email2sms_queue::QueueArgs,
     #[command(flatten)]
     pub client: ClientTokenArgs,
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+}
+
+/// Parses `25M`, `512K`, `1G` (1024-based) or a bare number of bytes.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size; write e.g. 25M, 512K or 1000000"))?;
+    let factor: usize = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(format!("{text:?} has an unknown unit; use K, M or G")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// A DNS name as it may appear in configuration: SPF include targets such as `_spf.google.com`
@@ -115,7 +206,7 @@ impl ServiceConfig for Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.redis.validate()?;
-        self.amqp.validate()?;
+        self.queue.validate()?;
         self.client.validate()?;
         self.telemetry.validate()?;
         check_url("EMAIL2SMS_POLICY_URL", &self.policy_url, &["http", "https"])?;
@@ -132,6 +223,58 @@ impl ServiceConfig for Config {
                     reason: error.to_string(),
                 }
             })?;
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_INGEST_TLS_CERT",
+                reason: IngestError::TlsHalfConfigured.to_string(),
+            });
+        }
+        for (name, value, min) in [
+            (
+                "EMAIL2SMS_INGEST_MAX_MESSAGE_SIZE",
+                self.max_message_size,
+                1024,
+            ),
+            ("EMAIL2SMS_INGEST_MAX_RECIPIENTS", self.max_recipients, 1),
+            // RFC 5321 §4.5.3.1: commands of 512 and text lines of 1000 octets must be accepted.
+            (
+                "EMAIL2SMS_INGEST_MAX_LINE_LENGTH",
+                self.max_line_length,
+                1000,
+            ),
+            ("EMAIL2SMS_INGEST_MAX_CONNECTIONS", self.max_connections, 1),
+            (
+                "EMAIL2SMS_INGEST_MAX_CONNECTIONS_PER_IP",
+                self.max_connections_per_ip,
+                1,
+            ),
+            (
+                "EMAIL2SMS_INGEST_MAX_BAD_COMMANDS",
+                self.max_bad_commands as usize,
+                1,
+            ),
+        ] {
+            if value < min {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("must be at least {min}"),
+                });
+            }
+        }
+        for (name, value) in [
+            ("EMAIL2SMS_INGEST_COMMAND_TIMEOUT", self.command_timeout),
+            ("EMAIL2SMS_INGEST_DATA_TIMEOUT", self.data_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "must be longer than zero".into(),
+                });
+            }
+        }
+        if let Some(hostname) = &self.smtp_hostname {
+            check_dns_name("EMAIL2SMS_INGEST_HOSTNAME", hostname)?;
         }
         check_dns_name("EMAIL2SMS_GOOGLE_SPF_DOMAIN", &self.google_spf_domain)?;
         check_dns_name("EMAIL2SMS_OUTLOOK_SPF_DOMAIN", &self.outlook_spf_domain)?;
@@ -157,35 +300,156 @@ pub fn api_services(auth: &Auth) -> ApiServices {
     }
 }
 
-/// Everything `main` does after configuration: authenticate, bind, serve until SIGTERM.
+impl Config {
+    /// The SMS domains, normalised (validated by `validate`, so parsing cannot fail here).
+    fn sms_domain_names(&self) -> Vec<email2sms_domain::DomainName> {
+        self.sms_domains
+            .iter()
+            .filter_map(|domain| email2sms_domain::DomainName::parse(domain.trim()).ok())
+            .collect()
+    }
+
+    /// The SMTP session settings, loading the TLS certificate when one is configured.
+    pub fn smtp_session_config(&self) -> Result<SessionConfig, IngestError> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(smtp::tls::load_acceptor(cert, key)?),
+            (None, None) => None,
+            _ => return Err(IngestError::TlsHalfConfigured),
+        };
+        Ok(SessionConfig {
+            hostname: self.smtp_hostname.clone().unwrap_or_else(host_name),
+            sms_domains: self.sms_domain_names(),
+            trusted_relays: self.trusted_relays.clone(),
+            tls,
+            limits: Limits {
+                max_message_size: self.max_message_size,
+                max_recipients: self.max_recipients,
+                max_line_length: self.max_line_length,
+                command_timeout: self.command_timeout,
+                data_timeout: self.data_timeout,
+                max_bad_commands: self.max_bad_commands,
+                proxy_wait: self.proxy_wait,
+            },
+        })
+    }
+
+    pub fn smtp_connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+        }
+    }
+}
+
+/// This machine's host name for the greeting, from the kernel (no extra dependency for one line).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty() && check_dns_name("hostname", name).is_ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Everything `main` does after configuration: load the TLS certificate, authenticate, bind both
+/// listeners, serve until SIGTERM.
 ///
-/// The SMTP listener (`EMAIL2SMS_INGEST_SMTP_ADDR`) is not opened yet: it arrives with the SMTP
-/// server itself, and a port that accepted mail it could not process would lose it.
+/// Until the pipeline (sender authentication, SMS jobs) is plugged in, every message is answered
+/// with 451 4.3.0 by [`NotReadyHandler`]: the relay keeps it and retries, so nothing is lost.
 pub async fn start(config: Config) -> Result<(), StartError> {
     let auth = Auth::from_args(&config.server)?;
-    let listener = bind_and_announce(
+    // An unreadable certificate is bad configuration (exit 64), found before anything is bound.
+    let session_config = config.smtp_session_config().map_err(|error| {
+        let name = match error {
+            IngestError::TlsKey { .. } => "EMAIL2SMS_INGEST_TLS_KEY",
+            IngestError::TlsCertificate { .. } | IngestError::TlsHalfConfigured => {
+                "EMAIL2SMS_INGEST_TLS_CERT"
+            }
+        };
+        ConfigError::Invalid {
+            name,
+            reason: error.to_string(),
+        }
+    })?;
+    let grpc_listener = bind_and_announce(
         BINARY,
         "EMAIL2SMS_INGEST_GRPC_ADDR",
         "grpc",
         config.grpc_addr,
     )
     .await?;
-    run(&config, &auth, listener, shutdown::signal()).await
-}
-
-/// Serves on `listener` until `shutdown` resolves.
-pub async fn run(
-    config: &Config,
-    auth: &Auth,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
-    grpc::serve(
-        api_services(auth),
-        listener,
-        shutdown,
-        config.server.shutdown_grace,
+    let smtp_listener = bind_and_announce(
+        BINARY,
+        "EMAIL2SMS_INGEST_SMTP_ADDR",
+        "smtp",
+        config.smtp_addr,
     )
     .await?;
+    run(
+        &config,
+        &auth,
+        grpc_listener,
+        Listeners {
+            smtp: smtp_listener,
+            session: Arc::new(session_config),
+            handler: Arc::new(NotReadyHandler),
+        },
+        shutdown::signal(),
+    )
+    .await
+}
+
+/// The SMTP side of [`run`]: its listener, its settings and the handler that decides about mail.
+#[derive(Debug)]
+pub struct Listeners<H> {
+    pub smtp: tokio::net::TcpListener,
+    pub session: Arc<SessionConfig>,
+    pub handler: Arc<H>,
+}
+
+/// Serves gRPC on `grpc_listener` and SMTP until `shutdown` resolves; both then drain for at most
+/// the shutdown grace.
+pub async fn run<H: MessageHandler>(
+    config: &Config,
+    auth: &Auth,
+    grpc_listener: tokio::net::TcpListener,
+    smtp: Listeners<H>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let shutdown = shutdown.shared();
+    let grace = config.server.shutdown_grace;
+    // Should the gRPC server fail, SMTP stops too: a half-running service would hide the failure.
+    let (grpc_stopped, grpc_stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let smtp_shutdown = futures::future::select(shutdown.clone(), grpc_stopped_rx).map(|_| ());
+    let smtp_server = smtp::serve(
+        smtp.smtp,
+        smtp.session,
+        config.smtp_connection_limits(),
+        smtp.handler,
+        smtp_shutdown,
+        grace,
+    );
+    let grpc_server = async {
+        let result = grpc::serve(api_services(auth), grpc_listener, shutdown, grace).await;
+        let _ = grpc_stopped.send(());
+        result
+    };
+    let ((), grpc_result) = tokio::join!(smtp_server, grpc_server);
+    grpc_result?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_with_and_without_units() {
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("512K"), Ok(512 * 1024));
+        assert_eq!(parse_size("25M"), Ok(25 * 1024 * 1024));
+        assert_eq!(parse_size("1gib"), Ok(1 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5T").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
 }

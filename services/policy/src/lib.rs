@@ -1,11 +1,34 @@
 //! Policy service: the system of record for companies, Messenger users, security policies and
 //! sender entries, compiled into Redis for ingest.
+//!
+//! Layout: [`error`] (the one error type and its gRPC mapping), [`model`] and [`paging`] (shared
+//! conversions), [`store`] (tenant lookup, compile version, idempotency), [`entries`] (the one row
+//! shape of every sender entry and its readiness), [`cache`] (the Redis layout ingest reads),
+//! [`resolve`] (ResolveSender from Postgres), [`events`] (handlers the queue consumers call), and
+//! one module per group of RPCs.
 #![forbid(unsafe_code)]
+
+pub mod cache;
+mod companies;
+pub mod consumer;
+pub mod domains;
+pub mod entries;
+pub mod error;
+pub mod events;
+pub mod imports;
+pub mod model;
+pub mod paging;
+mod policies;
+pub mod resolve;
+mod sources;
+pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Parser;
+use email2sms_proto::policy::v1 as pb;
 use email2sms_proto::policy::v1::policy_service_server::{
     self, PolicyService, PolicyServiceServer,
 };
@@ -13,9 +36,11 @@ use email2sms_proto::policy::v1::sender_resolution_service_server::{
     self, SenderResolutionService, SenderResolutionServiceServer,
 };
 use email2sms_proto::tonic::service::Routes;
+use email2sms_proto::tonic::service::interceptor::InterceptedService;
+use email2sms_proto::tonic::{self, Request, Response, Status};
 use email2sms_runtime::auth::{Auth, Scope};
 use email2sms_runtime::config::{
-    AmqpArgs, ClientTokenArgs, ConfigError, DatabaseArgs, RedisArgs, ServerArgs, check_url,
+    ClientTokenArgs, ConfigError, DatabaseArgs, RedisArgs, ServerArgs, check_url, parse_duration,
     parse_listen_addr,
 };
 use email2sms_runtime::grpc::{self, ApiServices};
@@ -24,10 +49,18 @@ use email2sms_runtime::telemetry::TelemetryArgs;
 use email2sms_runtime::{db, shutdown};
 use sqlx::PgPool;
 
+pub use cache::Cache;
+pub use error::Error;
+pub use events::{EventOutcome, apply_domain_verification_changed};
+
 pub const BINARY: &str = "email2sms-policy";
 /// The Postgres schema this service owns; no other service reads it.
 pub const SCHEMA: &str = "policy";
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Largest request the admin API decodes. The CSV import sends the whole file in one message
+/// (100,000 rows is about 5 MB); tonic's default of 4 MiB would refuse it.
+pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 
 /// Configuration of `email2sms-policy`: every flag is also an environment variable.
 #[derive(Debug, Clone, Parser)]
@@ -53,12 +86,26 @@ pub struct Config {
     )]
     pub smtp_relay: String,
 
+    /// Prefix of every Redis key and channel this service writes (the compiled sender lookups);
+    /// ingest must use the same. Lets several deployments or test runs share one Redis.
+    #[arg(
+        long,
+        env = "EMAIL2SMS_REDIS_PREFIX",
+        default_value = cache::DEFAULT_PREFIX
+    )]
+    pub redis_prefix: String,
+
+    /// How often to check whether Redis lacks changes (after an outage or a flush) and rebuild
+    /// the compiled lookups from Postgres.
+    #[arg(long, env = "EMAIL2SMS_CACHE_REPAIR_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub cache_repair_interval: Duration,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub redis: RedisArgs,
     #[command(flatten)]
-    pub amqp: AmqpArgs,
+    pub queue: email2sms_queue::QueueArgs,
     #[command(flatten)]
     pub client: ClientTokenArgs,
     #[command(flatten)]
@@ -75,7 +122,7 @@ impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.database.validate()?;
         self.redis.validate()?;
-        self.amqp.validate()?;
+        self.queue.validate()?;
         self.client.validate()?;
         self.telemetry.validate()?;
         check_url(
@@ -84,31 +131,380 @@ impl ServiceConfig for Config {
             &["http", "https"],
         )?;
         check_url("EMAIL2SMS_SMTP_RELAY", &self.smtp_relay, &["smtp", "smtps"])?;
+        if self
+            .redis_prefix
+            .chars()
+            .any(|c| c.is_whitespace() || c == '*')
+        {
+            return Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_REDIS_PREFIX",
+                reason: "the prefix must not contain whitespace or `*`".into(),
+            });
+        }
         Ok(())
     }
 }
 
-/// The admin API. Its RPCs arrive with the policy issue; until then each answers UNIMPLEMENTED.
+/// The admin API (scope `admin`). RPCs not listed in the impl below answer UNIMPLEMENTED through
+/// the generated defaults: notifications and the sender log.
 #[derive(Debug, Clone)]
-pub struct PolicyApi;
+pub struct PolicyApi {
+    pool: PgPool,
+    cache: Cache,
+    /// `None` only in tests that run without a verification service; the domain RPCs that need
+    /// it then answer UNIMPLEMENTED.
+    verification: Option<domains::VerificationClient>,
+}
 
-impl PolicyService for PolicyApi {}
+impl PolicyApi {
+    pub fn new(pool: PgPool, cache: Cache) -> Self {
+        Self {
+            pool,
+            cache,
+            verification: None,
+        }
+    }
 
-/// The internal resolution API ingest falls back to when Redis cannot answer.
+    pub fn with_verification(mut self, client: domains::VerificationClient) -> Self {
+        self.verification = Some(client);
+        self
+    }
+}
+
+#[tonic::async_trait]
+impl PolicyService for PolicyApi {
+    async fn upsert_company(
+        &self,
+        request: Request<pb::UpsertCompanyRequest>,
+    ) -> Result<Response<pb::UpsertCompanyResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::upsert_company(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_company(
+        &self,
+        request: Request<pb::GetCompanyRequest>,
+    ) -> Result<Response<pb::GetCompanyResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::get_company(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn upsert_messenger_user(
+        &self,
+        request: Request<pb::UpsertMessengerUserRequest>,
+    ) -> Result<Response<pb::UpsertMessengerUserResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::upsert_messenger_user(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_messenger_user(
+        &self,
+        request: Request<pb::GetMessengerUserRequest>,
+    ) -> Result<Response<pb::GetMessengerUserResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::get_messenger_user(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_messenger_users(
+        &self,
+        request: Request<pb::ListMessengerUsersRequest>,
+    ) -> Result<Response<pb::ListMessengerUsersResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::list_messenger_users(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn create_security_policy(
+        &self,
+        request: Request<pb::CreateSecurityPolicyRequest>,
+    ) -> Result<Response<pb::CreateSecurityPolicyResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::create_security_policy(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_security_policy(
+        &self,
+        request: Request<pb::GetSecurityPolicyRequest>,
+    ) -> Result<Response<pb::GetSecurityPolicyResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::get_security_policy(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_security_policies(
+        &self,
+        request: Request<pb::ListSecurityPoliciesRequest>,
+    ) -> Result<Response<pb::ListSecurityPoliciesResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::list_security_policies(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_security_policy(
+        &self,
+        request: Request<pb::UpdateSecurityPolicyRequest>,
+    ) -> Result<Response<pb::UpdateSecurityPolicyResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::update_security_policy(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_security_policy(
+        &self,
+        request: Request<pb::DeleteSecurityPolicyRequest>,
+    ) -> Result<Response<pb::DeleteSecurityPolicyResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::delete_security_policy(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_domain(
+        &self,
+        request: Request<pb::GetDomainRequest>,
+    ) -> Result<Response<pb::GetDomainResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::get_domain(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_domains(
+        &self,
+        request: Request<pb::ListDomainsRequest>,
+    ) -> Result<Response<pb::ListDomainsResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::list_domains(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn allocate_domain(
+        &self,
+        request: Request<pb::AllocateDomainRequest>,
+    ) -> Result<Response<pb::AllocateDomainResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::allocate_domain(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_domain(
+        &self,
+        request: Request<pb::DeleteDomainRequest>,
+    ) -> Result<Response<pb::DeleteDomainResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::delete_domain(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn create_email_address(
+        &self,
+        request: Request<pb::CreateEmailAddressRequest>,
+    ) -> Result<Response<pb::CreateEmailAddressResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::create_email_address(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_email_address(
+        &self,
+        request: Request<pb::GetEmailAddressRequest>,
+    ) -> Result<Response<pb::GetEmailAddressResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::get_email_address(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_email_addresses(
+        &self,
+        request: Request<pb::ListEmailAddressesRequest>,
+    ) -> Result<Response<pb::ListEmailAddressesResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::list_email_addresses(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_email_address(
+        &self,
+        request: Request<pb::UpdateEmailAddressRequest>,
+    ) -> Result<Response<pb::UpdateEmailAddressResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::update_email_address(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_email_address(
+        &self,
+        request: Request<pb::DeleteEmailAddressRequest>,
+    ) -> Result<Response<pb::DeleteEmailAddressResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::delete_email_address(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn create_ip_address(
+        &self,
+        request: Request<pb::CreateIpAddressRequest>,
+    ) -> Result<Response<pb::CreateIpAddressResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::create_ip_address(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_ip_address(
+        &self,
+        request: Request<pb::GetIpAddressRequest>,
+    ) -> Result<Response<pb::GetIpAddressResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::get_ip_address(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_ip_addresses(
+        &self,
+        request: Request<pb::ListIpAddressesRequest>,
+    ) -> Result<Response<pb::ListIpAddressesResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::list_ip_addresses(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_ip_address(
+        &self,
+        request: Request<pb::UpdateIpAddressRequest>,
+    ) -> Result<Response<pb::UpdateIpAddressResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::update_ip_address(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_ip_address(
+        &self,
+        request: Request<pb::DeleteIpAddressRequest>,
+    ) -> Result<Response<pb::DeleteIpAddressResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::delete_ip_address(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn create_domain(
+        &self,
+        request: Request<pb::CreateDomainRequest>,
+    ) -> Result<Response<pb::CreateDomainResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::create_domain(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn verify_domain(
+        &self,
+        request: Request<pb::VerifyDomainRequest>,
+    ) -> Result<Response<pb::VerifyDomainResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::verify_domain(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn rotate_domain_token(
+        &self,
+        request: Request<pb::RotateDomainTokenRequest>,
+    ) -> Result<Response<pb::RotateDomainTokenResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::rotate_domain_token(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn preview_import(
+        &self,
+        request: Request<pb::PreviewImportRequest>,
+    ) -> Result<Response<pb::PreviewImportResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::preview_import(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_import(
+        &self,
+        request: Request<pb::GetImportRequest>,
+    ) -> Result<Response<pb::GetImportResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::get_import(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_import_rows(
+        &self,
+        request: Request<pb::ListImportRowsRequest>,
+    ) -> Result<Response<pb::ListImportRowsResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::list_import_rows(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn commit_import(
+        &self,
+        request: Request<pb::CommitImportRequest>,
+    ) -> Result<Response<pb::CommitImportResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::commit_import(self, request.into_inner()).await?,
+        ))
+    }
+}
+
+/// The internal resolution API ingest falls back to when Redis cannot answer (scope `internal`).
 #[derive(Debug, Clone)]
-pub struct SenderResolutionApi;
+pub struct SenderResolutionApi {
+    pool: PgPool,
+    cache: Cache,
+}
 
-impl SenderResolutionService for SenderResolutionApi {}
+impl SenderResolutionApi {
+    pub fn new(pool: PgPool, cache: Cache) -> Self {
+        Self { pool, cache }
+    }
+}
+
+#[tonic::async_trait]
+impl SenderResolutionService for SenderResolutionApi {
+    async fn resolve_sender(
+        &self,
+        request: Request<pb::ResolveSenderRequest>,
+    ) -> Result<Response<pb::ResolveSenderResponse>, Status> {
+        Ok(Response::new(self.resolve(request.into_inner()).await?))
+    }
+
+    async fn rebuild_cache(
+        &self,
+        request: Request<pb::RebuildCacheRequest>,
+    ) -> Result<Response<pb::RebuildCacheResponse>, Status> {
+        Ok(Response::new(
+            SenderResolutionApi::rebuild_cache(self, request.into_inner()).await?,
+        ))
+    }
+}
 
 /// The gRPC services of this binary, each behind the token scope it requires.
-pub fn api_services(auth: &Auth) -> ApiServices {
+pub fn api_services(
+    auth: &Auth,
+    pool: PgPool,
+    cache: Cache,
+    verification: domains::VerificationClient,
+) -> ApiServices {
+    // The size limit goes on the generated server itself, inside the interceptor, because the
+    // shared server in libs/runtime does not know this service's message sizes.
+    let policy = PolicyServiceServer::new(
+        PolicyApi::new(pool.clone(), cache.clone()).with_verification(verification),
+    )
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
     ApiServices {
-        routes: Routes::new(PolicyServiceServer::with_interceptor(
-            PolicyApi,
+        routes: Routes::new(InterceptedService::new(
+            policy,
             auth.require(&[Scope::Admin]),
         ))
         .add_service(SenderResolutionServiceServer::with_interceptor(
-            SenderResolutionApi,
+            SenderResolutionApi::new(pool, cache),
             auth.require(&[Scope::Internal]),
         )),
         names: vec![
@@ -142,13 +538,50 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    grpc::serve(
-        api_services(auth),
+    let verification = domains::VerificationClient::new(
+        &config.verification_url,
+        config.client.api_token.as_deref(),
+    )
+    .map_err(|reason| {
+        StartError::Config(ConfigError::Invalid {
+            name: "EMAIL2SMS_VERIFICATION_URL",
+            reason,
+        })
+    })?;
+    let cache = Cache::new(&config.redis.redis_url, &config.redis_prefix).map_err(|e| {
+        StartError::Config(ConfigError::Invalid {
+            name: "REDIS_URL",
+            reason: e.to_string(),
+        })
+    })?;
+    // Redis may be down or flushed: the repair loop brings it back in line with Postgres.
+    let (stop_repair, repair_stopped) = tokio::sync::oneshot::channel::<()>();
+    let repair = tokio::spawn(cache.clone().repair_loop(
+        pool.clone(),
+        config.cache_repair_interval,
+        async move {
+            let _ = repair_stopped.await;
+        },
+    ));
+    let stop_consuming = tokio_util::sync::CancellationToken::new();
+    let consumer = tokio::spawn(consumer::consume_events(
+        pool.clone(),
+        cache.clone(),
+        config.queue.clone(),
+        stop_consuming.clone(),
+    ));
+    let served = grpc::serve(
+        api_services(auth, pool.clone(), cache, verification),
         listener,
         shutdown,
         config.server.shutdown_grace,
     )
-    .await?;
+    .await;
+    stop_consuming.cancel();
+    let _ = consumer.await;
+    let _ = stop_repair.send(());
+    let _ = repair.await;
     pool.close().await;
+    served?;
     Ok(())
 }

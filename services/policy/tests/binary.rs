@@ -47,11 +47,12 @@ async fn starts_serves_health_and_reflection_and_stops_on_sigterm() {
                 .await
                 .unwrap_err();
             assert_eq!(wrong_scope.code(), Code::PermissionDenied);
-            let unfinished = policy
+            // Authorised, so the request itself is judged: it names no company.
+            let authorised = policy
                 .get_company(bearer(GetCompanyRequest::default(), &admin))
                 .await
                 .unwrap_err();
-            assert_eq!(unfinished.code(), Code::Unimplemented);
+            assert_eq!(authorised.code(), Code::InvalidArgument);
 
             let mut resolution = SenderResolutionServiceClient::new(channel);
             let admin_cannot_resolve = resolution

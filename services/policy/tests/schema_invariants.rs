@@ -5,29 +5,9 @@ use std::sync::Arc;
 
 use email2sms_policy::{MIGRATOR, SCHEMA};
 use email2sms_runtime::db;
-use email2sms_testkit::TestDb;
+use email2sms_testkit::{TestDb, violated_constraint};
 use sqlx::PgPool;
 use sqlx::types::Uuid;
-
-async fn setup() -> (TestDb, PgPool) {
-    let db = TestDb::unique();
-    db::migrate(&db.url, SCHEMA, &MIGRATOR)
-        .await
-        .expect("migrate");
-    let pool = db::connect(&db.url, SCHEMA, 8).await.expect("connect");
-    (db, pool)
-}
-
-/// The name of the constraint that refused `result`; panics if the statement succeeded.
-fn violated<T>(result: Result<T, sqlx::Error>) -> String {
-    let Err(error) = result else {
-        panic!("the statement was accepted but must be refused");
-    };
-    match error.as_database_error().and_then(|e| e.constraint()) {
-        Some(name) => name.to_owned(),
-        None => panic!("refused, but not by a named constraint: {error}"),
-    }
-}
 
 async fn exec(pool: &PgPool, sql: &str, id: Uuid) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(sql)
@@ -113,7 +93,7 @@ const VERIFY_DOMAIN: &str = "UPDATE domains SET state = 'verified', verified_at 
 
 #[tokio::test]
 async fn verified_domain_belongs_to_one_company() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 8).await;
     let (a, b) = (company(&pool).await, company(&pool).await);
     let (pa, pb) = (
         policy(&pool, a, "domain").await,
@@ -130,7 +110,7 @@ async fn verified_domain_belongs_to_one_company() {
         .await
         .expect("first company verifies");
     assert_eq!(
-        violated(exec(&pool, VERIFY_DOMAIN, db_).await),
+        violated_constraint(exec(&pool, VERIFY_DOMAIN, db_).await),
         "domains_verified_name_key"
     );
 
@@ -146,7 +126,7 @@ async fn verified_domain_belongs_to_one_company() {
         .await
         .expect("second company verifies after revocation");
     assert_eq!(
-        violated(
+        violated_constraint(
             exec(
                 &pool,
                 "UPDATE domains SET state = 'verified', verified_at = NULL WHERE id = $1",
@@ -157,7 +137,7 @@ async fn verified_domain_belongs_to_one_company() {
         "domains_verified_has_time"
     );
     assert_eq!(
-        violated(
+        violated_constraint(
             exec(
                 &pool,
                 "UPDATE domains SET state = 'verified', token = NULL WHERE id = $1",
@@ -171,19 +151,19 @@ async fn verified_domain_belongs_to_one_company() {
 
 #[tokio::test]
 async fn domain_appears_once_per_company_and_is_normalised() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 8).await;
     let a = company(&pool).await;
     let pa = policy(&pool, a, "domain").await;
     entry(&pool, "domains", a, pa, "example.com", None)
         .await
         .unwrap();
     assert_eq!(
-        violated(entry(&pool, "domains", a, pa, "example.com", None).await),
+        violated_constraint(entry(&pool, "domains", a, pa, "example.com", None).await),
         "domains_company_name_key"
     );
     for bad in ["Example.org", "example.org.", "-x.example.org", "a..b"] {
         assert_eq!(
-            violated(entry(&pool, "domains", a, pa, bad, None).await),
+            violated_constraint(entry(&pool, "domains", a, pa, bad, None).await),
             "domains_name_valid",
             "{bad}"
         );
@@ -192,7 +172,7 @@ async fn domain_appears_once_per_company_and_is_normalised() {
 
 #[tokio::test]
 async fn active_email_address_belongs_to_one_company() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 8).await;
     let (a, b) = (company(&pool).await, company(&pool).await);
     let (pa, pb) = (
         policy(&pool, a, "email_address").await,
@@ -202,7 +182,7 @@ async fn active_email_address_belongs_to_one_company() {
         .await
         .unwrap();
     assert_eq!(
-        violated(entry(&pool, "email_addresses", b, pb, "jo@example.com", None).await),
+        violated_constraint(entry(&pool, "email_addresses", b, pb, "jo@example.com", None).await),
         "email_addresses_active_address_key"
     );
 
@@ -217,7 +197,7 @@ async fn active_email_address_belongs_to_one_company() {
         .await
         .expect("a soft-deleted address does not block another company");
     assert_eq!(
-        violated(
+        violated_constraint(
             exec(
                 &pool,
                 "UPDATE email_addresses SET deleted_at = NULL WHERE id = $1",
@@ -229,14 +209,14 @@ async fn active_email_address_belongs_to_one_company() {
         "reviving the old row would give the address two owners"
     );
     assert_eq!(
-        violated(entry(&pool, "email_addresses", a, pa, "Jo@example.com", None).await),
+        violated_constraint(entry(&pool, "email_addresses", a, pa, "Jo@example.com", None).await),
         "email_addresses_address_valid"
     );
 }
 
 #[tokio::test]
 async fn forwarding_user_belongs_to_the_company_of_the_entry() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 8).await;
     let (a, b) = (company(&pool).await, company(&pool).await);
     let (own, foreign) = (user(&pool, a).await, user(&pool, b).await);
     for (table, sent_from, value) in [
@@ -246,7 +226,7 @@ async fn forwarding_user_belongs_to_the_company_of_the_entry() {
     ] {
         let pa = policy(&pool, a, sent_from).await;
         assert_eq!(
-            violated(entry(&pool, table, a, pa, value, Some(foreign)).await),
+            violated_constraint(entry(&pool, table, a, pa, value, Some(foreign)).await),
             format!("{table}_forwarding_user_fk")
         );
         entry(&pool, table, a, pa, value, Some(own))
@@ -262,25 +242,25 @@ async fn forwarding_user_belongs_to_the_company_of_the_entry() {
     .execute(&pool)
     .await;
     assert_eq!(
-        violated(refused),
+        violated_constraint(refused),
         "security_policies_default_forwarding_user_fk"
     );
 }
 
 #[tokio::test]
 async fn entry_policy_is_of_the_same_kind_and_company() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 8).await;
     let (a, b) = (company(&pool).await, company(&pool).await);
     let email_policy = policy(&pool, a, "email_address").await;
     let other_company_policy = policy(&pool, b, "domain").await;
     let own_policy = policy(&pool, a, "domain").await;
 
     assert_eq!(
-        violated(entry(&pool, "domains", a, email_policy, "example.com", None).await),
+        violated_constraint(entry(&pool, "domains", a, email_policy, "example.com", None).await),
         "domains_policy_fk"
     );
     assert_eq!(
-        violated(
+        violated_constraint(
             entry(
                 &pool,
                 "domains",
@@ -294,14 +274,16 @@ async fn entry_policy_is_of_the_same_kind_and_company() {
         "domains_policy_fk"
     );
     assert_eq!(
-        violated(entry(&pool, "ip_addresses", a, email_policy, "192.0.2.0/24", None).await),
+        violated_constraint(
+            entry(&pool, "ip_addresses", a, email_policy, "192.0.2.0/24", None).await
+        ),
         "ip_addresses_policy_fk"
     );
     entry(&pool, "domains", a, own_policy, "example.com", None)
         .await
         .unwrap();
     assert_eq!(
-        violated(
+        violated_constraint(
             exec(
                 &pool,
                 "UPDATE security_policies SET sent_from = 'email_address' WHERE id = $1",
@@ -316,7 +298,7 @@ async fn entry_policy_is_of_the_same_kind_and_company() {
 
 #[tokio::test]
 async fn ip_networks_of_two_companies_never_overlap() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 8).await;
     let (a, b) = (company(&pool).await, company(&pool).await);
     let (pa, pb) = (
         policy(&pool, a, "ip_address").await,
@@ -329,7 +311,7 @@ async fn ip_networks_of_two_companies_never_overlap() {
     add_ip(&pool, a, pa, "2001:db8::/32").await.unwrap();
     for overlapping in ["10.2.0.0/16", "10.1.2.3/32", "0.0.0.0/0", "2001:db8:1::/48"] {
         assert_eq!(
-            violated(add_ip(&pool, b, pb, overlapping).await),
+            violated_constraint(add_ip(&pool, b, pb, overlapping).await),
             "ip_addresses_no_cross_company_overlap",
             "{overlapping}"
         );
@@ -338,14 +320,14 @@ async fn ip_networks_of_two_companies_never_overlap() {
         .await
         .expect("a disjoint network of another company");
     assert_eq!(
-        violated(add_ip(&pool, a, pa, "10.1.0.0/16").await),
+        violated_constraint(add_ip(&pool, a, pa, "10.1.0.0/16").await),
         "ip_addresses_network_key"
     );
 }
 
 #[tokio::test]
 async fn ip_network_with_host_bits_or_v4_mapped_is_rejected() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 8).await;
     let a = company(&pool).await;
     let pa = policy(&pool, a, "ip_address").await;
     let error = add_ip(&pool, a, pa, "10.0.0.1/8").await.unwrap_err();
@@ -355,7 +337,7 @@ async fn ip_network_with_host_bits_or_v4_mapped_is_rejected() {
         "cidr refuses host bits: {error}"
     );
     assert_eq!(
-        violated(add_ip(&pool, a, pa, "::ffff:192.0.2.1/128").await),
+        violated_constraint(add_ip(&pool, a, pa, "::ffff:192.0.2.1/128").await),
         "ip_addresses_no_v4_mapped"
     );
     add_ip(&pool, a, pa, "192.0.2.1/32").await.unwrap();
@@ -364,12 +346,12 @@ async fn ip_network_with_host_bits_or_v4_mapped_is_rejected() {
             .bind(a)
             .execute(&pool)
             .await;
-    assert_eq!(violated(host_with_mask), "sender_log_ip_check");
+    assert_eq!(violated_constraint(host_with_mask), "sender_log_ip_check");
 }
 
 #[tokio::test]
 async fn deleting_a_company_deletes_all_its_rows() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 8).await;
     let (a, b) = (company(&pool).await, company(&pool).await);
     for (c, n) in [(a, 1), (b, 2)] {
         let u = user(&pool, c).await;
@@ -456,7 +438,7 @@ async fn deleting_a_company_deletes_all_its_rows() {
 
 #[tokio::test]
 async fn deleting_a_policy_with_entries_is_refused() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 8).await;
     let a = company(&pool).await;
     let delete = "DELETE FROM security_policies WHERE id = $1";
     for (table, sent_from, value) in [
@@ -467,7 +449,7 @@ async fn deleting_a_policy_with_entries_is_refused() {
         let p = policy(&pool, a, sent_from).await;
         let id = entry(&pool, table, a, p, value, None).await.unwrap();
         assert_eq!(
-            violated(exec(&pool, delete, p).await),
+            violated_constraint(exec(&pool, delete, p).await),
             format!("{table}_policy_fk")
         );
         exec(&pool, &format!("DELETE FROM {table} WHERE id = $1"), id)
@@ -485,7 +467,7 @@ async fn deleting_a_policy_with_entries_is_refused() {
 async fn new_sender_ip_is_reported_exactly_once_under_concurrency() {
     const TASKS: usize = 8;
     const ROUNDS: u32 = 20;
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 8).await;
     let a = company(&pool).await;
     for round in 0..ROUNDS {
         let ip = format!("198.51.100.{round}");
@@ -533,7 +515,7 @@ async fn new_sender_ip_is_reported_exactly_once_under_concurrency() {
 
 #[tokio::test]
 async fn notification_is_sent_once_per_request_and_address() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 8).await;
     let a = company(&pool).await;
     let notify = |request: &'static str, address: &'static str| {
         sqlx::query(
@@ -546,7 +528,7 @@ async fn notification_is_sent_once_per_request_and_address() {
     };
     notify("req-1", "jo@example.com").await.unwrap();
     assert_eq!(
-        violated(notify("req-1", "jo@example.com").await),
+        violated_constraint(notify("req-1", "jo@example.com").await),
         "notifications_once_per_request"
     );
     notify("req-1", "al@example.com")
@@ -556,7 +538,7 @@ async fn notification_is_sent_once_per_request_and_address() {
         .await
         .expect("another request");
     assert_eq!(
-        violated(
+        violated_constraint(
             exec(
                 &pool,
                 "UPDATE notifications SET status = 'sent' WHERE company_id = $1",
@@ -582,7 +564,7 @@ async fn applied_migrations(pool: &PgPool) -> Vec<MigrationRow> {
 
 #[tokio::test]
 async fn migrating_twice_is_a_no_op() {
-    let (db, pool) = setup().await;
+    let (db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 8).await;
     let before = applied_migrations(&pool).await;
     assert_eq!(before.len(), MIGRATOR.iter().count());
     assert!(before.iter().all(|row| row.2), "all applied successfully");
@@ -602,7 +584,7 @@ async fn assert_overlap_enforced(url: &str) {
     );
     add_ip(&pool, a, pa, "10.0.0.0/8").await.unwrap();
     assert_eq!(
-        violated(add_ip(&pool, b, pb, "10.0.0.0/16").await),
+        violated_constraint(add_ip(&pool, b, pb, "10.0.0.0/16").await),
         "ip_addresses_no_cross_company_overlap"
     );
     pool.close().await;

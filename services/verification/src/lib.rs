@@ -2,23 +2,40 @@
 //! proving them.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod dns;
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod outbox;
+pub mod rules;
+pub mod scheduler;
+pub mod settings;
+
 use std::future::Future;
 use std::net::SocketAddr;
 
 use clap::Parser;
 use email2sms_proto::tonic::service::Routes;
 use email2sms_proto::verification::v1::verification_service_server::{
-    self, VerificationService, VerificationServiceServer,
+    self, VerificationServiceServer,
 };
+use email2sms_queue::QueueArgs;
 use email2sms_runtime::auth::{Auth, Scope};
 use email2sms_runtime::config::{
-    AmqpArgs, ConfigError, DatabaseArgs, DnsArgs, ServerArgs, parse_listen_addr,
+    ConfigError, DatabaseArgs, DnsArgs, ServerArgs, parse_listen_addr,
 };
 use email2sms_runtime::grpc::{self, ApiServices};
 use email2sms_runtime::service::{ServiceConfig, StartError, bind_and_announce};
 use email2sms_runtime::telemetry::TelemetryArgs;
 use email2sms_runtime::{db, shutdown};
 use sqlx::PgPool;
+
+pub use crate::api::VerificationApi;
+use crate::dns::TxtResolver;
+pub use crate::engine::Verifier;
+use crate::scheduler::Scheduler;
+use crate::settings::VerificationArgs;
 
 pub const BINARY: &str = "email2sms-verification";
 /// The Postgres schema this service owns; no other service reads it.
@@ -36,9 +53,11 @@ pub struct Config {
     #[command(flatten)]
     pub dns: DnsArgs,
     #[command(flatten)]
+    pub verification: VerificationArgs,
+    #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
-    pub amqp: AmqpArgs,
+    pub queue: QueueArgs,
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
@@ -52,24 +71,18 @@ impl ServiceConfig for Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.database.validate()?;
-        self.amqp.validate()?;
+        self.verification.validate()?;
+        self.queue.validate()?;
         self.telemetry.validate()
     }
 }
 
-/// The challenge API. Its RPCs arrive with the verification issue; until then each answers
-/// UNIMPLEMENTED.
-#[derive(Debug, Clone)]
-pub struct VerificationApi;
-
-impl VerificationService for VerificationApi {}
-
 /// The gRPC services of this binary. The portal's tools (admin) and the policy service (internal)
 /// both call it.
-pub fn api_services(auth: &Auth) -> ApiServices {
+pub fn api_services(auth: &Auth, verifier: Verifier) -> ApiServices {
     ApiServices {
         routes: Routes::new(VerificationServiceServer::with_interceptor(
-            VerificationApi,
+            VerificationApi::new(verifier),
             auth.require(&[Scope::Admin, Scope::Internal]),
         )),
         names: vec![verification_service_server::SERVICE_NAME],
@@ -92,7 +105,24 @@ pub async fn start(config: Config) -> Result<(), StartError> {
     run(&config, &auth, pool, listener, shutdown::signal()).await
 }
 
-/// Serves on `listener` until `shutdown` resolves.
+/// The verifier this configuration describes: its resolver and rules over `pool`.
+pub fn verifier(config: &Config, pool: PgPool) -> Result<Verifier, ConfigError> {
+    let args = &config.verification;
+    let resolver = TxtResolver::new(
+        &config.dns.dns_servers,
+        args.dns_timeout,
+        args.dns_attempts,
+        args.concurrency,
+    )
+    .map_err(|error| ConfigError::Invalid {
+        name: "EMAIL2SMS_DNS_SERVERS",
+        reason: error.to_string(),
+    })?;
+    Ok(Verifier::new(pool, resolver, args))
+}
+
+/// Serves on `listener`, with the scheduler running unless it is switched off, until `shutdown`
+/// resolves; then stops the scheduler after its current round.
 pub async fn run(
     config: &Config,
     auth: &Auth,
@@ -100,13 +130,50 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    grpc::serve(
-        api_services(auth),
+    let verifier = verifier(config, pool.clone())?;
+    let (stop_scheduler, scheduler_stopped) = tokio::sync::watch::channel(false);
+    let scheduler = config.verification.scheduler.then(|| {
+        let scheduler = Scheduler::new(
+            verifier.clone(),
+            &config.verification,
+            scheduler::default_replica_name(),
+        );
+        tokio::spawn(scheduler.run(scheduler_stopped))
+    });
+    let stop_relay = tokio_util::sync::CancellationToken::new();
+    let relay = email2sms_queue::outbox::spawn_relay(
+        pool.clone(),
+        &config.queue,
+        BINARY,
+        stop_relay.clone(),
+    );
+    let served = grpc::serve(
+        api_services(auth, verifier),
         listener,
-        shutdown,
+        async move {
+            shutdown.await;
+            let _ = stop_scheduler.send(true);
+        },
         config.server.shutdown_grace,
     )
-    .await?;
+    .await;
+    if let Some(scheduler) = scheduler {
+        if served.is_err() {
+            // The shutdown future never ran, so nothing else would stop it.
+            scheduler.abort();
+        }
+        if let Err(error) = scheduler.await
+            && error.is_panic()
+        {
+            tracing::error!(%error, "the verification scheduler panicked");
+        }
+    }
+    // Last, so the events of the final checks still go out.
+    stop_relay.cancel();
+    if let Err(error) = relay.await {
+        tracing::error!(%error, "the outbox relay failed");
+    }
+    served?;
     pool.close().await;
     Ok(())
 }

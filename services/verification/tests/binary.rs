@@ -31,9 +31,10 @@ async fn starts_serves_health_and_reflection_and_stops_on_sigterm() {
                 "authorization",
                 format!("Bearer {internal}").parse().unwrap(),
             );
-            // The policy service calls with an internal token; the RPC itself is not built yet.
+            // The policy service calls with an internal token: past authentication, the empty
+            // request is refused for its missing fields.
             let status = client.get_status(request).await.unwrap_err();
-            assert_eq!(status.code(), Code::Unimplemented);
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
         },
     )
     .await;
@@ -52,4 +53,80 @@ async fn bad_dns_server_list_exits_64() {
     .await;
     assert_eq!(status.code(), Some(64), "{output}");
     assert!(output.contains("ns.example"), "{output}");
+}
+
+#[tokio::test]
+async fn the_scheduler_verifies_a_published_token_with_settings_from_the_environment() {
+    use email2sms_proto::verification::v1::{CreateChallengeRequest, VerificationState};
+    use email2sms_testkit::ServiceProcess;
+    use email2sms_testkit::dns::DnsServer;
+
+    let db = TestDb::unique();
+    let mut dns = DnsServer::start().await;
+    dns.set_zone("example.com", "www A 192.0.2.1").await;
+    let dns_addr = dns.addr().to_string();
+    let mut process = ServiceProcess::spawn(
+        Path::new(BINARY),
+        &[
+            ("DATABASE_URL", &db.url),
+            ("EMAIL2SMS_MIGRATE", "1"),
+            ("EMAIL2SMS_INSECURE_NO_AUTH", "1"),
+            ("EMAIL2SMS_VERIFICATION_GRPC_ADDR", "127.0.0.1:0"),
+            ("EMAIL2SMS_DNS_SERVERS", &dns_addr),
+            ("EMAIL2SMS_VERIFICATION_DNS_TIMEOUT", "300ms"),
+            ("EMAIL2SMS_VERIFICATION_POLL_INTERVAL", "100ms"),
+            ("EMAIL2SMS_VERIFICATION_PENDING_FIRST_INTERVAL", "200ms"),
+            ("EMAIL2SMS_VERIFICATION_PENDING_MAX_INTERVAL", "200ms"),
+        ],
+    )
+    .await;
+    let mut client = VerificationServiceClient::new(process.channel().await);
+    let company = "00000000-0000-0000-0000-0000000000a1".to_string();
+    let challenge = client
+        .create_challenge(CreateChallengeRequest {
+            company_id: company.clone(),
+            domain_name: "example.com".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .challenge
+        .unwrap();
+    dns.set_zone(
+        "example.com",
+        &format!("@ TXT \"{}\"", challenge.txt_record_value),
+    )
+    .await;
+    let verified = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let status = client
+                .get_status(GetStatusRequest {
+                    company_id: company.clone(),
+                    domain_name: "example.com".into(),
+                    check_history_limit: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let challenge = status.challenge.unwrap();
+            if challenge.state() == VerificationState::Verified {
+                return challenge;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not verified in time; stderr:\n{}", process.stderr()));
+    assert_eq!(
+        verified.state_reason,
+        "found the verification token at example.com"
+    );
+    process.terminate();
+    assert_eq!(
+        process
+            .wait(std::time::Duration::from_secs(10))
+            .await
+            .code(),
+        Some(0)
+    );
 }

@@ -1,33 +1,12 @@
 //! The verification schema enforces the challenge invariants itself: rows are written with plain SQL
 //! and every violation must be refused by the named constraint.
 
-use email2sms_runtime::db;
-use email2sms_testkit::TestDb;
+use email2sms_testkit::{TestDb, violated_constraint};
 use email2sms_verification::{MIGRATOR, SCHEMA};
 use sqlx::PgPool;
 use sqlx::types::Uuid;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-
-async fn setup() -> (TestDb, PgPool) {
-    let db = TestDb::unique();
-    db::migrate(&db.url, SCHEMA, &MIGRATOR)
-        .await
-        .expect("migrate");
-    let pool = db::connect(&db.url, SCHEMA, 2).await.expect("connect");
-    (db, pool)
-}
-
-/// The name of the constraint that refused `result`; panics if the statement succeeded.
-fn violated<T>(result: Result<T, sqlx::Error>) -> String {
-    let Err(error) = result else {
-        panic!("the statement was accepted but must be refused");
-    };
-    match error.as_database_error().and_then(|e| e.constraint()) {
-        Some(name) => name.to_owned(),
-        None => panic!("refused, but not by a named constraint: {error}"),
-    }
-}
 
 async fn challenge(
     pool: &PgPool,
@@ -58,10 +37,10 @@ const B: Uuid = Uuid::from_u128(0xb);
 
 #[tokio::test]
 async fn one_challenge_per_company_and_domain() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 2).await;
     challenge(&pool, A, "example.com", TOKEN).await.unwrap();
     assert_eq!(
-        violated(challenge(&pool, A, "example.com", TOKEN).await),
+        violated_constraint(challenge(&pool, A, "example.com", TOKEN).await),
         "challenges_company_domain_key"
     );
     challenge(&pool, B, "example.com", TOKEN)
@@ -74,7 +53,7 @@ async fn one_challenge_per_company_and_domain() {
 
 #[tokio::test]
 async fn challenge_token_is_32_lower_case_hex() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 2).await;
     for bad in [
         "0123456789ABCDEF0123456789ABCDEF",
         "0123456789abcdef0123456789abcde",
@@ -83,14 +62,14 @@ async fn challenge_token_is_32_lower_case_hex() {
         "",
     ] {
         assert_eq!(
-            violated(challenge(&pool, A, "example.com", bad).await),
+            violated_constraint(challenge(&pool, A, "example.com", bad).await),
             "challenges_token_check",
             "{bad:?}"
         );
     }
     let id = challenge(&pool, A, "example.com", TOKEN).await.unwrap();
     assert_eq!(
-        violated(update(&pool, "token = upper(token)", id).await),
+        violated_constraint(update(&pool, "token = upper(token)", id).await),
         "challenges_token_check",
         "rotation keeps the format"
     );
@@ -98,7 +77,7 @@ async fn challenge_token_is_32_lower_case_hex() {
 
 #[tokio::test]
 async fn challenge_domain_is_normalised() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 2).await;
     for bad in [
         "Example.com",
         "example.com.",
@@ -106,7 +85,7 @@ async fn challenge_domain_is_normalised() {
         "-example.com",
     ] {
         assert_eq!(
-            violated(challenge(&pool, A, bad, TOKEN).await),
+            violated_constraint(challenge(&pool, A, bad, TOKEN).await),
             "challenges_domain_valid",
             "{bad:?}"
         );
@@ -115,18 +94,18 @@ async fn challenge_domain_is_normalised() {
 
 #[tokio::test]
 async fn at_most_one_verified_challenge_per_domain() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 2).await;
     let a = challenge(&pool, A, "example.com", TOKEN).await.unwrap();
     let b = challenge(&pool, B, "example.com", TOKEN).await.unwrap();
     let verify = "state = 'verified', verified_at = now()";
 
     assert_eq!(
-        violated(update(&pool, "state = 'verified'", a).await),
+        violated_constraint(update(&pool, "state = 'verified'", a).await),
         "challenges_verified_has_time"
     );
     update(&pool, verify, a).await.expect("the first verifies");
     assert_eq!(
-        violated(update(&pool, verify, b).await),
+        violated_constraint(update(&pool, verify, b).await),
         "challenges_verified_domain_key"
     );
     update(&pool, "state = 'revoked'", a).await.unwrap();
@@ -137,11 +116,11 @@ async fn at_most_one_verified_challenge_per_domain() {
 
 #[tokio::test]
 async fn lease_owner_and_until_are_set_together() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 2).await;
     let id = challenge(&pool, A, "example.com", TOKEN).await.unwrap();
     for half in ["lease_owner = 'replica-1'", "lease_until = now()"] {
         assert_eq!(
-            violated(update(&pool, half, id).await),
+            violated_constraint(update(&pool, half, id).await),
             "challenges_lease_complete",
             "{half}"
         );
@@ -154,7 +133,7 @@ async fn lease_owner_and_until_are_set_together() {
     .await
     .expect("a complete lease");
     assert_eq!(
-        violated(update(&pool, "lease_owner = NULL", id).await),
+        violated_constraint(update(&pool, "lease_owner = NULL", id).await),
         "challenges_lease_complete"
     );
     update(&pool, "lease_owner = NULL, lease_until = NULL", id)
@@ -164,7 +143,7 @@ async fn lease_owner_and_until_are_set_together() {
 
 #[tokio::test]
 async fn check_outcome_agrees_with_temporary() {
-    let (_db, pool) = setup().await;
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 2).await;
     let id = challenge(&pool, A, "example.com", TOKEN).await.unwrap();
     let check = |outcome: &'static str, temporary: bool| {
         sqlx::query("INSERT INTO checks (challenge_id, outcome, temporary) VALUES ($1, $2, $3)")
@@ -174,14 +153,17 @@ async fn check_outcome_agrees_with_temporary() {
             .execute(&pool)
     };
     assert_eq!(
-        violated(check("timeout", false).await),
+        violated_constraint(check("timeout", false).await),
         "checks_temporary_matches_outcome"
     );
     assert_eq!(
-        violated(check("nxdomain", true).await),
+        violated_constraint(check("nxdomain", true).await),
         "checks_temporary_matches_outcome"
     );
-    assert_eq!(violated(check("lost", false).await), "checks_outcome_check");
+    assert_eq!(
+        violated_constraint(check("lost", false).await),
+        "checks_outcome_check"
+    );
     check("servfail", true).await.unwrap();
     check("found", false).await.unwrap();
 }

@@ -1,0 +1,183 @@
+//! One connection per process, re-established on demand, and a publisher that only reports success
+//! once RabbitMQ has confirmed the message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use tokio::sync::Mutex;
+
+use crate::QueueError;
+
+/// The broker connection of one process. Cheap to share; reconnects lazily after a broker restart
+/// or a network failure, so callers simply ask again.
+#[derive(Debug)]
+pub struct Broker {
+    url: String,
+    name: String,
+    connection: Mutex<Option<Arc<Connection>>>,
+}
+
+impl Broker {
+    /// `name` shows in the RabbitMQ management UI, so an operator can tell the services apart.
+    pub fn new(url: impl Into<String>, name: impl Into<String>) -> Arc<Broker> {
+        Arc::new(Broker {
+            url: url.into(),
+            name: name.into(),
+            connection: Mutex::new(None),
+        })
+    }
+
+    /// The live connection, connecting (again) when there is none.
+    pub async fn connection(&self) -> Result<Arc<Connection>, QueueError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref()
+            && connection.status().connected()
+        {
+            return Ok(connection.clone());
+        }
+        let properties =
+            ConnectionProperties::default().with_connection_name(self.name.clone().into());
+        let connection = Arc::new(Connection::connect(&self.url, properties).await?);
+        tracing::info!(name = %self.name, "connected to RabbitMQ");
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// A fresh channel on the live connection.
+    pub async fn channel(&self) -> Result<Channel, QueueError> {
+        let connection = self.connection().await?;
+        match connection.create_channel().await {
+            Ok(channel) => Ok(channel),
+            Err(error) => {
+                // The connection looked alive but is not: forget it so the next call reconnects.
+                self.forget(&connection).await;
+                Err(error.into())
+            }
+        }
+    }
+
+    async fn forget(&self, dead: &Arc<Connection>) {
+        let mut slot = self.connection.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, dead)) {
+            *slot = None;
+        }
+    }
+}
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub payload: &'a [u8],
+    /// The payload's own id (job id or event id): consumers drop duplicates by it.
+    pub message_id: String,
+    /// The protobuf message name, so a consumer knows what it decodes.
+    pub message_type: &'a str,
+    pub headers: FieldTable,
+}
+
+/// Publishes persistent messages and waits for the broker's confirm of each.
+#[derive(Debug)]
+pub struct Publisher {
+    broker: Arc<Broker>,
+    channel: Mutex<Option<Channel>>,
+    confirm_timeout: Duration,
+}
+
+impl Publisher {
+    pub fn new(broker: Arc<Broker>, confirm_timeout: Duration) -> Publisher {
+        Publisher {
+            broker,
+            channel: Mutex::new(None),
+            confirm_timeout,
+        }
+    }
+
+    /// The connection this publisher uses, for declaring topology on it.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    async fn confirm_channel(&self) -> Result<Channel, QueueError> {
+        let mut slot = self.channel.lock().await;
+        if let Some(channel) = slot.as_ref()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let channel = self.broker.channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+
+    async fn forget(&self, broken: &Channel) {
+        let mut slot = self.channel.lock().await;
+        if slot.as_ref().is_some_and(|c| c.id() == broken.id()) {
+            *slot = None;
+        }
+    }
+
+    /// Publishes `message` as persistent and mandatory, and returns only once RabbitMQ has
+    /// confirmed it: stored in every queue it routes to. Unroutable, refused or unconfirmed messages
+    /// are errors, so the caller never reports success for a message the broker does not hold.
+    pub async fn publish(&self, message: Outgoing<'_>) -> Result<(), QueueError> {
+        let channel = self.confirm_channel().await?;
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(email2sms_proto::queue::v1::CONTENT_TYPE.into())
+            .with_message_id(ShortString::from(message.message_id))
+            .with_type(message.message_type.into())
+            .with_timestamp(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            )
+            .with_headers(message.headers);
+        let routing_key = message.routing_key.to_owned();
+        let outcome = async {
+            let confirm = channel
+                .basic_publish(
+                    message.exchange.into(),
+                    message.routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    message.payload,
+                    properties,
+                )
+                .await?;
+            match tokio::time::timeout(self.confirm_timeout, confirm).await {
+                Err(_) => Err(QueueError::ConfirmTimeout {
+                    routing_key: routing_key.clone(),
+                    seconds: self.confirm_timeout.as_secs(),
+                }),
+                Ok(confirmation) => match confirmation? {
+                    Confirmation::Ack(None) => Ok(()),
+                    Confirmation::Ack(Some(_)) => Err(QueueError::Unroutable {
+                        routing_key: routing_key.clone(),
+                    }),
+                    Confirmation::Nack(_) | Confirmation::NotRequested => Err(QueueError::Nacked {
+                        routing_key: routing_key.clone(),
+                    }),
+                },
+            }
+        }
+        .await;
+        if matches!(
+            outcome,
+            Err(QueueError::Amqp(_)) | Err(QueueError::ConfirmTimeout { .. })
+        ) {
+            self.forget(&channel).await;
+        }
+        outcome
+    }
+}

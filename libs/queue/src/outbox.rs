@@ -1,0 +1,224 @@
+//! The transactional outbox: a service writes its event into its own `outbox` table in the same
+//! transaction as the state change, and the relay publishes it afterwards. A crash between the
+//! commit and the publish therefore loses nothing; it can only publish twice, and the event's
+//! `message_id` lets consumers drop the duplicate.
+//!
+//! The table (one per service schema) has the columns `id, message_id, routing_key, payload,
+//! created_at, published_at, attempts, last_error`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::types::FieldTable;
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::Topology;
+use crate::broker::{Outgoing, Publisher};
+use crate::{QueueError, message_type};
+
+/// Writes an event into the outbox of the current schema, inside the caller's transaction, and
+/// wakes the relay once that transaction commits. `message_id` is the event's own id: it goes out as
+/// the AMQP message-id, so a consumer that sees the event twice can tell.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+    routing_key: &str,
+    payload: &[u8],
+) -> Result<(), sqlx::Error> {
+    if message_type(routing_key).is_none() {
+        // A programming error, refused here so it cannot block the relay later.
+        return Err(sqlx::Error::Protocol(format!(
+            "no event type is known for routing key {routing_key}"
+        )));
+    }
+    sqlx::query("INSERT INTO outbox (message_id, routing_key, payload) VALUES ($1, $2, $3)")
+        .bind(message_id)
+        .bind(routing_key)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await?;
+    // NOTIFY is delivered at commit, and never if the transaction rolls back.
+    sqlx::query("SELECT pg_notify(current_schema() || '_outbox', '')")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Publishes outbox rows to the events exchange.
+#[derive(Debug, Clone)]
+pub struct OutboxRelay {
+    pub pool: PgPool,
+    pub publisher: Arc<Publisher>,
+    pub topology: Topology,
+    /// Rows published per transaction.
+    pub batch: i64,
+    /// How often to look even without a notification (one may be missed while reconnecting).
+    pub poll_interval: Duration,
+}
+
+impl OutboxRelay {
+    /// Publishes one batch of unpublished rows, oldest first, and returns how many went out. Rows are
+    /// claimed with `SKIP LOCKED`, so several replicas can relay at once without publishing the same
+    /// row twice; a row whose publish fails stays unpublished with its error recorded.
+    pub async fn publish_pending(&self) -> Result<usize, QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(i64, Uuid, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, message_id, routing_key, payload FROM outbox \
+             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut published = 0;
+        let mut failure = None;
+        for (id, message_id, routing_key, payload) in rows {
+            let outcome = match message_type(&routing_key) {
+                None => Err(QueueError::UnknownRoutingKey(routing_key.clone())),
+                Some(message_type) => {
+                    self.publisher
+                        .publish(Outgoing {
+                            exchange: &self.topology.events_exchange(),
+                            routing_key: &routing_key,
+                            payload: &payload,
+                            message_id: message_id.to_string(),
+                            message_type,
+                            headers: FieldTable::default(),
+                        })
+                        .await
+                }
+            };
+            match outcome {
+                Ok(()) => {
+                    sqlx::query("UPDATE outbox SET published_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    published += 1;
+                }
+                Err(error) => {
+                    sqlx::query(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(error.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                    // Keep the order: stop at the first failure and try again later.
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        tx.commit().await?;
+        match failure {
+            Some(error) if published == 0 => Err(error),
+            _ => Ok(published),
+        }
+    }
+
+    /// Relays until `shutdown` resolves: after every notification, every `poll_interval`, and
+    /// with back-off while the broker is unreachable.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let channel = self.listen_channel().await;
+        let mut listener = None;
+        let mut declared = false;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if listener.is_none() {
+                listener = match PgListener::connect_with(&self.pool).await {
+                    Ok(mut l) => match l.listen(&channel).await {
+                        Ok(()) => Some(l),
+                        Err(error) => {
+                            tracing::warn!(%error, "outbox relay cannot LISTEN; polling instead");
+                            None
+                        }
+                    },
+                    Err(error) => {
+                        tracing::warn!(%error, "outbox relay cannot LISTEN; polling instead");
+                        None
+                    }
+                };
+            }
+            let mut wait = self.poll_interval;
+            loop {
+                if !declared {
+                    // The exchange must exist before the first publish, and the broker may have
+                    // been down when the service started.
+                    match self.declare().await {
+                        Ok(()) => declared = true,
+                        Err(error) => {
+                            tracing::warn!(%error, retry_in = ?backoff, "outbox relay cannot reach RabbitMQ");
+                            wait = backoff;
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                            break;
+                        }
+                    }
+                }
+                match self.publish_pending().await {
+                    Ok(n) if n as i64 == self.batch => continue,
+                    Ok(_) => {
+                        backoff = Duration::from_millis(200);
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in = ?backoff, "outbox relay could not publish");
+                        wait = backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        break;
+                    }
+                }
+            }
+            let notified = async {
+                match listener.as_mut() {
+                    Some(l) => l.recv().await.map(drop),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(wait) => {}
+                result = notified => {
+                    if result.is_err() {
+                        listener = None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn declare(&self) -> Result<(), QueueError> {
+        let channel = self.publisher.broker().channel().await?;
+        self.topology.declare_events(&channel).await?;
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(())
+    }
+
+    async fn listen_channel(&self) -> String {
+        let schema: Result<String, _> = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&self.pool)
+            .await;
+        format!("{}_outbox", schema.unwrap_or_else(|_| "public".into()))
+    }
+}
+
+/// Starts the relay of a service's outbox in the background until `stop` is cancelled.
+pub fn spawn_relay(
+    pool: PgPool,
+    args: &crate::QueueArgs,
+    service: &str,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let broker = crate::Broker::new(args.amqp_url.clone(), format!("{service} outbox"));
+    let relay = OutboxRelay {
+        pool,
+        publisher: Arc::new(Publisher::new(broker, Duration::from_secs(10))),
+        topology: args.topology(),
+        batch: 100,
+        poll_interval: Duration::from_secs(5),
+    };
+    tokio::spawn(relay.run(stop.cancelled_owned()))
+}

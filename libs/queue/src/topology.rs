@@ -1,0 +1,387 @@
+//! The queue topology, declared by one function that ingest and dispatch both call at start, so the
+//! arguments of the queues they share can never disagree (RabbitMQ refuses a redeclaration with
+//! different arguments, which turns any drift into a loud start-up failure instead of lost mail).
+//!
+//! ```text
+//!  ingest ──▶ {prefix}jobs (direct) ──sms.job──▶ {prefix}sms.jobs (quorum, delivery limit)
+//!                    ▲                                   │ poison (delivery limit) / permanent
+//!                    │ TTL expiry                         ▼
+//!  {prefix}retry (direct) ──<tier>──▶ {prefix}sms.retry.<tier>   {prefix}dead ──▶ {prefix}sms.dead
+//!
+//!  every service ──▶ {prefix}events (topic) ──<routing key>──▶ each consumer's own queue
+//! ```
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+use email2sms_runtime::config::{ConfigError, check_url};
+
+use crate::QueueError;
+
+/// Routing key of SMS jobs on the jobs exchange and of their way back from a retry tier.
+pub const SMS_JOB_ROUTING_KEY: &str = "sms.job";
+/// Routing key of jobs parked in the dead-letter queue.
+pub const SMS_DEAD_ROUTING_KEY: &str = "sms.dead";
+/// Header carrying why a job was dead-lettered, for the operator reading the queue.
+pub const DEAD_REASON_HEADER: &str = "x-email2sms-reason";
+
+/// The queue settings every service takes: where the broker is and the topology's names and
+/// arguments. Ingest and dispatch must be given the same values; RabbitMQ refuses a mismatch at start.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueueArgs {
+    /// RabbitMQ URL.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+
+    /// Prefix of every exchange and queue name, to keep deployments sharing a broker apart.
+    #[arg(long, env = "EMAIL2SMS_AMQP_PREFIX", default_value = "email2sms.")]
+    pub amqp_prefix: String,
+
+    /// Delays of the SMS retry tiers, shortest first, comma-separated (e.g. 10s,1m,10m,1h).
+    #[arg(long, env = "EMAIL2SMS_RETRY_DELAYS", value_delimiter = ',', default_value = "10s,1m,10m,1h", value_parser = parse_delay)]
+    pub retry_delays: Vec<Duration>,
+
+    /// Deliveries of one SMS job before it is treated as poison and dead-lettered.
+    #[arg(long, env = "EMAIL2SMS_DELIVERY_LIMIT", default_value_t = 10)]
+    pub delivery_limit: u32,
+}
+
+fn parse_delay(text: &str) -> Result<Duration, String> {
+    let delay = email2sms_runtime::config::parse_duration(text)?;
+    if delay.is_zero() {
+        return Err("a retry delay must be longer than zero".into());
+    }
+    Ok(delay)
+}
+
+impl QueueArgs {
+    /// Checks the settings without connecting; the message names the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_url("AMQP_URL", &self.amqp_url, &["amqp", "amqps"])?;
+        let invalid = |name, reason: &str| ConfigError::Invalid {
+            name,
+            reason: reason.into(),
+        };
+        if self.amqp_prefix.is_empty() || self.amqp_prefix.len() > 100 {
+            return Err(invalid(
+                "EMAIL2SMS_AMQP_PREFIX",
+                "must be 1 to 100 characters",
+            ));
+        }
+        if self.delivery_limit == 0 {
+            return Err(invalid("EMAIL2SMS_DELIVERY_LIMIT", "must be at least 1"));
+        }
+        if self.retry_delays.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(invalid(
+                "EMAIL2SMS_RETRY_DELAYS",
+                "the delays must grow: shortest first",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology {
+            prefix: self.amqp_prefix.clone(),
+            retry_delays: self.retry_delays.clone(),
+            delivery_limit: self.delivery_limit,
+        }
+    }
+}
+
+/// Names and arguments of every exchange and queue. `prefix` keeps deployments (and parallel tests)
+/// sharing one broker apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub prefix: String,
+    /// Delays of the retry tiers, shortest first. Each tier is its own TTL queue named after its
+    /// delay, so changing the delays adds queues rather than conflicting with the old ones.
+    pub retry_delays: Vec<Duration>,
+    /// Deliveries of one job before RabbitMQ treats it as poison and dead-letters it.
+    pub delivery_limit: u32,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            prefix: "email2sms.".into(),
+            retry_delays: vec![
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+                Duration::from_secs(600),
+                Duration::from_secs(3600),
+            ],
+            delivery_limit: 10,
+        }
+    }
+}
+
+fn string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value.as_bytes().to_vec()))
+}
+
+fn tier_label(delay: Duration) -> String {
+    let ms = delay.as_millis();
+    if ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+impl Topology {
+    pub fn jobs_exchange(&self) -> String {
+        format!("{}jobs", self.prefix)
+    }
+    pub fn jobs_queue(&self) -> String {
+        format!("{}sms.jobs", self.prefix)
+    }
+    pub fn retry_exchange(&self) -> String {
+        format!("{}retry", self.prefix)
+    }
+    /// The routing key (and queue suffix) of the retry tier with `delay`.
+    pub fn retry_tier(&self, delay: Duration) -> String {
+        tier_label(delay)
+    }
+    pub fn retry_queue(&self, delay: Duration) -> String {
+        format!("{}sms.retry.{}", self.prefix, tier_label(delay))
+    }
+    pub fn dead_exchange(&self) -> String {
+        format!("{}dead", self.prefix)
+    }
+    pub fn dead_queue(&self) -> String {
+        format!("{}sms.dead", self.prefix)
+    }
+    pub fn events_exchange(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    /// The retry tier for a job that has already failed `attempts` times: the delays grow with each
+    /// attempt and stay at the longest. `None` when there are no tiers.
+    pub fn retry_delay_for(&self, attempts: u32) -> Option<Duration> {
+        let index = (attempts as usize).min(self.retry_delays.len().checked_sub(1)?);
+        self.retry_delays.get(index).copied()
+    }
+
+    /// Declares the SMS job path: exchanges, the quorum job queue, the retry tiers and the
+    /// dead-letter queue. Idempotent.
+    pub async fn declare_jobs(&self, channel: &Channel) -> Result<(), QueueError> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        for exchange in [
+            self.jobs_exchange(),
+            self.retry_exchange(),
+            self.dead_exchange(),
+        ] {
+            channel
+                .exchange_declare(
+                    exchange.into(),
+                    ExchangeKind::Direct,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+
+        let mut jobs = quorum_arguments();
+        jobs.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX)),
+        );
+        jobs.insert(
+            "x-dead-letter-exchange".into(),
+            string(&self.dead_exchange()),
+        );
+        jobs.insert(
+            "x-dead-letter-routing-key".into(),
+            string(SMS_DEAD_ROUTING_KEY),
+        );
+        self.declare_bound_queue(
+            channel,
+            &self.jobs_queue(),
+            jobs,
+            &self.jobs_exchange(),
+            SMS_JOB_ROUTING_KEY,
+        )
+        .await?;
+
+        for delay in &self.retry_delays {
+            let mut tier = quorum_arguments();
+            tier.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+            );
+            tier.insert(
+                "x-dead-letter-exchange".into(),
+                string(&self.jobs_exchange()),
+            );
+            tier.insert(
+                "x-dead-letter-routing-key".into(),
+                string(SMS_JOB_ROUTING_KEY),
+            );
+            // Quorum queues dead-letter at most once unless told otherwise; a job leaving a retry
+            // tier must never be lost on the way back.
+            tier.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+            tier.insert("x-overflow".into(), string("reject-publish"));
+            self.declare_bound_queue(
+                channel,
+                &self.retry_queue(*delay),
+                tier,
+                &self.retry_exchange(),
+                &self.retry_tier(*delay),
+            )
+            .await?;
+        }
+
+        self.declare_bound_queue(
+            channel,
+            &self.dead_queue(),
+            quorum_arguments(),
+            &self.dead_exchange(),
+            SMS_DEAD_ROUTING_KEY,
+        )
+        .await
+    }
+
+    /// Declares the events exchange every service publishes to. Idempotent.
+    pub async fn declare_events(&self, channel: &Channel) -> Result<(), QueueError> {
+        channel
+            .exchange_declare(
+                self.events_exchange().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Declares a consumer's own durable queue on the events exchange, bound to `routing_keys`.
+    pub async fn declare_event_queue(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        routing_keys: &[&str],
+    ) -> Result<(), QueueError> {
+        self.declare_events(channel).await?;
+        for key in routing_keys {
+            self.declare_bound_queue(
+                channel,
+                queue,
+                quorum_arguments(),
+                &self.events_exchange(),
+                key,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn declare_bound_queue(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        arguments: FieldTable,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<(), QueueError> {
+        channel
+            .queue_declare(
+                ShortString::from(queue),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                arguments,
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Quorum queues replicate every message before confirming it, so a broker node lost after a
+/// confirm does not lose the job.
+fn quorum_arguments() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), string("quorum"));
+    arguments
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_settings_are_checked() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            queue: QueueArgs,
+        }
+        let ok = Cli::try_parse_from(["x", "--retry-delays", "500ms,2s"]).unwrap();
+        assert!(ok.queue.validate().is_ok());
+        assert_eq!(
+            ok.queue.topology().retry_delays,
+            vec![Duration::from_millis(500), Duration::from_secs(2)]
+        );
+        let shrinking = Cli::try_parse_from(["x", "--retry-delays", "1m,10s"]).unwrap();
+        assert!(shrinking.queue.validate().is_err());
+        assert!(Cli::try_parse_from(["x", "--retry-delays", "0s"]).is_err());
+        let http = Cli::try_parse_from(["x", "--amqp-url", "http://rabbit"]).unwrap();
+        assert!(http.queue.validate().is_err());
+    }
+
+    #[test]
+    fn tiers_are_named_after_their_delay() {
+        let topology = Topology::default();
+        assert_eq!(
+            topology.retry_queue(Duration::from_secs(10)),
+            "email2sms.sms.retry.10s"
+        );
+        assert_eq!(topology.retry_tier(Duration::from_secs(3600)), "1h");
+        assert_eq!(topology.retry_tier(Duration::from_millis(250)), "250ms");
+    }
+
+    #[test]
+    fn retry_delays_grow_then_stay_at_the_longest() {
+        let topology = Topology::default();
+        assert_eq!(topology.retry_delay_for(0), Some(Duration::from_secs(10)));
+        assert_eq!(topology.retry_delay_for(1), Some(Duration::from_secs(60)));
+        assert_eq!(
+            topology.retry_delay_for(99),
+            Some(Duration::from_secs(3600))
+        );
+        let none = Topology {
+            retry_delays: vec![],
+            ..Topology::default()
+        };
+        assert_eq!(none.retry_delay_for(0), None);
+    }
+}

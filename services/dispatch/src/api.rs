@@ -1,0 +1,476 @@
+//! The status API for the portal: GetMessage and ListMessages, always scoped to one company.
+
+use chrono::{DateTime, Utc};
+use email2sms_proto::dispatch::v1::dispatch_service_server::DispatchService;
+use email2sms_proto::dispatch::v1::{
+    GetMessageRequest, GetMessageResponse, ListMessagesRequest, ListMessagesResponse, SmsMessage,
+    SmsStateChange,
+};
+use email2sms_proto::prost::Message;
+use email2sms_proto::prost_types::Timestamp;
+use email2sms_proto::queue::v1::{EmailOrigin, FailureKind, SmsEncoding, SmsState};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::error::{Error, FieldProblem};
+use crate::jobs::JobState;
+
+/// Default and maximum page sizes of ListMessages.
+const DEFAULT_PAGE_SIZE: i64 = 50;
+const MAX_PAGE_SIZE: i64 = 1000;
+
+/// The gRPC DispatchService.
+#[derive(Debug, Clone)]
+pub struct DispatchApi {
+    pool: PgPool,
+}
+
+impl DispatchApi {
+    pub fn new(pool: PgPool) -> Self {
+        DispatchApi { pool }
+    }
+}
+
+/// One `sms_jobs` row as the API shows it.
+#[derive(Debug, sqlx::FromRow)]
+struct JobRow {
+    job_id: Uuid,
+    company_id: Uuid,
+    forwarding_user_id: Uuid,
+    sender_id: Option<String>,
+    recipient: String,
+    text: String,
+    encoding: String,
+    segments: i32,
+    truncated: bool,
+    state: String,
+    attempts: i32,
+    connector: Option<String>,
+    provider_message_id: Option<String>,
+    failure_kind: Option<String>,
+    error_code: Option<String>,
+    last_error: Option<String>,
+    origin: Option<Vec<u8>>,
+    job_created_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    submitted_at: Option<DateTime<Utc>>,
+    final_at: Option<DateTime<Utc>>,
+    valid_until: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+}
+
+const JOB_COLUMNS: &str = "job_id, company_id, forwarding_user_id, sender_id, recipient, text, \
+    encoding, segments, truncated, state, attempts, connector, provider_message_id, failure_kind, \
+    error_code, last_error, origin, job_created_at, created_at, submitted_at, final_at, \
+    valid_until, updated_at";
+
+fn timestamp(time: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: time.timestamp(),
+        // Always below 2 × 10⁹ (leap seconds included), so it fits.
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn from_timestamp(field: &'static str, ts: &Timestamp) -> Result<DateTime<Utc>, FieldProblem> {
+    u32::try_from(ts.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
+        .ok_or_else(|| FieldProblem::new(field, "not a valid timestamp"))
+}
+
+impl From<JobRow> for SmsMessage {
+    fn from(row: JobRow) -> SmsMessage {
+        let state = JobState::parse(&row.state).unwrap_or(JobState::NeedsReview);
+        let encoding = match row.encoding.as_str() {
+            "gsm7" => SmsEncoding::Gsm7,
+            "ucs2" => SmsEncoding::Ucs2,
+            _ => SmsEncoding::Unspecified,
+        };
+        let failure_kind = match row.failure_kind.as_deref() {
+            Some("transient") => FailureKind::Transient,
+            Some("permanent") => FailureKind::Permanent,
+            Some("throttled") => FailureKind::Throttled,
+            _ => FailureKind::Unspecified,
+        };
+        SmsMessage {
+            job_id: row.job_id.to_string(),
+            company_id: row.company_id.to_string(),
+            forwarding_user_id: row.forwarding_user_id.to_string(),
+            sender_id: row.sender_id.unwrap_or_default(),
+            recipient: row.recipient,
+            text: row.text,
+            encoding: encoding as i32,
+            segment_count: u32::try_from(row.segments).unwrap_or(0),
+            truncated: row.truncated,
+            state: state.proto() as i32,
+            needs_review: state == JobState::NeedsReview,
+            attempt_count: u32::try_from(row.attempts).unwrap_or(0),
+            connector: row.connector.unwrap_or_default(),
+            provider_message_id: row.provider_message_id.unwrap_or_default(),
+            failure_kind: failure_kind as i32,
+            error_code: row.error_code.unwrap_or_default(),
+            error_message: row.last_error.unwrap_or_default(),
+            origin: row
+                .origin
+                .and_then(|bytes| EmailOrigin::decode(bytes.as_slice()).ok()),
+            create_time: Some(timestamp(row.job_created_at.unwrap_or(row.created_at))),
+            queue_time: Some(timestamp(row.created_at)),
+            submit_time: row.submitted_at.map(timestamp),
+            final_time: row.final_at.map(timestamp),
+            expire_time: row.valid_until.map(timestamp),
+            update_time: Some(timestamp(row.updated_at)),
+        }
+    }
+}
+
+fn parse_uuid(field: &'static str, text: &str) -> Result<Uuid, FieldProblem> {
+    if text.is_empty() {
+        return Err(FieldProblem::new(field, "required"));
+    }
+    Uuid::parse_str(text).map_err(|_| FieldProblem::new(field, "must be a UUID"))
+}
+
+/// The database states a public state filter covers (SUBMITTING includes jobs under review, as
+/// they are shown as SUBMITTING).
+fn db_states(state: SmsState) -> &'static [&'static str] {
+    match state {
+        SmsState::Unspecified => &[],
+        SmsState::Queued => &["queued"],
+        SmsState::Submitting => &["submitting", "needs_review"],
+        SmsState::Submitted => &["submitted"],
+        SmsState::Delivered => &["delivered"],
+        SmsState::Failed => &["failed"],
+        SmsState::Expired => &["expired"],
+    }
+}
+
+/// ListMessages filters, validated.
+#[derive(Debug)]
+struct ListFilter {
+    company_id: Uuid,
+    page_size: i64,
+    recipient: Option<String>,
+    forwarding_user_id: Option<Uuid>,
+    states: Vec<&'static str>,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    email_message_id: Option<String>,
+    needs_review_only: bool,
+}
+
+impl ListFilter {
+    fn parse(request: &ListMessagesRequest) -> Result<ListFilter, Vec<FieldProblem>> {
+        let mut problems = Vec::new();
+        let company_id = parse_uuid("company_id", &request.company_id)
+            .map_err(|p| problems.push(p))
+            .ok();
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            size if size < 0 => {
+                problems.push(FieldProblem::new("page_size", "must not be negative"));
+                DEFAULT_PAGE_SIZE
+            }
+            size => i64::from(size).min(MAX_PAGE_SIZE),
+        };
+        let recipient = match request.recipient.trim() {
+            "" => None,
+            text => {
+                // Dispatch does not know the company's default region, so only E.164 is accepted
+                // here; separators are tolerated.
+                let compact: String = text
+                    .chars()
+                    .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+                    .collect();
+                let digits = compact.strip_prefix('+').unwrap_or("");
+                if (6..=15).contains(&digits.len())
+                    && digits.bytes().all(|b| b.is_ascii_digit())
+                    && !digits.starts_with('0')
+                {
+                    Some(compact)
+                } else {
+                    problems.push(FieldProblem::new(
+                        "recipient",
+                        "use the international E.164 form, e.g. +64211234567",
+                    ));
+                    None
+                }
+            }
+        };
+        let forwarding_user_id = match request.forwarding_user_id.as_str() {
+            "" => None,
+            text => parse_uuid("forwarding_user_id", text)
+                .map_err(|p| problems.push(p))
+                .ok(),
+        };
+        let mut states = Vec::new();
+        for (index, value) in request.states.iter().enumerate() {
+            match SmsState::try_from(*value) {
+                Ok(SmsState::Unspecified) | Err(_) => problems.push(FieldProblem::new(
+                    format!("states[{index}]"),
+                    "not a known state",
+                )),
+                Ok(state) => states.extend_from_slice(db_states(state)),
+            }
+        }
+        let start = request
+            .start_time
+            .as_ref()
+            .map(|ts| from_timestamp("start_time", ts))
+            .transpose()
+            .map_err(|p| problems.push(p))
+            .ok()
+            .flatten();
+        let end = request
+            .end_time
+            .as_ref()
+            .map(|ts| from_timestamp("end_time", ts))
+            .transpose()
+            .map_err(|p| problems.push(p))
+            .ok()
+            .flatten();
+        if let (Some(start), Some(end)) = (start, end)
+            && start >= end
+        {
+            problems.push(FieldProblem::new("end_time", "must be after start_time"));
+        }
+        let email_message_id = Some(
+            request
+                .email_message_id
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned(),
+        )
+        .filter(|id| !id.is_empty());
+        match company_id {
+            Some(company_id) if problems.is_empty() => Ok(ListFilter {
+                company_id,
+                page_size,
+                recipient,
+                forwarding_user_id,
+                states,
+                start,
+                end,
+                email_message_id,
+                needs_review_only: request.needs_review_only,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// A stable fingerprint of the filters (FNV-1a), so a page token is only accepted with the
+    /// filters it was issued for.
+    fn fingerprint(&self) -> u64 {
+        let canonical = format!(
+            "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+            self.company_id,
+            self.recipient,
+            self.forwarding_user_id,
+            self.states,
+            self.start.map(|t| t.timestamp_micros()),
+            self.end.map(|t| t.timestamp_micros()),
+            self.email_message_id,
+            self.needs_review_only
+        );
+        canonical.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
+}
+
+/// Where the next page starts: after (created_at, job_id) of the last row shown.
+#[derive(Debug, PartialEq, Eq)]
+struct PageToken {
+    created_at_micros: i64,
+    job_id: Uuid,
+    fingerprint: u64,
+}
+
+impl PageToken {
+    fn encode(&self) -> String {
+        hex::encode(format!(
+            "v1:{}:{}:{:x}",
+            self.created_at_micros,
+            self.job_id.simple(),
+            self.fingerprint
+        ))
+    }
+
+    fn decode(text: &str) -> Option<PageToken> {
+        let raw = String::from_utf8(hex::decode(text).ok()?).ok()?;
+        let mut fields = raw.split(':');
+        if fields.next()? != "v1" {
+            return None;
+        }
+        let token = PageToken {
+            created_at_micros: fields.next()?.parse().ok()?,
+            job_id: Uuid::parse_str(fields.next()?).ok()?,
+            fingerprint: u64::from_str_radix(fields.next()?, 16).ok()?,
+        };
+        fields.next().is_none().then_some(token)
+    }
+}
+
+async fn get_message(
+    pool: &PgPool,
+    request: GetMessageRequest,
+) -> Result<GetMessageResponse, Error> {
+    let mut problems = Vec::new();
+    let company_id = parse_uuid("company_id", &request.company_id)
+        .map_err(|p| problems.push(p))
+        .ok();
+    let job_id = parse_uuid("job_id", &request.job_id)
+        .map_err(|p| problems.push(p))
+        .ok();
+    let (Some(company_id), Some(job_id)) = (company_id, job_id) else {
+        return Err(Error::InvalidArgument(problems));
+    };
+    // The company is part of the key: another company's message is indistinguishable from a
+    // missing one.
+    let row: Option<JobRow> = sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM sms_jobs WHERE job_id = $1 AND company_id = $2"
+    ))
+    .bind(job_id)
+    .bind(company_id)
+    .fetch_optional(pool)
+    .await?;
+    let row = row.ok_or_else(|| Error::NotFound(format!("message {job_id}")))?;
+    let history: Vec<(String, DateTime<Utc>, Option<i32>, String)> = sqlx::query_as(
+        "SELECT to_state, at, attempt, detail FROM sms_job_events WHERE job_id = $1 ORDER BY id",
+    )
+    .bind(job_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(GetMessageResponse {
+        message: Some(row.into()),
+        history: history
+            .into_iter()
+            .map(|(state, at, attempt, detail)| SmsStateChange {
+                state: JobState::parse(&state).map_or(SmsState::Unspecified, JobState::proto)
+                    as i32,
+                change_time: Some(timestamp(at)),
+                attempt: attempt.and_then(|a| u32::try_from(a).ok()).unwrap_or(0),
+                detail,
+            })
+            .collect(),
+    })
+}
+
+async fn list_messages(
+    pool: &PgPool,
+    request: ListMessagesRequest,
+) -> Result<ListMessagesResponse, Error> {
+    let filter = ListFilter::parse(&request).map_err(Error::InvalidArgument)?;
+    let after = match request.page_token.as_str() {
+        "" => None,
+        text => match PageToken::decode(text) {
+            Some(token) if token.fingerprint == filter.fingerprint() => Some(token),
+            _ => {
+                return Err(Error::InvalidArgument(vec![FieldProblem::new(
+                    "page_token",
+                    "not a token from a previous response with the same filters",
+                )]));
+            }
+        },
+    };
+    // Ordered by the time dispatch recorded the job (newest first), which the company index
+    // serves; it trails ingest's create_time by the queue latency only.
+    let mut query: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "SELECT {JOB_COLUMNS} FROM sms_jobs WHERE company_id = "
+    ));
+    query.push_bind(filter.company_id);
+    if let Some(recipient) = &filter.recipient {
+        query.push(" AND recipient = ").push_bind(recipient.clone());
+    }
+    if let Some(user) = filter.forwarding_user_id {
+        query.push(" AND forwarding_user_id = ").push_bind(user);
+    }
+    if !filter.states.is_empty() {
+        let states: Vec<String> = filter.states.iter().map(|s| (*s).to_owned()).collect();
+        query.push(" AND state = ANY(").push_bind(states).push(")");
+    }
+    if filter.needs_review_only {
+        query.push(" AND state = 'needs_review'");
+    }
+    if let Some(start) = filter.start {
+        query.push(" AND created_at >= ").push_bind(start);
+    }
+    if let Some(end) = filter.end {
+        query.push(" AND created_at < ").push_bind(end);
+    }
+    if let Some(id) = &filter.email_message_id {
+        query.push(" AND email_message_id = ").push_bind(id.clone());
+    }
+    if let Some(token) = &after {
+        let created_at =
+            DateTime::from_timestamp_micros(token.created_at_micros).ok_or_else(|| {
+                Error::InvalidArgument(vec![FieldProblem::new("page_token", "corrupt")])
+            })?;
+        query
+            .push(" AND (created_at, job_id) < (")
+            .push_bind(created_at)
+            .push(", ")
+            .push_bind(token.job_id)
+            .push(")");
+    }
+    // One extra row tells whether there is a next page.
+    query
+        .push(" ORDER BY created_at DESC, job_id DESC LIMIT ")
+        .push_bind(filter.page_size + 1);
+    let mut rows: Vec<JobRow> = query.build_query_as().fetch_all(pool).await?;
+    let more = rows.len() as i64 > filter.page_size;
+    rows.truncate(usize::try_from(filter.page_size).unwrap_or(0));
+    let next_page_token = match rows.last() {
+        Some(last) if more => PageToken {
+            created_at_micros: last.created_at.timestamp_micros(),
+            job_id: last.job_id,
+            fingerprint: filter.fingerprint(),
+        }
+        .encode(),
+        _ => String::new(),
+    };
+    Ok(ListMessagesResponse {
+        messages: rows.into_iter().map(SmsMessage::from).collect(),
+        next_page_token,
+    })
+}
+
+#[tonic::async_trait]
+impl DispatchService for DispatchApi {
+    async fn get_message(
+        &self,
+        request: Request<GetMessageRequest>,
+    ) -> Result<Response<GetMessageResponse>, Status> {
+        Ok(Response::new(
+            get_message(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<ListMessagesRequest>,
+    ) -> Result<Response<ListMessagesResponse>, Status> {
+        Ok(Response::new(
+            list_messages(&self.pool, request.into_inner()).await?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_garbage() {
+        let token = PageToken {
+            created_at_micros: 1_790_000_000_123_456,
+            job_id: Uuid::now_v7(),
+            fingerprint: 42,
+        };
+        assert_eq!(PageToken::decode(&token.encode()), Some(token));
+        assert_eq!(PageToken::decode("zz"), None);
+        assert_eq!(PageToken::decode(&hex::encode("v2:1:2:3")), None);
+    }
+}

@@ -1,0 +1,251 @@
+//! Dispatch as deployed: jobs arrive on RabbitMQ, reach a real SMPP server exactly once, transient
+//! refusals go through a retry tier, permanent ones land in the dead-letter queue with the reason,
+//! and every status change is published as an event.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::Parser;
+use email2sms_dispatch::Config;
+use email2sms_proto::prost::Message;
+use email2sms_proto::queue::v1::{
+    SMS_JOB_TYPE, SMS_STATUS_CHANGED_ROUTING_KEY, SmsJob, SmsState, SmsStatusChanged,
+};
+use email2sms_queue::topology::{DEAD_REASON_HEADER, SMS_JOB_ROUTING_KEY};
+use email2sms_queue::{Broker, Outgoing, Publisher, Topology};
+use email2sms_runtime::auth::Auth;
+use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use support::{Smsc, database, eventually, job, job_state};
+
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+struct Running {
+    topology: Topology,
+    publisher: Publisher,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<Result<(), email2sms_runtime::service::StartError>>,
+}
+
+/// Starts dispatch in-process against `connector`, with its own queue names and short retry tiers.
+async fn start(pool: &sqlx::PgPool, db_url: &str, connector: &str) -> Running {
+    let prefix = format!("test.{}.", uuid::Uuid::new_v4().simple());
+    let config = Config::try_parse_from([
+        "email2sms-dispatch",
+        "--database-url",
+        db_url,
+        "--sms-connector",
+        connector,
+        "--amqp-prefix",
+        &prefix,
+        "--retry-delays",
+        "200ms,400ms",
+        "--insecure-no-auth",
+    ])
+    .unwrap();
+    let topology = config.queue.topology();
+    let broker = Broker::new(AMQP_URL, "dispatch test");
+    topology
+        .declare_jobs(&broker.channel().await.unwrap())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let pool = pool.clone();
+    let served = tokio::spawn(async move {
+        let auth = Auth::from_args(&config.server).unwrap();
+        email2sms_dispatch::run(&config, &auth, pool, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    Running {
+        topology,
+        publisher: Publisher::new(broker, Duration::from_secs(5)),
+        stop: Some(stop),
+        served,
+    }
+}
+
+impl Running {
+    async fn publish(&self, payload: &[u8], id: &str) {
+        self.publisher
+            .publish(Outgoing {
+                exchange: &self.topology.jobs_exchange(),
+                routing_key: SMS_JOB_ROUTING_KEY,
+                payload,
+                message_id: id.to_owned(),
+                message_type: SMS_JOB_TYPE,
+                headers: FieldTable::default(),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(30), self.served)
+            .await
+            .expect("dispatch stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Takes (and acks) messages from `queue` until `enough` holds for them or 10 s pass.
+async fn collect(
+    channel: &lapin::Channel,
+    queue: &str,
+    enough: impl Fn(&[lapin::message::BasicGetMessage]) -> bool,
+) -> Vec<lapin::message::BasicGetMessage> {
+    let mut taken = Vec::new();
+    for _ in 0..200 {
+        while let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            message.ack(BasicAckOptions::default()).await.unwrap();
+            taken.push(message);
+        }
+        if enough(&taken) {
+            return taken;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("only {} messages arrived on {queue}", taken.len());
+}
+
+fn encoded(job: &SmsJob) -> Vec<u8> {
+    job.encode_to_vec()
+}
+
+#[tokio::test]
+async fn queued_jobs_reach_the_smsc_once_and_their_status_is_published() {
+    let (db, pool) = database().await;
+    let smsc = Smsc::start().await;
+    let running = start(&pool, &db.url, &smsc.url("window=4")).await;
+    let channel = running.publisher.broker().channel().await.unwrap();
+    let events = format!("{}portal.status", running.topology.prefix);
+    running
+        .topology
+        .declare_event_queue(&channel, &events, &[SMS_STATUS_CHANGED_ROUTING_KEY])
+        .await
+        .unwrap();
+
+    let jobs: Vec<SmsJob> = (0..6)
+        .map(|n| job("+64211234567", &format!("queued {n}")))
+        .collect();
+    for sms in &jobs {
+        running.publish(&encoded(sms), &sms.job_id).await;
+    }
+    // A relay retrying after a lost confirm publishes the same job again.
+    running.publish(&encoded(&jobs[0]), &jobs[0].job_id).await;
+
+    eventually("every job submitted", || async {
+        smsc.state.accepted().len() >= jobs.len()
+    })
+    .await;
+    for sms in &jobs {
+        eventually("the job is recorded as submitted", || async {
+            job_state(&pool, &sms.job_id).await == "submitted"
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        smsc.state.accepted().len(),
+        jobs.len(),
+        "the duplicate was not sent"
+    );
+
+    let submitted_events = |messages: &[lapin::message::BasicGetMessage]| {
+        messages
+            .iter()
+            .map(|m| SmsStatusChanged::decode(m.delivery.data.as_slice()).unwrap())
+            .filter(|event| event.state() == SmsState::Submitted)
+            .map(|event| event.job_id)
+            .collect::<Vec<_>>()
+    };
+    let messages = collect(&channel, &events, |m| {
+        submitted_events(m).len() >= jobs.len()
+    })
+    .await;
+    let submitted = submitted_events(&messages);
+    let distinct: std::collections::HashSet<_> = submitted.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        submitted.len(),
+        "one submitted event per job"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_throttled_job_goes_through_a_retry_tier_and_is_then_sent() {
+    let (db, pool) = database().await;
+    let smsc = Smsc::start().await;
+    smsc.state
+        .behaviour
+        .throttle_next
+        .store(1, Ordering::SeqCst);
+    let running = start(&pool, &db.url, &smsc.url("window=1")).await;
+    let sms = job("+64211234567", "slow down");
+    running.publish(&encoded(&sms), &sms.job_id).await;
+    eventually("sent after the throttle", || async {
+        !smsc.state.accepted().is_empty()
+    })
+    .await;
+    eventually("recorded as submitted", || async {
+        job_state(&pool, &sms.job_id).await == "submitted"
+    })
+    .await;
+    assert_eq!(smsc.state.accepted().len(), 1);
+    assert!(
+        smsc.state.seen.load(Ordering::SeqCst) >= 2,
+        "refused once, then accepted"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn permanent_failures_and_poison_land_in_the_dead_letter_queue_with_the_reason() {
+    let (db, pool) = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let connector = format!("file:{}", dir.path().join("sms.jsonl").display());
+    let running = start(&pool, &db.url, &connector).await;
+    let channel = running.publisher.broker().channel().await.unwrap();
+    let national = job("0211234567", "not E.164");
+    running.publish(&encoded(&national), &national.job_id).await;
+    running.publish(b"\xff\xfe not protobuf", "garbage").await;
+
+    let parked = collect(&channel, &running.topology.dead_queue(), |m| m.len() >= 2).await;
+    let reasons: Vec<String> = parked
+        .iter()
+        .map(|message| {
+            match message
+                .delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get(DEAD_REASON_HEADER).cloned())
+            {
+                Some(AMQPValue::LongString(text)) => {
+                    String::from_utf8_lossy(text.as_bytes()).into_owned()
+                }
+                other => panic!("no reason header: {other:?}"),
+            }
+        })
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("not an SMS job")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("0211234567")),
+        "{reasons:?}"
+    );
+    running.stop().await;
+}

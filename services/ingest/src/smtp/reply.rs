@@ -1,0 +1,102 @@
+//! SMTP replies: a code, an enhanced status code (RFC 3463) and text for a person.
+
+use std::fmt;
+
+/// One reply. `text` may have several lines (`\n`), sent as a multi-line reply; every line carries
+/// the enhanced code, as RFC 2034 asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    /// `class.subject.detail`, e.g. `5.7.1`; `None` for the greeting and the EHLO reply, which
+    /// RFC 2034 exempts.
+    pub enhanced: Option<&'static str>,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn new(code: u16, enhanced: &'static str, text: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            enhanced: Some(enhanced),
+            text: text.into(),
+        }
+    }
+
+    /// A reply without an enhanced status code.
+    pub fn plain(code: u16, text: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            enhanced: None,
+            text: text.into(),
+        }
+    }
+
+    pub fn ok(text: impl Into<String>) -> Reply {
+        Reply::new(250, "2.0.0", text)
+    }
+
+    /// 2xx.
+    pub fn is_positive(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// 4xx: the client keeps the message and tries again later.
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+
+    /// The reply as it goes on the wire, CRLF-terminated.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let lines: Vec<&str> = if self.text.is_empty() {
+            vec![""]
+        } else {
+            self.text.split('\n').collect()
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let separator = if i + 1 == lines.len() { ' ' } else { '-' };
+            // Text comes partly from client input and from handlers: keep it one printable line.
+            let line: String = line
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            let line = match self.enhanced {
+                Some(enhanced) => format!("{}{separator}{enhanced} {line}", self.code),
+                None => format!("{}{separator}{line}", self.code),
+            };
+            out.extend_from_slice(line.trim_end().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.enhanced {
+            Some(enhanced) => write!(f, "{} {enhanced} {}", self.code, self.text),
+            None => write!(f, "{} {}", self.code, self.text),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_single_and_multi_line_replies() {
+        assert_eq!(
+            Reply::new(550, "5.7.1", "no").to_wire(),
+            b"550 5.7.1 no\r\n".to_vec()
+        );
+        assert_eq!(
+            Reply::plain(250, "host\nPIPELINING\nSIZE 10").to_wire(),
+            b"250-host\r\n250-PIPELINING\r\n250 SIZE 10\r\n".to_vec()
+        );
+        assert_eq!(
+            Reply::new(451, "4.3.0", "a\rb").to_wire(),
+            b"451 4.3.0 a b\r\n".to_vec()
+        );
+    }
+}

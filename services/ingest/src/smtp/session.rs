@@ -1,0 +1,734 @@
+//! One SMTP conversation (RFC 5321) as a state machine over any `AsyncRead + AsyncWrite`, so the
+//! tests drive it through `tokio::io::duplex` and the server through TCP (or TLS after STARTTLS).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use email2sms_domain::{DomainName, check_phone_local_part};
+use futures::FutureExt;
+use ipnet::IpNet;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::command::{
+    self, BodyType, Command, CommandError, MailParams, Mailbox, ReversePath, XclientAttribute,
+};
+use super::conn::{CommandLine, Conn, DataBlock, Interrupted, Phase};
+use super::handler::{ClientInfo, Envelope, MessageHandler};
+use super::proxy::{self, ProxyHeader};
+use super::reply::Reply;
+
+/// The limits a session enforces; each has its own reply.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message accepted, in bytes (announced as SIZE; 552 5.3.4 above it).
+    pub max_message_size: usize,
+    /// Recipients per message (452 4.5.3 for the next one).
+    pub max_recipients: usize,
+    /// Longest line, CRLF included, in commands (500 5.5.2) and in the message (552 5.3.4).
+    pub max_line_length: usize,
+    /// How long the client may take to send a command (421 4.4.2).
+    pub command_timeout: Duration,
+    /// How long the client may be silent while sending the message (421 4.4.2).
+    pub data_timeout: Duration,
+    /// Protocol errors tolerated before the session is closed (421 4.7.0).
+    pub max_bad_commands: u32,
+    /// How long to wait, on a connection from a trusted relay, for a PROXY protocol header
+    /// before greeting; zero disables the PROXY protocol.
+    pub proxy_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_line_length: 1000,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            max_bad_commands: 20,
+            proxy_wait: Duration::from_millis(300),
+        }
+    }
+}
+
+/// What every session of one server shares.
+#[derive(Clone)]
+pub struct SessionConfig {
+    /// The name in the greeting and the EHLO reply.
+    pub hostname: String,
+    /// Recipient domains accepted; anything else is relaying and refused.
+    pub sms_domains: Vec<DomainName>,
+    /// Peers allowed to state the real client (XCLIENT, PROXY).
+    pub trusted_relays: Vec<IpNet>,
+    /// STARTTLS is offered only when set.
+    pub tls: Option<TlsAcceptor>,
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("hostname", &self.hostname)
+            .field("sms_domains", &self.sms_domains)
+            .field("trusted_relays", &self.trusted_relays)
+            .field("starttls", &self.tls.is_some())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl SessionConfig {
+    pub fn is_trusted_relay(&self, ip: std::net::IpAddr) -> bool {
+        let ip = email2sms_domain::canonical_ip(ip);
+        self.trusted_relays.iter().any(|net| net.contains(&ip))
+    }
+
+    /// An example recipient for refusal texts, in the first configured SMS domain.
+    fn example_recipient(&self) -> String {
+        let domain = self
+            .sms_domains
+            .first()
+            .map_or("sms.example.net", DomainName::as_str);
+        format!("64211234567@{domain}")
+    }
+}
+
+/// How the conversation started (RFC 5321 §4.1.1.1): EHLO enables the extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Greeting {
+    Helo,
+    Ehlo,
+}
+
+#[derive(Debug)]
+struct Transaction {
+    reverse_path: ReversePath,
+    params: MailParams,
+    recipients: Vec<Mailbox>,
+}
+
+/// How a session ended, for the log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    Quit,
+    ClientClosed,
+    Timeout,
+    Shutdown,
+    TooManyErrors,
+    ProxyRefused,
+    Flood,
+    TlsFailed,
+    Io(String),
+}
+
+pub struct Session<S, H> {
+    conn: Conn<S>,
+    config: Arc<SessionConfig>,
+    handler: Arc<H>,
+    client: ClientInfo,
+    /// Whether the TCP peer is a trusted relay (decides XCLIENT and PROXY).
+    trusted_peer: bool,
+    /// The HELO name came from XCLIENT; the relay's own EHLO must not replace it.
+    helo_from_relay: bool,
+    greeting: Option<Greeting>,
+    transaction: Option<Transaction>,
+    bad_commands: u32,
+}
+
+impl<S, H> std::fmt::Debug for Session<S, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("client", &self.client)
+            .field("greeting", &self.greeting)
+            .finish()
+    }
+}
+
+/// What the loop does after a command.
+enum Next {
+    Continue,
+    Close(SessionEnd),
+}
+
+impl<S, H> Session<S, H>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: MessageHandler,
+{
+    pub fn new(
+        stream: S,
+        peer: std::net::SocketAddr,
+        config: Arc<SessionConfig>,
+        handler: Arc<H>,
+        phase: watch::Receiver<Phase>,
+    ) -> Self {
+        let trusted_peer = config.is_trusted_relay(peer.ip());
+        Session {
+            conn: Conn::new(stream, phase),
+            config,
+            handler,
+            client: ClientInfo::from_peer(peer),
+            trusted_peer,
+            helo_from_relay: false,
+            greeting: None,
+            transaction: None,
+            bad_commands: 0,
+        }
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// Runs the conversation to its end.
+    pub async fn run(mut self) -> SessionEnd {
+        let end = self.converse().await;
+        self.conn.close().await;
+        end
+    }
+
+    async fn converse(&mut self) -> SessionEnd {
+        if let Err(end) = self.read_proxy_header().await {
+            return end;
+        }
+        self.conn.reply(&self.greeting_reply());
+        let mut first_command = true;
+        loop {
+            // Between transactions a draining server closes at once; inside one it lets the
+            // client finish until the grace period ends.
+            let stop_at = if self.transaction.is_some() {
+                Phase::Closing
+            } else {
+                Phase::Draining
+            };
+            let limits = self.limits().clone();
+            let line = self
+                .conn
+                .read_command(limits.max_line_length, limits.command_timeout, stop_at)
+                .await;
+            let line = match line {
+                Ok(line) => line,
+                Err(interrupted) => return self.interrupted(interrupted),
+            };
+            if first_command {
+                first_command = false;
+                if let Some(end) = self.refuse_untrusted_proxy(&line) {
+                    return end;
+                }
+            }
+            let next = match line {
+                CommandLine::TooLong => self.bad_command(Reply::new(
+                    500,
+                    "5.5.2",
+                    format!(
+                        "line too long: commands may be at most {} characters",
+                        limits.max_line_length
+                    ),
+                )),
+                CommandLine::Line(line) => match command::parse_command(&line) {
+                    Ok(command) => self.execute(command).await,
+                    Err(error) => self.bad_command(syntax_reply(&error)),
+                },
+            };
+            if let Next::Close(end) = next {
+                return end;
+            }
+        }
+    }
+
+    fn greeting_reply(&self) -> Reply {
+        Reply::plain(
+            220,
+            format!("{} ESMTP Email2SMS gateway ready", self.config.hostname),
+        )
+    }
+
+    /// Replies 421 for an interrupted read and ends the session.
+    fn interrupted(&mut self, interrupted: Interrupted) -> SessionEnd {
+        match interrupted {
+            Interrupted::Eof => SessionEnd::ClientClosed,
+            Interrupted::Io(error) => SessionEnd::Io(error.to_string()),
+            Interrupted::Timeout => {
+                self.conn.reply(&Reply::new(
+                    421,
+                    "4.4.2",
+                    format!(
+                        "{} timeout: no data for too long; closing the connection",
+                        self.config.hostname
+                    ),
+                ));
+                SessionEnd::Timeout
+            }
+            Interrupted::Shutdown => {
+                self.conn.reply(&Reply::new(
+                    421,
+                    "4.3.2",
+                    format!(
+                        "{} is restarting; please try again in a moment",
+                        self.config.hostname
+                    ),
+                ));
+                SessionEnd::Shutdown
+            }
+        }
+    }
+
+    /// On a connection from a trusted relay, a PROXY protocol header (v1 or v2) may come first
+    /// and names the real client. The relay speaks before the greeting, so wait briefly for it.
+    async fn read_proxy_header(&mut self) -> Result<(), SessionEnd> {
+        if !self.trusted_peer || self.limits().proxy_wait.is_zero() {
+            return Ok(());
+        }
+        let wait = self.limits().proxy_wait;
+        if !self.conn.wait_for_bytes(1, wait).await
+            || !proxy::looks_like_proxy(self.conn.buffered())
+        {
+            return Ok(());
+        }
+        let timeout = self.limits().command_timeout;
+        let filled = self
+            .conn
+            .fill_until(timeout, |bytes| {
+                !matches!(proxy::parse(bytes), proxy::Parsed::Incomplete)
+            })
+            .await;
+        if let Err(interrupted) = filled {
+            return Err(self.interrupted(interrupted));
+        }
+        match proxy::parse(self.conn.buffered()) {
+            proxy::Parsed::Complete { header, len } => {
+                self.conn.consume(len);
+                if let ProxyHeader::Client(client) = header {
+                    self.client.ip = email2sms_domain::canonical_ip(client.ip());
+                    self.client.port = Some(client.port());
+                    self.client.stated_by_relay = true;
+                }
+                tracing::debug!(client = %self.client.ip, "PROXY header from trusted relay");
+                Ok(())
+            }
+            proxy::Parsed::NotProxy => Ok(()),
+            // Incomplete cannot remain after `fill_until`; treat it as malformed all the same.
+            parsed @ (proxy::Parsed::Invalid(_) | proxy::Parsed::Incomplete) => {
+                let reason = match parsed {
+                    proxy::Parsed::Invalid(reason) => reason,
+                    _ => "incomplete PROXY header",
+                };
+                tracing::warn!(reason, "refusing a malformed PROXY header");
+                self.conn.reply(&Reply::new(
+                    421,
+                    "4.7.0",
+                    format!("malformed PROXY protocol header ({reason}); closing"),
+                ));
+                Err(SessionEnd::ProxyRefused)
+            }
+        }
+    }
+
+    /// A PROXY header as the first thing an untrusted peer sends: it claims to speak for another
+    /// client, which only a trusted relay may do. Refuse and close (a v2 header is binary, so the
+    /// stream cannot be resynchronised).
+    fn refuse_untrusted_proxy(&mut self, line: &CommandLine) -> Option<SessionEnd> {
+        let CommandLine::Line(line) = line else {
+            return None;
+        };
+        let v1 = line.starts_with(proxy::V1_PREFIX);
+        // A v2 signature starts with CRLF CRLF NUL: an empty line followed by "\r\n\0".
+        let v2 = line.is_empty() && self.conn.buffered().starts_with(b"\r\n\0");
+        if !(v1 || v2) {
+            return None;
+        }
+        tracing::warn!(peer = %self.client.peer, "PROXY header from an untrusted peer");
+        self.conn.reply(&Reply::new(
+            550,
+            "5.7.0",
+            "PROXY protocol headers are accepted only from trusted relays; closing",
+        ));
+        Some(SessionEnd::ProxyRefused)
+    }
+
+    /// Counts a protocol error; too many end the session (a confused or hostile client).
+    fn bad_command(&mut self, reply: Reply) -> Next {
+        self.bad_commands += 1;
+        if self.bad_commands >= self.limits().max_bad_commands {
+            self.conn.reply(&Reply::new(
+                421,
+                "4.7.0",
+                "too many errors in this session; closing the connection",
+            ));
+            return Next::Close(SessionEnd::TooManyErrors);
+        }
+        self.conn.reply(&reply);
+        Next::Continue
+    }
+
+    fn reply(&mut self, reply: Reply) -> Next {
+        self.conn.reply(&reply);
+        Next::Continue
+    }
+
+    async fn execute(&mut self, command: Command) -> Next {
+        match command {
+            Command::Ehlo(name) => self.hello(name, Greeting::Ehlo),
+            Command::Helo(name) => self.hello(name, Greeting::Helo),
+            Command::Mail { from, params } => self.mail(from, params).await,
+            Command::Rcpt { to } => self.rcpt(to),
+            Command::Data => self.data().await,
+            Command::Rset => {
+                self.transaction = None;
+                self.reply(Reply::ok("OK"))
+            }
+            Command::Noop => self.reply(Reply::ok("OK")),
+            Command::Help => self.reply(Reply::new(
+                214,
+                "2.0.0",
+                "this gateway turns mail to <phone number>@<SMS domain> into SMS; see RFC 5321 for the commands",
+            )),
+            // Verifying a phone number here would tell nothing useful and helps harvesting.
+            Command::Vrfy => self.reply(Reply::new(
+                252,
+                "2.5.0",
+                "cannot verify the address, but will try delivery",
+            )),
+            Command::Quit => {
+                self.conn.reply(&Reply::new(
+                    221,
+                    "2.0.0",
+                    format!("{} closing connection", self.config.hostname),
+                ));
+                Next::Close(SessionEnd::Quit)
+            }
+            Command::StartTls => self.start_tls().await,
+            Command::Xclient(attributes) => self.xclient(attributes),
+        }
+    }
+
+    fn hello(&mut self, name: String, greeting: Greeting) -> Next {
+        // EHLO/HELO resets any transaction (RFC 5321 §4.1.4).
+        self.transaction = None;
+        self.greeting = Some(greeting);
+        if !self.helo_from_relay {
+            self.client.helo = Some(name.clone());
+        }
+        if greeting == Greeting::Helo {
+            return self.reply(Reply::plain(
+                250,
+                format!("{} greets {}", self.config.hostname, command::shown(&name)),
+            ));
+        }
+        let mut lines = vec![
+            format!("{} greets {}", self.config.hostname, command::shown(&name)),
+            "PIPELINING".to_owned(),
+            format!("SIZE {}", self.limits().max_message_size),
+            "8BITMIME".to_owned(),
+            "SMTPUTF8".to_owned(),
+            "ENHANCEDSTATUSCODES".to_owned(),
+        ];
+        if self.config.tls.is_some() && !self.client.tls {
+            lines.push("STARTTLS".to_owned());
+        }
+        if self.trusted_peer {
+            lines.push("XCLIENT ADDR NAME HELO PORT PROTO LOGIN DESTADDR DESTPORT".to_owned());
+        }
+        self.reply(Reply::plain(250, lines.join("\n")))
+    }
+
+    async fn mail(&mut self, from: ReversePath, params: MailParams) -> Next {
+        if self.greeting.is_none() {
+            return self.bad_command(Reply::new(503, "5.5.1", "say EHLO (or HELO) first"));
+        }
+        if self.transaction.is_some() {
+            return self.bad_command(Reply::new(
+                503,
+                "5.5.1",
+                "a message is already in progress; send RSET to start over",
+            ));
+        }
+        let max = self.limits().max_message_size;
+        if params.size.is_some_and(|size| size > max as u64) {
+            return self.reply(too_big_reply(max));
+        }
+        if let ReversePath::Mailbox(mailbox) = &from
+            && !mailbox.is_ascii()
+            && !params.smtputf8
+        {
+            return self.reply(Reply::new(
+                553,
+                "5.6.7",
+                "the sender address has non-ASCII characters; send it with the SMTPUTF8 parameter",
+            ));
+        }
+        let early = AssertUnwindSafe(self.handler.check_sender(&self.client, &from))
+            .catch_unwind()
+            .await;
+        match early {
+            Ok(Some(refusal)) => {
+                tracing::info!(client = %self.client.ip, %from, reply = %refusal, "sender refused");
+                return self.reply(refusal);
+            }
+            Ok(None) => {}
+            Err(_) => {
+                tracing::error!("the message handler panicked checking a sender");
+                return self.reply(unavailable_reply());
+            }
+        }
+        self.transaction = Some(Transaction {
+            reverse_path: from,
+            params,
+            recipients: Vec::new(),
+        });
+        self.reply(Reply::new(250, "2.1.0", "sender OK"))
+    }
+
+    fn rcpt(&mut self, to: Mailbox) -> Next {
+        let max_recipients = self.limits().max_recipients;
+        let example = self.config.example_recipient();
+        let Some(transaction) = &self.transaction else {
+            return self.bad_command(Reply::new(503, "5.5.1", "send MAIL FROM before RCPT TO"));
+        };
+        if !to.is_ascii() && !transaction.params.smtputf8 {
+            return self.reply(Reply::new(
+                553,
+                "5.6.7",
+                "the recipient address has non-ASCII characters; send it with the SMTPUTF8 parameter",
+            ));
+        }
+        let ours = !to.is_address_literal()
+            && DomainName::parse(&to.domain)
+                .is_ok_and(|domain| self.config.sms_domains.contains(&domain));
+        if !ours {
+            // Support staff look for these when a user asks why no SMS went out.
+            tracing::info!(client = %self.client.ip, recipient = %to, "recipient refused: not an SMS domain");
+            let domains: Vec<&str> = self
+                .config
+                .sms_domains
+                .iter()
+                .map(DomainName::as_str)
+                .collect();
+            return self.reply(Reply::new(
+                550,
+                "5.7.1",
+                format!(
+                    "relaying denied: this gateway only sends SMS to addresses at {}, not to {}; check the address after the @",
+                    domains.join(" or "),
+                    command::shown(&to.domain)
+                ),
+            ));
+        }
+        if let Err(error) = check_phone_local_part(&to.local_part) {
+            tracing::info!(client = %self.client.ip, recipient = %to, "recipient refused: not a phone number");
+            return self.reply(Reply::new(
+                550,
+                "5.1.3",
+                format!("{error}; a valid address looks like {example}"),
+            ));
+        }
+        if transaction.recipients.contains(&to) {
+            // The same number twice gets one SMS; the client need not know.
+            return self.reply(Reply::new(250, "2.1.5", "recipient OK"));
+        }
+        if transaction.recipients.len() >= max_recipients {
+            // 452 makes the relay send the remaining recipients in a later transaction.
+            return self.reply(Reply::new(
+                452,
+                "4.5.3",
+                format!(
+                    "too many recipients: at most {max_recipients} per message; the others will be sent in another message"
+                ),
+            ));
+        }
+        if let Some(transaction) = &mut self.transaction {
+            transaction.recipients.push(to);
+        }
+        self.reply(Reply::new(250, "2.1.5", "recipient OK"))
+    }
+
+    async fn data(&mut self) -> Next {
+        let Some(transaction) = &self.transaction else {
+            return self.bad_command(Reply::new(
+                503,
+                "5.5.1",
+                "send MAIL FROM and RCPT TO before DATA",
+            ));
+        };
+        if transaction.recipients.is_empty() {
+            return self.bad_command(Reply::new(
+                554,
+                "5.5.1",
+                "no valid recipients; nothing to send",
+            ));
+        }
+        self.conn.reply(&Reply::plain(
+            354,
+            "send the message; end with <CR><LF>.<CR><LF>",
+        ));
+        let limits = self.limits().clone();
+        let block = self
+            .conn
+            .read_data(
+                limits.max_message_size,
+                limits.max_line_length,
+                limits.data_timeout,
+            )
+            .await;
+        // Whatever happens now, this transaction is over (RFC 5321 §4.1.1.4).
+        let Some(transaction) = self.transaction.take() else {
+            return Next::Continue;
+        };
+        let message = match block {
+            Err(interrupted) => return Next::Close(self.interrupted(interrupted)),
+            Ok(DataBlock::Flood) => {
+                self.conn.reply(&too_big_reply(limits.max_message_size));
+                return Next::Close(SessionEnd::Flood);
+            }
+            Ok(DataBlock::TooBig) => return self.reply(too_big_reply(limits.max_message_size)),
+            Ok(DataBlock::LineTooLong) => {
+                return self.reply(Reply::new(
+                    552,
+                    "5.3.4",
+                    format!(
+                        "the message has a line longer than {} characters, which SMTP does not allow; ask your mail administrator",
+                        limits.max_line_length
+                    ),
+                ));
+            }
+            Ok(DataBlock::Message(message)) => message,
+        };
+        let envelope = Envelope {
+            client: self.client.clone(),
+            reverse_path: transaction.reverse_path,
+            recipients: transaction.recipients,
+            body: transaction.params.body,
+            smtputf8: transaction.params.smtputf8,
+            declared_size: transaction.params.size,
+        };
+        // Earlier pipelined replies go out now, not after the handler's work.
+        if let Err(error) = self.conn.flush().await {
+            return Next::Close(SessionEnd::Io(error.to_string()));
+        }
+        let reply = AssertUnwindSafe(self.handler.accept(&envelope, &message))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!("the message handler panicked; answering 451 so the relay retries");
+                unavailable_reply()
+            });
+        tracing::info!(
+            client = %envelope.client.ip,
+            from = %envelope.reverse_path,
+            recipients = envelope.recipients.len(),
+            size = message.len(),
+            eight_bit = matches!(envelope.body, BodyType::EightBitMime),
+            reply = %reply,
+            "message"
+        );
+        self.reply(reply)
+    }
+
+    async fn start_tls(&mut self) -> Next {
+        let Some(acceptor) = self.config.tls.clone() else {
+            return self.bad_command(Reply::new(502, "5.5.1", "STARTTLS is not available here"));
+        };
+        if self.client.tls {
+            return self.bad_command(Reply::new(503, "5.5.1", "TLS is already active"));
+        }
+        if self.greeting.is_none() {
+            return self.bad_command(Reply::new(503, "5.5.1", "say EHLO first"));
+        }
+        self.conn
+            .reply(&Reply::new(220, "2.0.0", "ready to start TLS"));
+        let timeout = self.limits().command_timeout;
+        if let Err(error) = self.conn.start_tls(&acceptor, timeout).await {
+            tracing::info!(%error, "TLS handshake failed");
+            return Next::Close(SessionEnd::TlsFailed);
+        }
+        // RFC 3207 §4.2: forget everything learnt before TLS; the client starts with EHLO again.
+        self.client.tls = true;
+        self.greeting = None;
+        self.transaction = None;
+        if !self.helo_from_relay {
+            self.client.helo = None;
+        }
+        Next::Continue
+    }
+
+    fn xclient(&mut self, attributes: Vec<XclientAttribute>) -> Next {
+        if !self.trusted_peer {
+            tracing::warn!(peer = %self.client.peer, "XCLIENT from an untrusted peer");
+            return self.bad_command(Reply::new(
+                550,
+                "5.7.0",
+                "XCLIENT is accepted only from trusted relays",
+            ));
+        }
+        if self.transaction.is_some() {
+            return self.bad_command(Reply::new(
+                503,
+                "5.5.1",
+                "XCLIENT is not allowed inside a mail transaction",
+            ));
+        }
+        for attribute in attributes {
+            match attribute {
+                XclientAttribute::Addr(Some(ip)) => {
+                    self.client.ip = email2sms_domain::canonical_ip(ip);
+                    self.client.stated_by_relay = true;
+                }
+                XclientAttribute::Addr(None) => {}
+                XclientAttribute::Name(name) => self.client.reverse_name = name,
+                XclientAttribute::Helo(helo) => {
+                    self.helo_from_relay = helo.is_some();
+                    self.client.helo = helo;
+                }
+                XclientAttribute::Port(port) => self.client.port = port,
+                XclientAttribute::Ignored(_) => {}
+            }
+        }
+        // The XCLIENT specification: the server answers as if a new client had connected,
+        // and the relay says EHLO again.
+        self.greeting = None;
+        self.reply(self.greeting_reply())
+    }
+}
+
+fn too_big_reply(max: usize) -> Reply {
+    Reply::new(
+        552,
+        "5.3.4",
+        format!(
+            "the message is too big: this gateway accepts at most {max} bytes; send a shorter message without large attachments"
+        ),
+    )
+}
+
+fn unavailable_reply() -> Reply {
+    Reply::new(
+        451,
+        "4.3.0",
+        "temporary problem in the gateway; your server will retry",
+    )
+}
+
+fn syntax_reply(error: &CommandError) -> Reply {
+    match error {
+        CommandError::Unknown => Reply::new(500, "5.5.1", "command not recognised"),
+        CommandError::BadEncoding => Reply::new(
+            500,
+            "5.5.2",
+            "the command contains characters that are not allowed",
+        ),
+        CommandError::Syntax(text) => Reply::new(501, "5.5.4", *text),
+        CommandError::BadSender(text) => {
+            Reply::new(501, "5.1.7", format!("bad sender address: {text}"))
+        }
+        CommandError::BadRecipient(text) => {
+            Reply::new(501, "5.1.3", format!("bad recipient address: {text}"))
+        }
+        CommandError::UnsupportedParameter(param) => {
+            Reply::new(555, "5.5.4", format!("parameter {param} is not supported"))
+        }
+        CommandError::BadXclient(text) => Reply::new(501, "5.5.4", format!("XCLIENT: {text}")),
+    }
+}

@@ -1,0 +1,151 @@
+//! Test helpers shared by the SMTP tests: a handler that records what it received and a tiny
+//! SMTP client that reads replies exactly as they arrive.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use email2sms_domain::DomainName;
+use email2sms_ingest::smtp::command::ReversePath;
+use email2sms_ingest::smtp::{ClientInfo, Envelope, Limits, MessageHandler, Reply, SessionConfig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Records every message and answers with a fixed reply; a recipient starting with `999`
+/// makes it panic, and a sender at `refused.example` is refused at MAIL FROM.
+#[derive(Debug)]
+pub struct Recorder {
+    pub messages: Mutex<Vec<(Envelope, Vec<u8>)>>,
+    pub reply: Reply,
+}
+
+impl Recorder {
+    pub fn new() -> Arc<Recorder> {
+        Arc::new(Recorder {
+            messages: Mutex::new(Vec::new()),
+            reply: Reply::new(250, "2.0.0", "queued as SMS"),
+        })
+    }
+
+    pub fn messages(&self) -> Vec<(Envelope, Vec<u8>)> {
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+impl MessageHandler for Recorder {
+    async fn check_sender(&self, _client: &ClientInfo, from: &ReversePath) -> Option<Reply> {
+        match from {
+            ReversePath::Mailbox(mailbox) if mailbox.domain == "refused.example" => {
+                Some(Reply::new(550, "5.7.1", "this sender may not send SMS"))
+            }
+            _ => None,
+        }
+    }
+
+    async fn accept(&self, envelope: &Envelope, message: &[u8]) -> Reply {
+        if envelope
+            .recipients
+            .iter()
+            .any(|r| r.local_part.starts_with("999"))
+        {
+            panic!("the test handler panics on 999… recipients");
+        }
+        self.messages
+            .lock()
+            .unwrap()
+            .push((envelope.clone(), message.to_vec()));
+        self.reply.clone()
+    }
+}
+
+pub fn session_config(trusted: &[&str]) -> SessionConfig {
+    SessionConfig {
+        hostname: "ingest.test".into(),
+        sms_domains: vec![
+            DomainName::parse("sms.example.net").unwrap(),
+            DomainName::parse("sms.localhost").unwrap(),
+        ],
+        trusted_relays: trusted.iter().map(|net| net.parse().unwrap()).collect(),
+        tls: None,
+        limits: Limits {
+            max_message_size: 10_000,
+            max_recipients: 3,
+            max_line_length: 1000,
+            command_timeout: Duration::from_secs(5),
+            data_timeout: Duration::from_secs(5),
+            max_bad_commands: 5,
+            proxy_wait: Duration::from_millis(200),
+        },
+    }
+}
+
+/// The client end of a conversation.
+pub struct Client<S> {
+    pub stream: S,
+    buf: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    pub fn new(stream: S) -> Self {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads one complete reply (all its lines), e.g. `"250-a\r\n250 b"` without the last CRLF.
+    pub async fn reply(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let mut lines = Vec::new();
+            loop {
+                while let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    let line = String::from_utf8(self.buf[..pos].to_vec()).unwrap();
+                    self.buf.drain(..pos + 2);
+                    let last = line.as_bytes().get(3) != Some(&b'-');
+                    lines.push(line);
+                    if last {
+                        return lines.join("\r\n");
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                let n = self.stream.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    return format!(
+                        "EOF after {lines:?} {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    );
+                }
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+        .expect("a reply within 10 s")
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Sends one command line and returns its reply.
+    pub async fn command(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+
+    /// Whether the server has closed the connection (after any pending replies).
+    pub async fn closed(&mut self) -> bool {
+        let mut chunk = [0u8; 64];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+/// Asserts a reply starts with `prefix`.
+#[track_caller]
+pub fn expect(reply: &str, prefix: &str) {
+    assert!(
+        reply.starts_with(prefix),
+        "expected a reply starting with {prefix:?}, got {reply:?}"
+    );
+}

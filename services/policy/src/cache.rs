@@ -1,0 +1,729 @@
+//! The compiled sender lookups in Redis, which ingest reads on every email.
+//!
+//! # Key layout (ingest reads exactly this)
+//!
+//! Every key starts with the configured prefix `P` (`EMAIL2SMS_REDIS_PREFIX`, default
+//! `email2sms:`). Values are protobuf-encoded `email2sms.policy.v1.CompiledSender`, the same
+//! message `ResolveSender` returns, so the cache and Postgres agree by construction.
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `P policy:email:<normalised address>` | string | the matchable email entry (enabled, not deleted) |
+//! | `P policy:domain:<normalised domain>` | string | the VERIFIED domain entry (exact domain only) |
+//! | `P policy:ip` | hash | field = canonical CIDR (`203.0.113.0/24`, `198.51.100.7/32`), value = the IP entry |
+//! | `P policy:version` | string | decimal compile version of the data in Redis |
+//! | `P policy:keyver` | hash | field = `email:<a>`, `domain:<d>` or `ip:<cidr>`, value = version that last wrote it |
+//!
+//! (`P policy:email:…` means the prefix immediately followed by `policy:email:…`.)
+//!
+//! Resolution order for ingest: `GET P policy:email:<from>`; else `GET P policy:domain:<from
+//! domain>`; else load `HGETALL P policy:ip` (cache it in-process) and pick the longest prefix
+//! containing the client IP. A matched value whose `readiness.ready` is false must be refused with
+//! `readiness.reason`, not skipped. A miss on all three is "not authorised".
+//!
+//! After every change the policy service publishes a protobuf
+//! `email2sms.queue.v1.PolicyCacheInvalidated` on the channel `P policy:invalidations`, listing
+//! the email and domain keys that changed and whether the IP table changed (reload it whole);
+//! `full_rebuild` means "drop everything".
+//!
+//! # Ordering
+//!
+//! Every write transaction bumps `cache_version` in Postgres; a recompile reads the entries and
+//! that version in one snapshot and writes through a Lua script that refuses to overwrite a key
+//! with data of an older version (`P policy:keyver`), so two concurrent recompiles can never leave
+//! the older answer in Redis.
+//!
+//! # Redis down
+//!
+//! Writes commit in Postgres regardless. A failed recompile marks the cache dirty; the repair loop
+//! ([`Cache::repair_loop`]) rebuilds everything as soon as Redis answers again, and also rebuilds
+//! when `P policy:version` is missing or behind Postgres (a flushed or replaced Redis).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use email2sms_proto::policy::v1 as pb;
+use email2sms_proto::queue::v1::PolicyCacheInvalidated;
+use ipnet::IpNet;
+use prost::Message;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::entries::{EntryKind, EntryRow, matchable_sql, select_sql};
+use crate::error::{Error, Result};
+use crate::model::{cidr_text, timestamp};
+
+/// Default key prefix; configurable so that tests (and several deployments) can share a Redis.
+pub const DEFAULT_PREFIX: &str = "email2sms:";
+
+/// Writes `value` to a key (or hash field) unless a newer version already wrote it.
+/// KEYS[1] = key or hash, KEYS[2] = version hash; ARGV = version field, version, mode
+/// (`set`/`del`/`hset`/`hdel`), hash field, value.
+const GUARDED_WRITE: &str = r"
+local current = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local incoming = tonumber(ARGV[2])
+if current > incoming then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local mode = ARGV[3]
+if mode == 'set' then redis.call('SET', KEYS[1], ARGV[5])
+elseif mode == 'del' then redis.call('DEL', KEYS[1])
+elseif mode == 'hset' then redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
+else redis.call('HDEL', KEYS[1], ARGV[4]) end
+return 1
+";
+
+/// Raises the version key, never lowers it.
+const RAISE_VERSION: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+";
+
+/// Writes per pipeline during a rebuild.
+const BATCH: usize = 500;
+
+/// The keys one change touched. Empty sets mean "nothing of that kind changed".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    /// The company whose data changed (public id); empty for several companies.
+    pub company_id: String,
+    pub emails: BTreeSet<String>,
+    pub domains: BTreeSet<String>,
+    pub ips: BTreeSet<IpNet>,
+}
+
+impl Keys {
+    pub fn for_company(company_id: &str) -> Keys {
+        Keys {
+            company_id: company_id.to_owned(),
+            ..Keys::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.emails.is_empty() && self.domains.is_empty() && self.ips.is_empty()
+    }
+
+    /// Adds the key of an entry row.
+    pub fn add_row(&mut self, kind: EntryKind, row: &EntryRow) {
+        self.add(kind, row.key.as_deref(), row.network);
+    }
+
+    pub fn add(&mut self, kind: EntryKind, key: Option<&str>, network: Option<IpNet>) {
+        match (kind, key, network) {
+            (EntryKind::Email, Some(key), _) => {
+                self.emails.insert(key.to_owned());
+            }
+            (EntryKind::Domain, Some(key), _) => {
+                self.domains.insert(key.to_owned());
+            }
+            (EntryKind::Ip, _, Some(net)) => {
+                self.ips.insert(net);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildStats {
+    pub keys_written: u64,
+    pub keys_removed: u64,
+    pub version: u64,
+    pub duration: Duration,
+}
+
+/// The Redis side of the compiled lookups.
+#[derive(Clone)]
+pub struct Cache {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    dirty: Arc<AtomicBool>,
+    write: Arc<redis::Script>,
+    raise: Arc<redis::Script>,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("prefix", &self.prefix)
+            .field("dirty", &self.dirty.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(error: redis::RedisError) -> Error {
+        Error::Unavailable(format!("redis: {error}"))
+    }
+}
+
+/// Reads the matchable rows of `kind` (optionally restricted by `filter`, whose placeholders
+/// start at `$1` with `bind`) inside the current snapshot.
+async fn matchable_rows(
+    conn: &mut sqlx::PgConnection,
+    kind: EntryKind,
+    filter: &str,
+    bind: KeyBind<'_>,
+) -> Result<Vec<EntryRow>> {
+    let sql = format!(
+        "{} WHERE {} AND {filter}",
+        select_sql(kind),
+        matchable_sql(kind)
+    );
+    let query = sqlx::query_as::<_, EntryRow>(&sql);
+    let query = match bind {
+        KeyBind::None => query,
+        KeyBind::Texts(keys) => query.bind(keys),
+        KeyBind::Nets(nets) => query.bind(nets),
+        KeyBind::Company(id) => query.bind(id),
+    };
+    Ok(query.fetch_all(&mut *conn).await?)
+}
+
+enum KeyBind<'a> {
+    None,
+    Texts(&'a [String]),
+    Nets(&'a [IpNet]),
+    Company(Uuid),
+}
+
+/// Everything compiled from one consistent snapshot of Postgres.
+struct Snapshot {
+    version: u64,
+    emails: Vec<EntryRow>,
+    domains: Vec<EntryRow>,
+    ips: Vec<EntryRow>,
+}
+
+async fn snapshot(pool: &PgPool, keys: Option<&Keys>, company: Option<Uuid>) -> Result<Snapshot> {
+    let mut tx = pool.begin().await?;
+    // One snapshot for the version and every row, so the version truly describes the data.
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let version: i64 = sqlx::query_scalar("SELECT version FROM cache_version")
+        .fetch_one(&mut *tx)
+        .await?;
+    let (emails, domains, ips) = match (keys, company) {
+        (Some(keys), _) => {
+            let emails: Vec<String> = keys.emails.iter().cloned().collect();
+            let domains: Vec<String> = keys.domains.iter().cloned().collect();
+            let ips: Vec<IpNet> = keys.ips.iter().copied().collect();
+            (
+                if emails.is_empty() {
+                    Vec::new()
+                } else {
+                    matchable_rows(
+                        &mut tx,
+                        EntryKind::Email,
+                        // A semi-join rather than `= ANY($1)`: an import recompiles 100,000
+                        // keys at once, which a hash join handles in one pass.
+                        "e.address IN (SELECT unnest($1::text[]))",
+                        KeyBind::Texts(&emails),
+                    )
+                    .await?
+                },
+                if domains.is_empty() {
+                    Vec::new()
+                } else {
+                    matchable_rows(
+                        &mut tx,
+                        EntryKind::Domain,
+                        "e.name IN (SELECT unnest($1::text[]))",
+                        KeyBind::Texts(&domains),
+                    )
+                    .await?
+                },
+                if ips.is_empty() {
+                    Vec::new()
+                } else {
+                    matchable_rows(
+                        &mut tx,
+                        EntryKind::Ip,
+                        "e.network = ANY($1::cidr[])",
+                        KeyBind::Nets(&ips),
+                    )
+                    .await?
+                },
+            )
+        }
+        (None, Some(company)) => (
+            matchable_rows(
+                &mut tx,
+                EntryKind::Email,
+                "e.company_id = $1",
+                KeyBind::Company(company),
+            )
+            .await?,
+            matchable_rows(
+                &mut tx,
+                EntryKind::Domain,
+                "e.company_id = $1",
+                KeyBind::Company(company),
+            )
+            .await?,
+            matchable_rows(
+                &mut tx,
+                EntryKind::Ip,
+                "e.company_id = $1",
+                KeyBind::Company(company),
+            )
+            .await?,
+        ),
+        (None, None) => (
+            matchable_rows(&mut tx, EntryKind::Email, "TRUE", KeyBind::None).await?,
+            matchable_rows(&mut tx, EntryKind::Domain, "TRUE", KeyBind::None).await?,
+            matchable_rows(&mut tx, EntryKind::Ip, "TRUE", KeyBind::None).await?,
+        ),
+    };
+    tx.commit().await?;
+    Ok(Snapshot {
+        version: u64::try_from(version).unwrap_or(0),
+        emails,
+        domains,
+        ips,
+    })
+}
+
+/// One guarded write: (key or hash, version field, mode, hash field, value).
+struct Write {
+    key: String,
+    version_field: String,
+    mode: &'static str,
+    field: String,
+    value: Vec<u8>,
+}
+
+impl Cache {
+    /// A cache on `redis_url` under `prefix`. Connects lazily, so a Redis that is down at start
+    /// does not stop the service: writes go to Postgres and the repair loop catches up.
+    pub fn new(redis_url: &str, prefix: &str) -> Result<Cache, redis::RedisError> {
+        let client = redis::Client::open(redis_url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            // Generous enough for a pipeline of a whole batch on a busy Redis; an unreachable
+            // Redis fails fast through the connection timeout instead.
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Cache {
+            conn,
+            prefix: prefix.into(),
+            dirty: Arc::new(AtomicBool::new(false)),
+            write: Arc::new(redis::Script::new(GUARDED_WRITE)),
+            raise: Arc::new(redis::Script::new(RAISE_VERSION)),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// True when Redis may lack changes (a recompile failed) until the next rebuild.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::SeqCst)
+    }
+
+    pub fn email_key(&self, address: &str) -> String {
+        format!("{}policy:email:{address}", self.prefix)
+    }
+
+    pub fn domain_key(&self, domain: &str) -> String {
+        format!("{}policy:domain:{domain}", self.prefix)
+    }
+
+    pub fn ip_table_key(&self) -> String {
+        format!("{}policy:ip", self.prefix)
+    }
+
+    pub fn version_key(&self) -> String {
+        format!("{}policy:version", self.prefix)
+    }
+
+    fn keyver_key(&self) -> String {
+        format!("{}policy:keyver", self.prefix)
+    }
+
+    pub fn channel(&self) -> String {
+        format!("{}policy:invalidations", self.prefix)
+    }
+
+    /// Recompiles `keys` after a committed change. Never fails the caller: Postgres is the
+    /// system of record, so a Redis problem is logged and repaired later.
+    pub async fn recompile(&self, pool: &PgPool, keys: &Keys) {
+        if keys.is_empty() {
+            return;
+        }
+        if let Err(error) = self.try_recompile(pool, keys).await {
+            tracing::warn!(%error, "could not recompile the sender cache; it is marked dirty and will be rebuilt when Redis answers");
+            self.dirty.store(true, Ordering::SeqCst);
+        }
+    }
+
+    async fn try_recompile(&self, pool: &PgPool, keys: &Keys) -> Result<()> {
+        let snap = snapshot(pool, Some(keys), None).await?;
+        let mut writes = Vec::new();
+        let found: HashMap<&str, &EntryRow> = snap
+            .emails
+            .iter()
+            .filter_map(|r| r.key.as_deref().map(|k| (k, r)))
+            .collect();
+        for email in &keys.emails {
+            writes.push(
+                self.email_write(
+                    email,
+                    found
+                        .get(email.as_str())
+                        .map(|r| r.compiled(EntryKind::Email, snap.version)),
+                ),
+            );
+        }
+        let found: HashMap<&str, &EntryRow> = snap
+            .domains
+            .iter()
+            .filter_map(|r| r.key.as_deref().map(|k| (k, r)))
+            .collect();
+        for domain in &keys.domains {
+            writes.push(
+                self.domain_write(
+                    domain,
+                    found
+                        .get(domain.as_str())
+                        .map(|r| r.compiled(EntryKind::Domain, snap.version)),
+                ),
+            );
+        }
+        let found: HashMap<IpNet, &EntryRow> = snap
+            .ips
+            .iter()
+            .filter_map(|r| r.network.map(|n| (n, r)))
+            .collect();
+        for net in &keys.ips {
+            writes.push(
+                self.ip_write(
+                    net,
+                    found
+                        .get(net)
+                        .map(|r| r.compiled(EntryKind::Ip, snap.version)),
+                ),
+            );
+        }
+        self.apply(&writes, snap.version).await?;
+        self.publish(PolicyCacheInvalidated {
+            version: snap.version,
+            occur_time: Some(timestamp(chrono::Utc::now())),
+            company_id: keys.company_id.clone(),
+            email_addresses: keys.emails.iter().cloned().collect(),
+            domain_names: keys.domains.iter().cloned().collect(),
+            ip_table_changed: !keys.ips.is_empty(),
+            full_rebuild: false,
+        })
+        .await
+    }
+
+    fn email_write(&self, email: &str, value: Option<pb::CompiledSender>) -> Write {
+        Write {
+            key: self.email_key(email),
+            version_field: format!("email:{email}"),
+            mode: if value.is_some() { "set" } else { "del" },
+            field: String::new(),
+            value: value.map(|v| v.encode_to_vec()).unwrap_or_default(),
+        }
+    }
+
+    fn domain_write(&self, domain: &str, value: Option<pb::CompiledSender>) -> Write {
+        Write {
+            key: self.domain_key(domain),
+            version_field: format!("domain:{domain}"),
+            mode: if value.is_some() { "set" } else { "del" },
+            field: String::new(),
+            value: value.map(|v| v.encode_to_vec()).unwrap_or_default(),
+        }
+    }
+
+    fn ip_write(&self, net: &IpNet, value: Option<pb::CompiledSender>) -> Write {
+        let cidr = cidr_text(net);
+        Write {
+            key: self.ip_table_key(),
+            version_field: format!("ip:{cidr}"),
+            mode: if value.is_some() { "hset" } else { "hdel" },
+            field: cidr,
+            value: value.map(|v| v.encode_to_vec()).unwrap_or_default(),
+        }
+    }
+
+    /// Runs guarded writes in pipelines, then raises the version key.
+    async fn apply(&self, writes: &[Write], version: u64) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let keyver = self.keyver_key();
+        for chunk in writes.chunks(BATCH) {
+            let invocations: Vec<_> = chunk
+                .iter()
+                .map(|w| {
+                    let mut inv = self.write.prepare_invoke();
+                    inv.key(&w.key)
+                        .key(&keyver)
+                        .arg(&w.version_field)
+                        .arg(version)
+                        .arg(w.mode)
+                        .arg(&w.field)
+                        .arg(w.value.as_slice());
+                    inv
+                })
+                .collect();
+            let mut pipe = redis::pipe();
+            pipe.load_script(&self.write).ignore();
+            for inv in &invocations {
+                pipe.invoke_script(inv).ignore();
+            }
+            let () = pipe.query_async(&mut conn).await?;
+        }
+        let mut raise = self.raise.prepare_invoke();
+        raise.key(self.version_key()).arg(version);
+        let _: i64 = raise.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn publish(&self, message: PolicyCacheInvalidated) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn
+            .publish(self.channel(), message.encode_to_vec())
+            .await?;
+        Ok(())
+    }
+
+    /// Restores Redis from Postgres: every matchable entry (of `company`, when given) is written
+    /// and keys that Postgres no longer backs are removed.
+    pub async fn rebuild(
+        &self,
+        pool: &PgPool,
+        company: Option<(Uuid, String)>,
+    ) -> Result<RebuildStats> {
+        let started = Instant::now();
+        let snap = snapshot(pool, None, company.as_ref().map(|c| c.0)).await?;
+        let mut writes = Vec::new();
+        let mut live: HashSet<String> = HashSet::new();
+        let mut live_ips: HashSet<String> = HashSet::new();
+        for row in &snap.emails {
+            let write = self.email_write(
+                &row.matched_value(),
+                Some(row.compiled(EntryKind::Email, snap.version)),
+            );
+            live.insert(write.key.clone());
+            writes.push(write);
+        }
+        for row in &snap.domains {
+            let write = self.domain_write(
+                &row.matched_value(),
+                Some(row.compiled(EntryKind::Domain, snap.version)),
+            );
+            live.insert(write.key.clone());
+            writes.push(write);
+        }
+        for row in &snap.ips {
+            if let Some(net) = row.network {
+                let write = self.ip_write(&net, Some(row.compiled(EntryKind::Ip, snap.version)));
+                live_ips.insert(write.field.clone());
+                writes.push(write);
+            }
+        }
+        let keys_written = writes.len() as u64;
+        self.apply(&writes, snap.version).await?;
+
+        // Stale keys: present in Redis, absent from the snapshot (and, for a company rebuild,
+        // compiled for that company).
+        let company_id = company.as_ref().map(|c| c.1.as_str());
+        let mut conn = self.conn.clone();
+        let mut stale = Vec::new();
+        for pattern in [
+            format!("{}policy:email:*", self.prefix),
+            format!("{}policy:domain:*", self.prefix),
+        ] {
+            let mut found: Vec<String> = Vec::new();
+            {
+                let mut iter: redis::AsyncIter<String> = conn.scan_match(&pattern).await?;
+                while let Some(item) = futures_next(&mut iter).await {
+                    found.push(item?);
+                }
+            }
+            for key in found {
+                if live.contains(&key) {
+                    continue;
+                }
+                if let Some(company_id) = company_id {
+                    let value: Option<Vec<u8>> = conn.get(&key).await?;
+                    if !belongs_to(value.as_deref(), company_id) {
+                        continue;
+                    }
+                }
+                let (version_field, mode) =
+                    if let Some(rest) = key.strip_prefix(&format!("{}policy:", self.prefix)) {
+                        (rest.to_owned(), "del")
+                    } else {
+                        continue;
+                    };
+                stale.push(Write {
+                    key,
+                    version_field,
+                    mode,
+                    field: String::new(),
+                    value: Vec::new(),
+                });
+            }
+        }
+        let table: HashMap<String, Vec<u8>> = conn.hgetall(self.ip_table_key()).await?;
+        for (cidr, value) in table {
+            if live_ips.contains(&cidr) {
+                continue;
+            }
+            if let Some(company_id) = company_id
+                && !belongs_to(Some(&value), company_id)
+            {
+                continue;
+            }
+            stale.push(Write {
+                key: self.ip_table_key(),
+                version_field: format!("ip:{cidr}"),
+                mode: "hdel",
+                field: cidr,
+                value: Vec::new(),
+            });
+        }
+        let keys_removed = stale.len() as u64;
+        self.apply(&stale, snap.version).await?;
+        self.publish(PolicyCacheInvalidated {
+            version: snap.version,
+            occur_time: Some(timestamp(chrono::Utc::now())),
+            company_id: company_id.unwrap_or_default().to_owned(),
+            email_addresses: Vec::new(),
+            domain_names: Vec::new(),
+            ip_table_changed: true,
+            full_rebuild: true,
+        })
+        .await?;
+        if company.is_none() {
+            self.dirty.store(false, Ordering::SeqCst);
+        }
+        Ok(RebuildStats {
+            keys_written,
+            keys_removed,
+            version: snap.version,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// Whether Redis misses changes: dirty, its version key is missing (flushed or replaced), or
+    /// it is still behind the Postgres version seen one check earlier. Comparing with the
+    /// *previous* check ignores the milliseconds in which a just-committed write is still being
+    /// recompiled, which would otherwise trigger needless full rebuilds on a busy system.
+    async fn needs_rebuild(
+        &self,
+        pool: &PgPool,
+        previous_db_version: &mut Option<u64>,
+    ) -> Result<bool> {
+        let db_version = crate::store::current_version(pool).await?;
+        let seen_before = previous_db_version.replace(db_version);
+        if self.is_dirty() {
+            return Ok(true);
+        }
+        let mut conn = self.conn.clone();
+        let in_redis: Option<u64> = conn.get(self.version_key()).await?;
+        Ok(match (in_redis, seen_before) {
+            (None, _) => true,
+            (Some(redis), Some(before)) => redis < before,
+            (Some(_), None) => false,
+        })
+    }
+
+    /// Checks every `interval` whether Redis needs a rebuild (after an outage or a flush) and
+    /// runs it. Ends when `stop` resolves.
+    pub async fn repair_loop(
+        self,
+        pool: PgPool,
+        interval: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        let mut previous_db_version = None;
+        loop {
+            match self.needs_rebuild(&pool, &mut previous_db_version).await {
+                Ok(true) => match self.rebuild(&pool, None).await {
+                    Ok(stats) => tracing::info!(
+                        keys_written = stats.keys_written,
+                        keys_removed = stats.keys_removed,
+                        version = stats.version,
+                        "sender cache rebuilt"
+                    ),
+                    Err(error) => {
+                        self.dirty.store(true, Ordering::SeqCst);
+                        tracing::warn!(%error, "sender cache rebuild failed; will retry");
+                    }
+                },
+                Ok(false) => {}
+                // Redis (or Postgres) unreachable: writes meanwhile mark the cache dirty
+                // themselves, so the next successful check rebuilds.
+                Err(error) => tracing::debug!(%error, "sender cache check failed; will retry"),
+            }
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// Resolves a sender from Redis exactly as ingest does (see the module documentation): the
+    /// reference implementation of the key layout, used by the tests to compare Redis with
+    /// `ResolveSender`.
+    pub async fn resolve_from_redis(
+        &self,
+        from: &email2sms_domain::EmailAddress,
+        client_ip: IpAddr,
+    ) -> Result<Option<pb::CompiledSender>> {
+        let mut conn = self.conn.clone();
+        let decode = |bytes: Vec<u8>| {
+            pb::CompiledSender::decode(bytes.as_slice())
+                .map_err(|e| Error::Internal(format!("undecodable cache value: {e}")))
+        };
+        let email: Option<Vec<u8>> = conn.get(self.email_key(from.as_str())).await?;
+        if let Some(bytes) = email {
+            return decode(bytes).map(Some);
+        }
+        let domain: Option<Vec<u8>> = conn.get(self.domain_key(from.domain().as_str())).await?;
+        if let Some(bytes) = domain {
+            return decode(bytes).map(Some);
+        }
+        let table: HashMap<String, Vec<u8>> = conn.hgetall(self.ip_table_key()).await?;
+        let networks: Vec<(email2sms_domain::IpNetwork, Vec<u8>)> = table
+            .into_iter()
+            .filter_map(|(cidr, v)| {
+                email2sms_domain::IpNetwork::parse(&cidr)
+                    .ok()
+                    .map(|n| (n, v))
+            })
+            .collect();
+        match email2sms_domain::longest_prefix_match(&networks, client_ip, |(n, _)| n) {
+            Some((_, bytes)) => decode(bytes.clone()).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+fn belongs_to(value: Option<&[u8]>, company_id: &str) -> bool {
+    value
+        .and_then(|v| pb::CompiledSender::decode(v).ok())
+        .is_some_and(|s| s.company_id == company_id)
+}
+
+async fn futures_next(
+    iter: &mut redis::AsyncIter<'_, String>,
+) -> Option<redis::RedisResult<String>> {
+    iter.next_item().await
+}

@@ -1,0 +1,327 @@
+//! Domain entries that need the verification service: CreateDomain (asks for a challenge),
+//! VerifyDomain (CheckNow), RotateDomainToken, the challenge drop on delete and the recent checks
+//! of GetDomain. Calls go one way, policy → verification; state changes come back as events
+//! ([`crate::events`]) and as the answers of these calls, mirrored through the same
+//! [`apply_challenge`] so that neither can roll the other back.
+
+use std::time::Duration;
+
+use email2sms_proto::policy::v1 as pb;
+use email2sms_proto::tonic::service::interceptor::InterceptedService;
+use email2sms_proto::tonic::transport::{Channel, Endpoint};
+use email2sms_proto::verification::v1 as vpb;
+use email2sms_proto::verification::v1::verification_service_client::VerificationServiceClient;
+use email2sms_runtime::auth::BearerToken;
+use prost::Message;
+use uuid::Uuid;
+
+use crate::PolicyApi;
+use crate::cache::Keys;
+use crate::entries::EntryKind;
+use crate::error::{Error, Result};
+use crate::events::{ChallengeUpdate, apply_challenge};
+use crate::model::{parse_id, parse_opt_id, parse_request_id};
+use crate::store::{self, CompanyRef, Idempotency, bump_version, request_hash};
+
+/// How long one verification call may take. CheckNow runs a DNS lookup, so it gets more.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The verification service's client, authenticated with this service's token.
+#[derive(Debug, Clone)]
+pub struct VerificationClient {
+    inner: VerificationServiceClient<InterceptedService<Channel, BearerToken>>,
+}
+
+impl VerificationClient {
+    /// A client of `url` that connects on first use, so that a verification service that is
+    /// down at start only affects the RPCs that need it.
+    pub fn new(url: &str, token: Option<&str>) -> Result<VerificationClient, String> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(2));
+        let token = BearerToken::new(token).map_err(|e| e.to_string())?;
+        Ok(VerificationClient {
+            inner: VerificationServiceClient::with_interceptor(endpoint.connect_lazy(), token),
+        })
+    }
+
+    fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        request
+    }
+}
+
+impl PolicyApi {
+    fn verification(&self) -> Result<VerificationClient> {
+        self.verification.clone().ok_or(Error::Unimplemented(
+            "the verification service is not configured for this server",
+        ))
+    }
+
+    pub(crate) async fn create_domain(
+        &self,
+        request: pb::CreateDomainRequest,
+    ) -> Result<pb::CreateDomainResponse> {
+        let request_id = parse_request_id(&request.request_id)?;
+        let hash = request_hash(&request.encode_to_vec());
+        let policy = parse_id("security_policy_id", &request.security_policy_id)?;
+        let user = parse_opt_id("forwarding_user_id", &request.forwarding_user_id)?;
+        if request.domain_name.trim().is_empty() {
+            return Err(Error::required("domain_name"));
+        }
+        let name = email2sms_domain::DomainName::parse(request.domain_name.trim())
+            .map_err(|e| Error::invalid("domain_name", e.code(), e.to_string()))?;
+        let idempotency = request_id.map(|request_id| Idempotency {
+            method: "CreateDomain",
+            request_id,
+            hash,
+        });
+
+        // Before asking for a challenge, refuse what would fail anyway, without holding a
+        // transaction open across the call.
+        let company = {
+            let mut tx = self.pool.begin().await?;
+            let company = store::company(&mut tx, &request.company_id).await?;
+            if let Some(key) = &idempotency
+                && let Some(id) = key.existing(&mut tx, company.id).await?
+            {
+                let row =
+                    store::entry(&mut tx, EntryKind::Domain, company.id, id, "domain").await?;
+                return Ok(pb::CreateDomainResponse {
+                    domain: Some(row.to_domain()),
+                });
+            }
+            let kind: Option<String> = sqlx::query_scalar(
+                "SELECT sent_from FROM security_policies WHERE company_id = $1 AND id = $2",
+            )
+            .bind(company.id)
+            .bind(policy)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if kind.as_deref() != Some("domain") {
+                return Err(Error::invalid(
+                    "security_policy_id",
+                    "NOT_FOUND_IN_COMPANY",
+                    "no Domains security policy with this id exists in this company",
+                ));
+            }
+            let (own, verified_elsewhere): (bool, bool) = sqlx::query_as(
+                "SELECT bool_or(company_id = $1) IS TRUE,
+                        bool_or(company_id <> $1 AND state = 'verified') IS TRUE
+                   FROM domains WHERE name = $2",
+            )
+            .bind(company.id)
+            .bind(name.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            if own {
+                return Err(Error::AlreadyExists(
+                    "this domain is already registered in this company".into(),
+                ));
+            }
+            if verified_elsewhere {
+                return Err(Error::AlreadyExists(
+                    "this domain is verified by another company: a verified domain routes mail for one company only".into(),
+                ));
+            }
+            company
+        };
+
+        // Idempotent on the verification side: a retry gets the same token.
+        let mut client = self.verification()?;
+        let challenge = client
+            .inner
+            .create_challenge(VerificationClient::request(
+                vpb::CreateChallengeRequest {
+                    company_id: company.public_id.clone(),
+                    domain_name: name.as_str().to_owned(),
+                },
+                CALL_TIMEOUT,
+            ))
+            .await
+            .map_err(Error::Verification)?
+            .into_inner()
+            .challenge
+            .ok_or_else(|| Error::Internal("CreateChallenge answered no challenge".into()))?;
+        let update = ChallengeUpdate::from_challenge(&challenge)?;
+
+        let mut tx = self.pool.begin().await?;
+        if let Some(key) = &idempotency
+            && let Some(id) = key.existing(&mut tx, company.id).await?
+        {
+            let row = store::entry(&mut tx, EntryKind::Domain, company.id, id, "domain").await?;
+            return Ok(pb::CreateDomainResponse {
+                domain: Some(row.to_domain()),
+            });
+        }
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO domains (company_id, policy_id, name, forwarding_user_id)
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(company.id)
+        .bind(policy)
+        .bind(name.as_str())
+        .bind(user)
+        .fetch_one(&mut *tx)
+        .await?;
+        apply_challenge(&mut tx, company.id, name.as_str(), &update).await?;
+        if let Some(key) = &idempotency {
+            key.store(&mut tx, company.id, id).await?;
+        }
+        bump_version(&mut tx).await?;
+        let row = store::entry(&mut tx, EntryKind::Domain, company.id, id, "domain").await?;
+        tx.commit().await?;
+        self.recompile_domain_name(&company, name.as_str()).await;
+        Ok(pb::CreateDomainResponse {
+            domain: Some(row.to_domain()),
+        })
+    }
+
+    /// The domain's company and name, for the verification calls.
+    async fn domain_name_of(
+        &self,
+        company_id: &str,
+        domain_id: &str,
+    ) -> Result<(CompanyRef, String, Uuid)> {
+        let id = parse_id("domain_id", domain_id)?;
+        let mut conn = self.pool.acquire().await?;
+        let company = store::company(&mut conn, company_id).await?;
+        let name: String =
+            sqlx::query_scalar("SELECT name FROM domains WHERE company_id = $1 AND id = $2")
+                .bind(company.id)
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(Error::NotFound("domain"))?;
+        Ok((company, name, id))
+    }
+
+    /// Mirrors `challenge` into the domain entry, recompiles and returns the entry.
+    async fn mirror(
+        &self,
+        company: &CompanyRef,
+        name: &str,
+        id: Uuid,
+        challenge: &vpb::Challenge,
+    ) -> Result<pb::Domain> {
+        let update = ChallengeUpdate::from_challenge(challenge)?;
+        let mut tx = self.pool.begin().await?;
+        let (outcome, _) = apply_challenge(&mut tx, company.id, name, &update).await?;
+        if outcome == crate::events::EventOutcome::Applied {
+            bump_version(&mut tx).await?;
+        }
+        let row = store::entry(&mut tx, EntryKind::Domain, company.id, id, "domain").await?;
+        tx.commit().await?;
+        self.recompile_domain_name(company, name).await;
+        Ok(row.to_domain())
+    }
+
+    pub(crate) async fn verify_domain(
+        &self,
+        request: pb::VerifyDomainRequest,
+    ) -> Result<pb::VerifyDomainResponse> {
+        let (company, name, id) = self
+            .domain_name_of(&request.company_id, &request.domain_id)
+            .await?;
+        let mut client = self.verification()?;
+        let answer = client
+            .inner
+            .check_now(VerificationClient::request(
+                vpb::CheckNowRequest {
+                    company_id: company.public_id.clone(),
+                    domain_name: name.clone(),
+                },
+                CHECK_TIMEOUT,
+            ))
+            .await
+            .map_err(Error::Verification)?
+            .into_inner();
+        let challenge = answer
+            .challenge
+            .ok_or_else(|| Error::Internal("CheckNow answered no challenge".into()))?;
+        let domain = self.mirror(&company, &name, id, &challenge).await?;
+        Ok(pb::VerifyDomainResponse {
+            domain: Some(domain),
+            check: answer.check,
+        })
+    }
+
+    pub(crate) async fn rotate_domain_token(
+        &self,
+        request: pb::RotateDomainTokenRequest,
+    ) -> Result<pb::RotateDomainTokenResponse> {
+        let (company, name, id) = self
+            .domain_name_of(&request.company_id, &request.domain_id)
+            .await?;
+        let mut client = self.verification()?;
+        let challenge = client
+            .inner
+            .rotate_challenge(VerificationClient::request(
+                vpb::RotateChallengeRequest {
+                    company_id: company.public_id.clone(),
+                    domain_name: name.clone(),
+                },
+                CALL_TIMEOUT,
+            ))
+            .await
+            .map_err(Error::Verification)?
+            .into_inner()
+            .challenge
+            .ok_or_else(|| Error::Internal("RotateChallenge answered no challenge".into()))?;
+        Ok(pb::RotateDomainTokenResponse {
+            domain: Some(self.mirror(&company, &name, id, &challenge).await?),
+        })
+    }
+
+    /// The recent DNS checks of a domain, newest first, from the verification service.
+    pub(crate) async fn recent_checks(
+        &self,
+        company: &CompanyRef,
+        name: &str,
+    ) -> Result<Vec<vpb::Check>> {
+        let mut client = self.verification()?;
+        Ok(client
+            .inner
+            .get_status(VerificationClient::request(
+                vpb::GetStatusRequest {
+                    company_id: company.public_id.clone(),
+                    domain_name: name.to_owned(),
+                    check_history_limit: 10,
+                },
+                CALL_TIMEOUT,
+            ))
+            .await
+            .map_err(Error::Verification)?
+            .into_inner()
+            .recent_checks)
+    }
+
+    /// Drops the challenge of a deleted domain so that verification stops polling it. Best
+    /// effort: the entry is already gone, and events for it are ignored as unknown.
+    pub(crate) async fn drop_challenge(&self, company: &CompanyRef, name: &str) {
+        let Ok(mut client) = self.verification() else {
+            return;
+        };
+        if let Err(status) = client
+            .inner
+            .delete_challenge(VerificationClient::request(
+                vpb::DeleteChallengeRequest {
+                    company_id: company.public_id.clone(),
+                    domain_name: name.to_owned(),
+                },
+                CALL_TIMEOUT,
+            ))
+            .await
+        {
+            tracing::warn!(domain = name, status = ?status, "could not drop the verification challenge of a deleted domain");
+        }
+    }
+
+    async fn recompile_domain_name(&self, company: &CompanyRef, name: &str) {
+        let mut keys = Keys::for_company(&company.public_id);
+        keys.add(EntryKind::Domain, Some(name), None);
+        self.cache.recompile(&self.pool, &keys).await;
+    }
+}
