@@ -205,13 +205,26 @@ impl OutboxRelay {
     }
 }
 
-/// Starts the relay of a service's outbox in the background until `stop` is cancelled.
-pub fn spawn_relay(
-    pool: PgPool,
-    args: &crate::QueueArgs,
-    service: &str,
+/// A relay running in the background.
+#[derive(Debug)]
+pub struct RelayHandle {
     stop: tokio_util::sync::CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// Stops the relay once its current batch is done. Call it last at shutdown, so the events of
+    /// the final state changes still go out.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "the outbox relay failed");
+        }
+    }
+}
+
+/// Starts the relay of a service's outbox in the background.
+pub fn spawn_relay(pool: PgPool, args: &crate::QueueArgs, service: &str) -> RelayHandle {
     let broker = crate::Broker::new(args.amqp_url.clone(), format!("{service} outbox"));
     let relay = OutboxRelay {
         pool,
@@ -220,5 +233,7 @@ pub fn spawn_relay(
         batch: 100,
         poll_interval: Duration::from_secs(5),
     };
-    tokio::spawn(relay.run(stop.cancelled_owned()))
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+    RelayHandle { stop, task }
 }

@@ -27,3 +27,14 @@ pub async fn signal() {
         () = term => tracing::info!("received SIGTERM"),
     }
 }
+
+/// Runs the last shutdown steps (waiting for background tasks, closing pools) for at most `grace`:
+/// a task that never finishes must not keep a stopped replica alive.
+pub async fn drain_within(grace: std::time::Duration, work: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(grace, work).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "background work still running when the grace period ended; stopping anyway"
+        );
+    }
+}

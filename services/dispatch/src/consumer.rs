@@ -29,9 +29,12 @@ pub async fn consume_jobs(
     prefetch: u16,
     stop: CancellationToken,
 ) {
-    let consumer_broker = Broker::new(amqp_url.clone(), "email2sms-dispatch jobs");
+    // Names an operator (or a test) can pick out in `rabbitmqctl list_connections` when several
+    // replicas, or several deployments sharing a broker, are connected.
+    let id = format!("pid={} queue={}", std::process::id(), topology.jobs_queue());
+    let consumer_broker = Broker::new(amqp_url.clone(), format!("email2sms-dispatch jobs {id}"));
     let publisher = Arc::new(Publisher::new(
-        Broker::new(amqp_url, "email2sms-dispatch retries"),
+        Broker::new(amqp_url, format!("email2sms-dispatch retries {id}")),
         Duration::from_secs(10),
     ));
     let declared = topology.clone();
@@ -79,7 +82,14 @@ async fn settle(
         Outcome::Done => Disposition::Ack,
         Outcome::Permanent(reason) => park(publisher, topology, &delivery, &reason).await,
         Outcome::RetryLater(retry) => {
-            let Some(delay) = topology.retry_delay_for(retry.attempts.saturating_sub(1)) else {
+            // A throttled job waits in the shortest tier: its wait is about the bucket refilling,
+            // not about how often it failed.
+            let tier_index = if retry.throttled {
+                0
+            } else {
+                retry.attempts.saturating_sub(1)
+            };
+            let Some(delay) = topology.retry_delay_for(tier_index) else {
                 // No tiers configured: the queue itself redelivers (counting against its limit).
                 return Disposition::Requeue;
             };

@@ -23,6 +23,7 @@ use crate::connector::receipt::message_id_candidates;
 use crate::connector::{
     Connector, ConnectorError, DeliveryReceipt, ErrorKind, OutgoingSms, ReceiptStatus,
 };
+use crate::throttle::{Decision, Throttle};
 
 /// The outbox routing key of status events.
 pub const STATUS_CHANGED: &str = "sms.status.changed";
@@ -75,6 +76,7 @@ pub struct Dispatcher {
     pool: PgPool,
     connector: Arc<dyn Connector>,
     settings: DispatchSettings,
+    throttle: Arc<Throttle>,
 }
 
 /// The job states as stored.
@@ -174,7 +176,14 @@ impl Dispatcher {
             pool,
             connector,
             settings,
+            throttle: Arc::new(Throttle::unlimited()),
         }
+    }
+
+    /// Applies the shared per-user, per-company and per-connector send rates.
+    pub fn with_throttle(mut self, throttle: Arc<Throttle>) -> Self {
+        self.throttle = throttle;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -264,6 +273,39 @@ impl Dispatcher {
             tx.commit().await?;
             return Ok(Outcome::Permanent("validity period ended".into()));
         }
+        // Checked only now, for a job that will really be sent: a redelivered duplicate must not
+        // use up its user's tokens.
+        if let Decision::Wait { scope, wait } = self
+            .throttle
+            .acquire(
+                &job.forwarding_user_id,
+                &job.company_id,
+                self.connector.name(),
+            )
+            .await
+        {
+            let reason = format!(
+                "over the {} send rate; next token in {} ms",
+                scope.as_str(),
+                wait.as_millis()
+            );
+            // Stays queued: a wait, not a failed attempt (attempts unchanged).
+            sqlx::query(
+                "UPDATE sms_jobs SET failure_kind = 'throttled', last_error = $2,
+                                     updated_at = now()
+                 WHERE job_id = $1",
+            )
+            .bind(job_id)
+            .bind(&reason)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Outcome::RetryLater(Retry {
+                throttled: true,
+                attempts,
+                reason,
+            }));
+        }
         sqlx::query("UPDATE sms_jobs SET connector = $2 WHERE job_id = $1")
             .bind(job_id)
             .bind(self.connector.name())
@@ -291,6 +333,7 @@ impl Dispatcher {
             recipient: job.recipient.clone(),
             sender_id: Some(job.sender_id.clone()).filter(|s| !s.is_empty()),
             text: job.text.clone(),
+            valid_until: row.2,
         };
         let result = self.connector.submit(&sms).await;
         match result {

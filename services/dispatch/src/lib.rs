@@ -29,6 +29,7 @@ pub mod connector;
 pub mod consumer;
 pub mod error;
 pub mod jobs;
+pub mod throttle;
 
 pub const BINARY: &str = "email2sms-dispatch";
 /// The Postgres schema this service owns; no other service reads it.
@@ -116,6 +117,20 @@ pub struct Config {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// Prefix of every Redis key this service writes (the throttle buckets).
+    #[arg(long, env = "EMAIL2SMS_REDIS_PREFIX", default_value = "email2sms:")]
+    pub redis_prefix: String,
+    /// Send rate per forwarding user, shared by all replicas: `N/s`, `N/min` or `N/h`; 0 = unlimited.
+    /// Over it, jobs wait in a retry tier (never dropped, not counted as failed attempts).
+    #[arg(long, env = "EMAIL2SMS_THROTTLE_PER_USER", default_value = "10/s", value_parser = throttle::Rate::parse)]
+    pub throttle_per_user: throttle::Rate,
+    /// Send rate per company (all its users together); 0 = unlimited.
+    #[arg(long, env = "EMAIL2SMS_THROTTLE_PER_COMPANY", default_value = "50/s", value_parser = throttle::Rate::parse)]
+    pub throttle_per_company: throttle::Rate,
+    /// Send rate per connector across all replicas; 0 = unlimited (the SMPP `tps` setting limits
+    /// each bind on its own).
+    #[arg(long, env = "EMAIL2SMS_THROTTLE_PER_CONNECTOR", default_value = "0", value_parser = throttle::Rate::parse)]
+    pub throttle_per_connector: throttle::Rate,
     /// Jobs taken from the queue at once: at least the SMPP window, so the window stays full.
     #[arg(long, env = "EMAIL2SMS_DISPATCH_PREFETCH", default_value_t = 32)]
     pub prefetch: u16,
@@ -193,13 +208,7 @@ pub async fn run(
         config.prefetch,
         stop_consuming.clone(),
     ));
-    let stop_relay = tokio_util::sync::CancellationToken::new();
-    let relay = email2sms_queue::outbox::spawn_relay(
-        pool.clone(),
-        &config.queue,
-        BINARY,
-        stop_relay.clone(),
-    );
+    let relay = email2sms_queue::outbox::spawn_relay(pool.clone(), &config.queue, BINARY);
     let served = grpc::serve(
         api_services(auth, pool.clone()),
         listener,
@@ -221,10 +230,7 @@ pub async fn run(
     // After the last job: unbind from the SMSC, publish the last status events, stop recording
     // receipts.
     dispatcher.connector().close().await;
-    stop_relay.cancel();
-    if let Err(error) = relay.await {
-        tracing::error!(%error, "the outbox relay failed");
-    }
+    relay.stop().await;
     drop(dispatcher);
     receipts.abort();
     pool.close().await;
@@ -269,13 +275,27 @@ pub async fn build_dispatcher(
         jobs::run_receipt_recorder(recorder_pool, receipts).await;
         purge.abort();
     });
+    let throttle = throttle::Throttle::new(
+        &config.redis.redis_url,
+        &config.redis_prefix,
+        throttle::Limits {
+            per_user: config.throttle_per_user,
+            per_company: config.throttle_per_company,
+            per_connector: config.throttle_per_connector,
+        },
+    )
+    .map_err(|reason| ConfigError::Invalid {
+        name: "REDIS_URL",
+        reason,
+    })?;
     let dispatcher = Dispatcher::new(
         pool,
         connector,
         jobs::DispatchSettings {
             max_attempts: config.max_attempts.max(1),
         },
-    );
+    )
+    .with_throttle(Arc::new(throttle));
     Ok((dispatcher, recorder))
 }
 

@@ -227,6 +227,7 @@ async fn http_connector_maps_statuses() {
         recipient: "+64211234567".into(),
         sender_id: Some("ACME".into()),
         text: "Hi 😀".into(),
+        valid_until: None,
     };
     let accepted = connector.submit(&sms).await.unwrap();
     assert_eq!(accepted.provider_message_ids, ["ABC-1"]);

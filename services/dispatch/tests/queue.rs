@@ -30,9 +30,15 @@ struct Running {
 }
 
 /// Starts dispatch in-process against `connector`, with its own queue names and short retry tiers.
+/// No throttles unless `extra` sets them.
 async fn start(pool: &sqlx::PgPool, db_url: &str, connector: &str) -> Running {
+    start_with(pool, db_url, connector, &[]).await
+}
+
+/// [`start`] with more flags (they win over the defaults here).
+async fn start_with(pool: &sqlx::PgPool, db_url: &str, connector: &str, extra: &[&str]) -> Running {
     let prefix = format!("test.{}.", uuid::Uuid::new_v4().simple());
-    let config = Config::try_parse_from([
+    let mut args = vec![
         "email2sms-dispatch",
         "--database-url",
         db_url,
@@ -40,11 +46,24 @@ async fn start(pool: &sqlx::PgPool, db_url: &str, connector: &str) -> Running {
         connector,
         "--amqp-prefix",
         &prefix,
+        "--redis-prefix",
+        &prefix,
         "--retry-delays",
         "200ms,400ms",
+        "--throttle-per-user",
+        "0",
+        "--throttle-per-company",
+        "0",
         "--insecure-no-auth",
-    ])
-    .unwrap();
+    ];
+    // clap refuses a flag given twice: drop the defaults `extra` overrides.
+    for pair in extra.chunks(2) {
+        if let Some(at) = args.iter().position(|arg| *arg == pair[0]) {
+            args.drain(at..at + 2);
+        }
+    }
+    args.extend_from_slice(extra);
+    let config = Config::try_parse_from(args).unwrap();
     let topology = config.queue.topology();
     let broker = Broker::new(AMQP_URL, "dispatch test");
     topology
@@ -246,6 +265,105 @@ async fn permanent_failures_and_poison_land_in_the_dead_letter_queue_with_the_re
     assert!(
         reasons.iter().any(|r| r.contains("0211234567")),
         "{reasons:?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_over_a_users_rate_wait_in_a_retry_tier_and_are_all_sent_once() {
+    let (db, pool) = database().await;
+    let smsc = Smsc::start().await;
+    let running = start_with(
+        &pool,
+        &db.url,
+        &smsc.url("window=10"),
+        &["--throttle-per-user", "2/s"],
+    )
+    .await;
+    let channel = running.publisher.broker().channel().await.unwrap();
+    let started = std::time::Instant::now();
+    let jobs: Vec<SmsJob> = (0..6)
+        .map(|n| job("+64211234567", &format!("rated {n}")))
+        .collect();
+    for sms in &jobs {
+        running.publish(&encoded(sms), &sms.job_id).await;
+    }
+    eventually("every throttled job is sent in the end", || async {
+        let submitted: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sms_jobs WHERE state = 'submitted'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        submitted == 6
+    })
+    .await;
+    // A burst of 2, then 2 per second: the last of 6 cannot go before ~2 s.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the rate held: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(smsc.state.accepted().len(), jobs.len(), "each sent once");
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM sms_jobs")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(
+        attempts.iter().all(|a| *a == 1),
+        "waits were not counted: {attempts:?}"
+    );
+    let dead = channel
+        .basic_get(
+            running.topology.dead_queue().as_str().into(),
+            BasicGetOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(dead.is_none(), "a throttled job is never dropped or parked");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_job_is_dead_lettered_unsent_and_a_valid_one_carries_its_validity() {
+    let (db, pool) = database().await;
+    let smsc = Smsc::start().await;
+    let running = start(&pool, &db.url, &smsc.url("window=4")).await;
+    let channel = running.publisher.broker().channel().await.unwrap();
+    let now = std::time::SystemTime::now();
+    let mut stale = job("+64211234567", "too late");
+    stale.expire_time = Some((now - Duration::from_secs(5)).into());
+    let mut fresh = job("+64211234568", "in time");
+    fresh.expire_time = Some((now + Duration::from_secs(3600)).into());
+    running.publish(&encoded(&stale), &stale.job_id).await;
+    running.publish(&encoded(&fresh), &fresh.job_id).await;
+
+    let parked = collect(&channel, &running.topology.dead_queue(), |m| !m.is_empty()).await;
+    assert_eq!(parked.len(), 1);
+    let reason = match parked[0]
+        .delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(DEAD_REASON_HEADER).cloned())
+    {
+        Some(AMQPValue::LongString(text)) => String::from_utf8_lossy(text.as_bytes()).into_owned(),
+        other => panic!("no reason header: {other:?}"),
+    };
+    assert!(reason.contains("validity period"), "{reason}");
+    assert_eq!(job_state(&pool, &stale.job_id).await, "expired");
+
+    eventually("the valid job is sent", || async {
+        job_state(&pool, &fresh.job_id).await == "submitted"
+    })
+    .await;
+    let accepted = smsc.state.accepted();
+    assert_eq!(accepted.len(), 1, "the expired job never reached the SMSC");
+    assert_eq!(accepted[0].submit.destination_addr, "64211234568");
+    // Relative validity (YYMMDDhhmmss000R): what is left of the hour, rounded up.
+    let validity = &accepted[0].submit.validity_period;
+    assert!(
+        validity == "000000010000000R" || validity.starts_with("00000000595"),
+        "{validity}"
     );
     running.stop().await;
 }

@@ -220,6 +220,7 @@ async fn encodings_udh_and_addresses_as_the_smsc_sees_them() {
         recipient: "+64211234567".into(),
         sender_id: Some(sender.into()),
         text: text.into(),
+        valid_until: None,
     };
 
     let gsm = "Price 5€ [ok] {x} ~^|\\ Ça";
@@ -366,6 +367,7 @@ async fn throughput_limit_spaces_submits_on_the_bind() {
                 recipient: "+64211234567".into(),
                 sender_id: None,
                 text: format!("paced {n}"),
+                valid_until: None,
             })
             .await
             .unwrap()

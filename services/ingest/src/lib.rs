@@ -2,13 +2,18 @@
 //! its policy and turns authorised mail into SMS jobs.
 //!
 //! The SMTP server is in [`smtp`]; what happens to a message is decided by a
-//! [`smtp::MessageHandler`]. Until the pipeline behind it (sender authentication, policy lookup,
-//! SMS jobs) is plugged in, the binary runs [`smtp::NotReadyHandler`], which answers every
-//! message with 451 4.3.0 so the sending server keeps it and retries.
+//! [`smtp::MessageHandler`]: the binary runs [`pipeline::Gateway`], which reads the message
+//! ([`text`]), decides ([`decision`], with the sender rules from [`policy`]) and queues one SMS job
+//! per recipient. [`diagnose`] runs the same decision for support without sending anything.
 #![forbid(unsafe_code)]
 
+pub mod decision;
+pub mod diagnose;
 pub mod error;
+pub mod pipeline;
+pub mod policy;
 pub mod smtp;
+pub mod text;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,9 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use email2sms_proto::ingest::v1::ingest_service_server::{
-    self, IngestService, IngestServiceServer,
-};
+use email2sms_proto::ingest::v1::ingest_service_server::{self, IngestServiceServer};
 use email2sms_proto::tonic::service::Routes;
 use email2sms_runtime::auth::{Auth, Scope};
 use email2sms_runtime::config::{
@@ -34,7 +37,9 @@ use futures::FutureExt;
 use ipnet::IpNet;
 
 pub use error::IngestError;
-use smtp::{ConnectionLimits, Limits, MessageHandler, NotReadyHandler, SessionConfig};
+use smtp::{ConnectionLimits, Limits, MessageHandler, SessionConfig};
+
+pub use diagnose::IngestApi;
 
 pub const BINARY: &str = "email2sms-ingest";
 
@@ -140,6 +145,28 @@ pub struct Config {
         default_value = "http://127.0.0.1:50051"
     )]
     pub policy_url: String,
+
+    /// Prefix of every Redis key and channel (the policy service's compiled lookups and ingest's
+    /// own duplicate and sender-log marks); must equal the policy service's.
+    #[arg(long, env = "EMAIL2SMS_REDIS_PREFIX", default_value = "email2sms:")]
+    pub redis_prefix: String,
+
+    /// How long a sender rule is kept in memory; changes announced by the policy service clear
+    /// it at once, so this only bounds staleness while that announcement channel is down.
+    #[arg(long, env = "EMAIL2SMS_INGEST_POLICY_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub policy_cache_ttl: Duration,
+
+    /// How long a Message-ID is remembered, so a relay's re-delivery sends no second SMS.
+    #[arg(long, env = "EMAIL2SMS_INGEST_DEDUPE_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub dedupe_window: Duration,
+
+    /// Longest wait for RabbitMQ to confirm every SMS job of a message; then 451.
+    #[arg(long, env = "EMAIL2SMS_INGEST_PUBLISH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub publish_timeout: Duration,
+
+    /// Most SMS parts per recipient for companies that set no limit of their own.
+    #[arg(long, env = "EMAIL2SMS_MAX_SMS_PARTS", default_value_t = 10)]
+    pub max_sms_parts: u32,
 
     #[command(flatten)]
     pub dns: DnsArgs,
@@ -262,9 +289,24 @@ impl ServiceConfig for Config {
                 });
             }
         }
+        if self.redis_prefix.is_empty() || self.redis_prefix.len() > 100 {
+            return Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_REDIS_PREFIX",
+                reason: "must be 1 to 100 characters and equal the policy service's".into(),
+            });
+        }
+        if !(1..=255).contains(&self.max_sms_parts) {
+            return Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_MAX_SMS_PARTS",
+                reason: "must be between 1 and 255 (the most parts one SMS can have)".into(),
+            });
+        }
         for (name, value) in [
             ("EMAIL2SMS_INGEST_COMMAND_TIMEOUT", self.command_timeout),
             ("EMAIL2SMS_INGEST_DATA_TIMEOUT", self.data_timeout),
+            ("EMAIL2SMS_INGEST_POLICY_CACHE_TTL", self.policy_cache_ttl),
+            ("EMAIL2SMS_INGEST_DEDUPE_WINDOW", self.dedupe_window),
+            ("EMAIL2SMS_INGEST_PUBLISH_TIMEOUT", self.publish_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Invalid {
@@ -282,17 +324,11 @@ impl ServiceConfig for Config {
     }
 }
 
-/// The diagnosis API. Its RPC arrives with the ingest issue; until then it answers UNIMPLEMENTED.
-#[derive(Debug, Clone)]
-pub struct IngestApi;
-
-impl IngestService for IngestApi {}
-
 /// The gRPC services of this binary: support staff (admin) ask it to explain a decision.
-pub fn api_services(auth: &Auth) -> ApiServices {
+pub fn api_services(auth: &Auth, api: IngestApi) -> ApiServices {
     ApiServices {
         routes: Routes::new(IngestServiceServer::with_interceptor(
-            IngestApi,
+            api,
             auth.require(&[Scope::Admin]),
         )),
         names: vec![ingest_service_server::SERVICE_NAME],
@@ -350,20 +386,31 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// Everything `main` does after configuration: load the TLS certificate, authenticate, bind both
-/// listeners, serve until SIGTERM.
-///
-/// Until the pipeline (sender authentication, SMS jobs) is plugged in, every message is answered
-/// with 451 4.3.0 by [`NotReadyHandler`]: the relay keeps it and retries, so nothing is lost.
+/// Everything `main` does after configuration: load the TLS certificate, authenticate, build the
+/// pipeline, bind both listeners, serve until SIGTERM.
 pub async fn start(config: Config) -> Result<(), StartError> {
     let auth = Auth::from_args(&config.server)?;
     // An unreadable certificate is bad configuration (exit 64), found before anything is bound.
     let session_config = config.smtp_session_config().map_err(|error| {
-        let name = match error {
+        let name = match &error {
             IngestError::TlsKey { .. } => "EMAIL2SMS_INGEST_TLS_KEY",
-            IngestError::TlsCertificate { .. } | IngestError::TlsHalfConfigured => {
-                "EMAIL2SMS_INGEST_TLS_CERT"
-            }
+            IngestError::Setup { what, .. } => what,
+            IngestError::TlsCertificate { .. }
+            | IngestError::TlsHalfConfigured
+            | IngestError::PolicyUnavailable { .. }
+            | IngestError::Queue(_)
+            | IngestError::Redis(_)
+            | IngestError::InvalidArgument { .. } => "EMAIL2SMS_INGEST_TLS_CERT",
+        };
+        ConfigError::Invalid {
+            name,
+            reason: error.to_string(),
+        }
+    })?;
+    let gateway = config.gateway().map_err(|error| {
+        let name = match &error {
+            IngestError::Setup { what, .. } => what,
+            _ => "EMAIL2SMS_POLICY_URL",
         };
         ConfigError::Invalid {
             name,
@@ -384,18 +431,111 @@ pub async fn start(config: Config) -> Result<(), StartError> {
         config.smtp_addr,
     )
     .await?;
+    // Background work that must never block mail: the invalidation subscription, and declaring
+    // the jobs topology until RabbitMQ answers (until then publishing fails and mail gets 451).
+    tokio::spawn(
+        gateway
+            .engine
+            .policy
+            .clone()
+            .follow_invalidations(config.redis.redis_url.clone()),
+    );
+    tokio::spawn(declare_topology(
+        gateway.publisher.broker().clone(),
+        gateway.topology.clone(),
+    ));
+    let api = IngestApi {
+        engine: Some(gateway.engine.clone()),
+        max_message_size: config.max_message_size,
+    };
     run(
         &config,
         &auth,
         grpc_listener,
+        api,
         Listeners {
             smtp: smtp_listener,
             session: Arc::new(session_config),
-            handler: Arc::new(NotReadyHandler),
+            handler: Arc::new(gateway),
         },
         shutdown::signal(),
     )
     .await
+}
+
+/// Declares the jobs topology, retrying every few seconds until RabbitMQ accepts it.
+pub async fn declare_topology(
+    broker: Arc<email2sms_queue::Broker>,
+    topology: email2sms_queue::Topology,
+) {
+    loop {
+        let result = async {
+            let channel = broker.channel().await?;
+            topology.declare_jobs(&channel).await?;
+            topology.declare_events(&channel).await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                tracing::info!("RabbitMQ topology declared");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot declare the RabbitMQ topology yet; mail gets 451 until it can");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+impl Config {
+    /// The decision engine and the publisher. Connects to nothing yet: every dependency is
+    /// reached lazily, so ingest starts (and answers 451) while any of them is down.
+    pub fn gateway(&self) -> Result<pipeline::Gateway, IngestError> {
+        let policy = policy::PolicyLookup::new(
+            &self.redis.redis_url,
+            &self.redis_prefix,
+            &self.policy_url,
+            self.client.api_token.as_deref(),
+            self.policy_cache_ttl,
+        )?;
+        let spf_settings = email2sms_spf::SpfSettings {
+            dns: email2sms_spf::DnsSettings {
+                nameservers: self.dns.dns_servers.clone(),
+                ..email2sms_spf::DnsSettings::default()
+            },
+            hostname: self.smtp_hostname.clone(),
+            ..email2sms_spf::SpfSettings::default()
+        };
+        let setup = |what: &'static str| {
+            move |error: email2sms_spf::SpfError| IngestError::Setup {
+                what,
+                reason: error.to_string(),
+            }
+        };
+        let spf = email2sms_spf::SpfVerifier::new(&spf_settings)
+            .map_err(setup("EMAIL2SMS_DNS_SERVERS"))?;
+        let engine = decision::Engine {
+            spf: Arc::new(spf),
+            google: email2sms_spf::ProviderDomain::new(&self.google_spf_domain)
+                .map_err(setup("EMAIL2SMS_GOOGLE_SPF_DOMAIN"))?,
+            outlook: email2sms_spf::ProviderDomain::new(&self.outlook_spf_domain)
+                .map_err(setup("EMAIL2SMS_OUTLOOK_SPF_DOMAIN"))?,
+            policy,
+            max_parts: self.max_sms_parts,
+        };
+        let broker = email2sms_queue::Broker::new(self.queue.amqp_url.clone(), BINARY);
+        Ok(pipeline::Gateway {
+            engine,
+            publisher: Arc::new(email2sms_queue::Publisher::new(
+                broker,
+                self.publish_timeout,
+            )),
+            topology: self.queue.topology(),
+            dedupe_window: self.dedupe_window,
+            publish_timeout: self.publish_timeout,
+        })
+    }
 }
 
 /// The SMTP side of [`run`]: its listener, its settings and the handler that decides about mail.
@@ -412,6 +552,7 @@ pub async fn run<H: MessageHandler>(
     config: &Config,
     auth: &Auth,
     grpc_listener: tokio::net::TcpListener,
+    api: IngestApi,
     smtp: Listeners<H>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
@@ -429,7 +570,7 @@ pub async fn run<H: MessageHandler>(
         grace,
     );
     let grpc_server = async {
-        let result = grpc::serve(api_services(auth), grpc_listener, shutdown, grace).await;
+        let result = grpc::serve(api_services(auth, api), grpc_listener, shutdown, grace).await;
         let _ = grpc_stopped.send(());
         result
     };

@@ -16,7 +16,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_email2sms-ingest");
 #[tokio::test]
 async fn starts_serves_health_and_reflection_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (tokens, _admin, _internal) = tokens_file(dir.path());
+    let (tokens, admin, _internal) = tokens_file(dir.path());
     check_service_lifecycle(
         Path::new(BINARY),
         "EMAIL2SMS_INGEST_GRPC_ADDR",
@@ -28,11 +28,21 @@ async fn starts_serves_health_and_reflection_and_stops_on_sigterm() {
         ],
         &["email2sms.ingest.v1.IngestService"],
         |channel| async move {
-            let status = IngestServiceClient::new(channel)
+            let mut client = IngestServiceClient::new(channel);
+            let status = client
                 .diagnose(DiagnoseRequest::default())
                 .await
                 .unwrap_err();
             assert_eq!(status.code(), Code::Unauthenticated);
+            // With the admin token the RPC runs: a request without a client IP is refused with a
+            // message naming the field.
+            let mut request = email2sms_proto::tonic::Request::new(DiagnoseRequest::default());
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {admin}").parse().unwrap());
+            let status = client.diagnose(request).await.unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains("client_ip"), "{status:?}");
         },
     )
     .await;
@@ -48,6 +58,9 @@ async fn bad_settings_exit_64() {
         ("EMAIL2SMS_INGEST_MAX_LINE_LENGTH", "200"),
         ("EMAIL2SMS_INGEST_MAX_MESSAGE_SIZE", "lots"),
         ("EMAIL2SMS_INGEST_DATA_TIMEOUT", "0s"),
+        ("EMAIL2SMS_MAX_SMS_PARTS", "0"),
+        ("EMAIL2SMS_INGEST_DEDUPE_WINDOW", "0s"),
+        ("EMAIL2SMS_REDIS_PREFIX", ""),
     ] {
         let (status, output) = run_to_exit(
             Path::new(BINARY),
@@ -122,10 +135,10 @@ async fn read_reply(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> S
     }
 }
 
-/// The binary opens its SMTP port, announces it, answers every message with an honest 451 until
-/// the pipeline exists, and stops on SIGTERM.
+/// The binary opens its SMTP port, announces it, runs the real pipeline (a message without a From
+/// header is refused before any dependency is asked), and stops on SIGTERM.
 #[tokio::test]
-async fn serves_smtp_answering_451_until_the_pipeline_exists() {
+async fn serves_smtp_with_the_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let openssl = std::process::Command::new("openssl")
@@ -203,7 +216,7 @@ async fn serves_smtp_answering_451_until_the_pipeline_exists() {
     write.write_all(b"hello\r\n.\r\n").await.unwrap();
     let reply = read_reply(&mut reader).await;
     assert!(
-        reply.starts_with("451 4.3.0 this gateway cannot accept mail yet"),
+        reply.starts_with("550 5.7.1 the email has no From address"),
         "{reply}"
     );
 

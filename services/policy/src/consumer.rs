@@ -1,5 +1,7 @@
 //! The policy service's RabbitMQ consumer: `domain.verification.changed` events from the
-//! verification service update the domain entries and their compiled lookups.
+//! verification service update the domain entries and their compiled lookups; `sender.ip_seen`
+//! events from ingest feed the sender log. Both arrive on one queue and are told apart by the
+//! delivery's routing key.
 //!
 //! Settlement follows what a retry can change: a malformed event never becomes valid (dropped with
 //! a log line), an event for a domain that no longer exists has nothing to update (acked), and a
@@ -9,7 +11,8 @@ use std::time::Duration;
 
 use email2sms_proto::prost::Message;
 use email2sms_proto::queue::v1::{
-    DOMAIN_VERIFICATION_CHANGED_ROUTING_KEY, DomainVerificationChanged,
+    DOMAIN_VERIFICATION_CHANGED_ROUTING_KEY, DomainVerificationChanged, SENDER_IP_SEEN_ROUTING_KEY,
+    SenderIpSeen,
 };
 use email2sms_queue::{Broker, Disposition, QueueArgs, run_consumer};
 use sqlx::PgPool;
@@ -18,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::Cache;
 use crate::error::Error;
 use crate::events::apply_domain_verification_changed;
+use crate::mail::Mailer;
+use crate::sender_log;
 
 /// How long a retryable event waits before it goes back to the queue, so a broken store or a
 /// pending ownership move is not hammered.
@@ -29,7 +34,15 @@ pub fn events_queue(args: &QueueArgs) -> String {
 }
 
 /// Consumes the policy service's event queue until `stop` is cancelled.
-pub async fn consume_events(pool: PgPool, cache: Cache, args: QueueArgs, stop: CancellationToken) {
+/// Without a `mailer`, new sender-log rows are kept for the alert retry loop of a server that has
+/// one.
+pub async fn consume_events(
+    pool: PgPool,
+    cache: Cache,
+    mailer: Option<Mailer>,
+    args: QueueArgs,
+    stop: CancellationToken,
+) {
     let topology = args.topology();
     let queue = events_queue(&args);
     let declared_queue = queue.clone();
@@ -42,14 +55,26 @@ pub async fn consume_events(pool: PgPool, cache: Cache, args: QueueArgs, stop: C
             let queue = declared_queue.clone();
             async move {
                 topology
-                    .declare_event_queue(&channel, &queue, &[DOMAIN_VERIFICATION_CHANGED_ROUTING_KEY])
+                    .declare_event_queue(
+                        &channel,
+                        &queue,
+                        &[
+                            DOMAIN_VERIFICATION_CHANGED_ROUTING_KEY,
+                            SENDER_IP_SEEN_ROUTING_KEY,
+                        ],
+                    )
                     .await
             }
         },
         move |delivery| {
             let pool = pool.clone();
             let cache = cache.clone();
+            let mailer = mailer.clone();
+            let routing_key = delivery.routing_key.as_str().to_owned();
             async move {
+                if routing_key == SENDER_IP_SEEN_ROUTING_KEY {
+                    return sender_ip_seen(&pool, mailer.as_ref(), &delivery.data).await;
+                }
                 let event = match DomainVerificationChanged::decode(delivery.data.as_slice()) {
                     Ok(event) => event,
                     Err(error) => {
@@ -63,6 +88,41 @@ pub async fn consume_events(pool: PgPool, cache: Cache, args: QueueArgs, stop: C
         stop,
     )
     .await;
+}
+
+async fn sender_ip_seen(pool: &PgPool, mailer: Option<&Mailer>, data: &[u8]) -> Disposition {
+    let event = match SenderIpSeen::decode(data) {
+        Ok(event) => event,
+        Err(error) => {
+            tracing::error!(%error, "dropping an undecodable sender.ip_seen event");
+            return Disposition::Reject;
+        }
+    };
+    let (id, new) = match sender_log::record(pool, &event).await {
+        Ok(recorded) => recorded,
+        Err(Error::NotFound(_)) => {
+            tracing::info!(company = %event.company_id, "sender.ip_seen for an unknown company");
+            return Disposition::Ack;
+        }
+        Err(error @ Error::InvalidArgument(_)) => {
+            tracing::error!(%error, "dropping a sender.ip_seen event that can never apply");
+            return Disposition::Reject;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "sender.ip_seen not recorded yet; retrying");
+            tokio::time::sleep(RETRY_PAUSE).await;
+            return Disposition::Requeue;
+        }
+    };
+    // The report is recorded: from here on the event is acked whatever happens, because a
+    // redelivery would count it twice. A failed alert is the retry loop's job.
+    if new
+        && let Some(mailer) = mailer
+        && let Err(error) = sender_log::alert_admins(pool, mailer, id).await
+    {
+        tracing::warn!(%id, %error, "new mail server alert failed; the retry loop will send it");
+    }
+    Disposition::Ack
 }
 
 async fn settle<T>(outcome: Result<T, Error>, event: &DomainVerificationChanged) -> Disposition {

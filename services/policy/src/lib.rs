@@ -4,8 +4,9 @@
 //! Layout: [`error`] (the one error type and its gRPC mapping), [`model`] and [`paging`] (shared
 //! conversions), [`store`] (tenant lookup, compile version, idempotency), [`entries`] (the one row
 //! shape of every sender entry and its readiness), [`cache`] (the Redis layout ingest reads),
-//! [`resolve`] (ResolveSender from Postgres), [`events`] (handlers the queue consumers call), and
-//! one module per group of RPCs.
+//! [`resolve`] (ResolveSender from Postgres), [`events`] (handlers the queue consumers call),
+//! [`mail`] (the smarthost client and the texts of notification and alert mail), and one module
+//! per group of RPCs ([`notifications`] and [`sender_log`] among them).
 #![forbid(unsafe_code)]
 
 pub mod cache;
@@ -16,10 +17,13 @@ pub mod entries;
 pub mod error;
 pub mod events;
 pub mod imports;
+pub mod mail;
 pub mod model;
+pub mod notifications;
 pub mod paging;
 mod policies;
 pub mod resolve;
+pub mod sender_log;
 mod sources;
 pub mod store;
 
@@ -86,6 +90,28 @@ pub struct Config {
     )]
     pub smtp_relay: String,
 
+    /// Sender address of notification and alert mail.
+    #[arg(
+        long,
+        env = "EMAIL2SMS_NOTIFY_FROM",
+        default_value = "email2sms@localhost"
+    )]
+    pub notify_from: String,
+
+    /// The SMS domains (comma-separated); notifications name the first one as the address to
+    /// send to (`<number>@<domain>`).
+    #[arg(
+        long,
+        env = "EMAIL2SMS_SMS_DOMAINS",
+        default_value = "sms.localhost",
+        value_delimiter = ','
+    )]
+    pub sms_domains: Vec<String>,
+
+    /// How often new-mail-server alerts that failed are tried again.
+    #[arg(long, env = "EMAIL2SMS_SENDER_ALERT_RETRY_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub sender_alert_retry_interval: Duration,
+
     /// Prefix of every Redis key and channel this service writes (the compiled sender lookups);
     /// ingest must use the same. Lets several deployments or test runs share one Redis.
     #[arg(
@@ -114,6 +140,24 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
 }
 
+impl Config {
+    /// The smarthost client this configuration describes.
+    pub fn mailer(&self) -> Result<mail::Mailer, ConfigError> {
+        let sms_domain = self
+            .sms_domains
+            .iter()
+            .map(|d| d.trim())
+            .find(|d| !d.is_empty())
+            .unwrap_or("sms.localhost");
+        mail::Mailer::new(&self.smtp_relay, &self.notify_from, sms_domain).map_err(|reason| {
+            ConfigError::Invalid {
+                name: "EMAIL2SMS_SMTP_RELAY",
+                reason,
+            }
+        })
+    }
+}
+
 impl ServiceConfig for Config {
     fn telemetry(&self) -> &TelemetryArgs {
         &self.telemetry
@@ -131,6 +175,7 @@ impl ServiceConfig for Config {
             &["http", "https"],
         )?;
         check_url("EMAIL2SMS_SMTP_RELAY", &self.smtp_relay, &["smtp", "smtps"])?;
+        self.mailer()?;
         if self
             .redis_prefix
             .chars()
@@ -145,8 +190,7 @@ impl ServiceConfig for Config {
     }
 }
 
-/// The admin API (scope `admin`). RPCs not listed in the impl below answer UNIMPLEMENTED through
-/// the generated defaults: notifications and the sender log.
+/// The admin API (scope `admin`).
 #[derive(Debug, Clone)]
 pub struct PolicyApi {
     pool: PgPool,
@@ -154,6 +198,8 @@ pub struct PolicyApi {
     /// `None` only in tests that run without a verification service; the domain RPCs that need
     /// it then answer UNIMPLEMENTED.
     verification: Option<domains::VerificationClient>,
+    /// `None` only in tests without a smarthost; notifications then answer UNIMPLEMENTED.
+    mailer: Option<mail::Mailer>,
 }
 
 impl PolicyApi {
@@ -162,7 +208,13 @@ impl PolicyApi {
             pool,
             cache,
             verification: None,
+            mailer: None,
         }
+    }
+
+    pub fn with_mailer(mut self, mailer: mail::Mailer) -> Self {
+        self.mailer = Some(mailer);
+        self
     }
 
     pub fn with_verification(mut self, client: domains::VerificationClient) -> Self {
@@ -451,6 +503,51 @@ impl PolicyService for PolicyApi {
             PolicyApi::commit_import(self, request.into_inner()).await?,
         ))
     }
+
+    async fn send_notification(
+        &self,
+        request: Request<pb::SendNotificationRequest>,
+    ) -> Result<Response<pb::SendNotificationResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::send_notification(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_notification(
+        &self,
+        request: Request<pb::GetNotificationRequest>,
+    ) -> Result<Response<pb::GetNotificationResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::get_notification(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_notification_results(
+        &self,
+        request: Request<pb::ListNotificationResultsRequest>,
+    ) -> Result<Response<pb::ListNotificationResultsResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::list_notification_results(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn retry_notification(
+        &self,
+        request: Request<pb::RetryNotificationRequest>,
+    ) -> Result<Response<pb::RetryNotificationResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::retry_notification(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_sender_log(
+        &self,
+        request: Request<pb::ListSenderLogRequest>,
+    ) -> Result<Response<pb::ListSenderLogResponse>, Status> {
+        Ok(Response::new(
+            PolicyApi::list_sender_log(self, request.into_inner()).await?,
+        ))
+    }
 }
 
 /// The internal resolution API ingest falls back to when Redis cannot answer (scope `internal`).
@@ -491,11 +588,14 @@ pub fn api_services(
     pool: PgPool,
     cache: Cache,
     verification: domains::VerificationClient,
+    mailer: mail::Mailer,
 ) -> ApiServices {
     // The size limit goes on the generated server itself, inside the interceptor, because the
     // shared server in libs/runtime does not know this service's message sizes.
     let policy = PolicyServiceServer::new(
-        PolicyApi::new(pool.clone(), cache.clone()).with_verification(verification),
+        PolicyApi::new(pool.clone(), cache.clone())
+            .with_verification(verification)
+            .with_mailer(mailer),
     )
     .max_decoding_message_size(MAX_REQUEST_BYTES);
     ApiServices {
@@ -548,6 +648,7 @@ pub async fn run(
             reason,
         })
     })?;
+    let mailer = config.mailer().map_err(StartError::Config)?;
     let cache = Cache::new(&config.redis.redis_url, &config.redis_prefix).map_err(|e| {
         StartError::Config(ConfigError::Invalid {
             name: "REDIS_URL",
@@ -567,21 +668,37 @@ pub async fn run(
     let consumer = tokio::spawn(consumer::consume_events(
         pool.clone(),
         cache.clone(),
+        Some(mailer.clone()),
         config.queue.clone(),
         stop_consuming.clone(),
     ));
+    let alert_retries = tokio::spawn(sender_log::retry_loop(
+        pool.clone(),
+        mailer.clone(),
+        config.sender_alert_retry_interval,
+        stop_consuming.clone(),
+    ));
+    // Batches a previous process left pending; the task ends by itself.
+    tokio::spawn(notifications::resume_unfinished(
+        pool.clone(),
+        mailer.clone(),
+    ));
     let served = grpc::serve(
-        api_services(auth, pool.clone(), cache, verification),
+        api_services(auth, pool.clone(), cache, verification, mailer),
         listener,
         shutdown,
         config.server.shutdown_grace,
     )
     .await;
     stop_consuming.cancel();
-    let _ = consumer.await;
     let _ = stop_repair.send(());
-    let _ = repair.await;
-    pool.close().await;
+    shutdown::drain_within(config.server.shutdown_grace, async {
+        let _ = consumer.await;
+        let _ = alert_retries.await;
+        let _ = repair.await;
+        pool.close().await;
+    })
+    .await;
     served?;
     Ok(())
 }

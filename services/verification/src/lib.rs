@@ -140,13 +140,7 @@ pub async fn run(
         );
         tokio::spawn(scheduler.run(scheduler_stopped))
     });
-    let stop_relay = tokio_util::sync::CancellationToken::new();
-    let relay = email2sms_queue::outbox::spawn_relay(
-        pool.clone(),
-        &config.queue,
-        BINARY,
-        stop_relay.clone(),
-    );
+    let relay = email2sms_queue::outbox::spawn_relay(pool.clone(), &config.queue, BINARY);
     let served = grpc::serve(
         api_services(auth, verifier),
         listener,
@@ -157,23 +151,23 @@ pub async fn run(
         config.server.shutdown_grace,
     )
     .await;
-    if let Some(scheduler) = scheduler {
-        if served.is_err() {
-            // The shutdown future never ran, so nothing else would stop it.
-            scheduler.abort();
+    shutdown::drain_within(config.server.shutdown_grace, async {
+        if let Some(scheduler) = scheduler {
+            if served.is_err() {
+                // The shutdown future never ran, so nothing else would stop it.
+                scheduler.abort();
+            }
+            if let Err(error) = scheduler.await
+                && error.is_panic()
+            {
+                tracing::error!(%error, "the verification scheduler panicked");
+            }
         }
-        if let Err(error) = scheduler.await
-            && error.is_panic()
-        {
-            tracing::error!(%error, "the verification scheduler panicked");
-        }
-    }
-    // Last, so the events of the final checks still go out.
-    stop_relay.cancel();
-    if let Err(error) = relay.await {
-        tracing::error!(%error, "the outbox relay failed");
-    }
+        // Last, so the events of the final checks still go out.
+        relay.stop().await;
+        pool.close().await;
+    })
+    .await;
     served?;
-    pool.close().await;
     Ok(())
 }

@@ -62,3 +62,73 @@ async fn migrate_against_an_unreachable_server_exits_69() {
     .await;
     assert_eq!(status.code(), Some(69), "{output}");
 }
+
+#[tokio::test]
+async fn policy_rebuild_cache_calls_the_policy_service() {
+    use clap::Parser;
+
+    let db = TestDb::unique();
+    let schema = email2sms_policy::SCHEMA;
+    email2sms_runtime::db::migrate(&db.url, schema, &email2sms_policy::MIGRATOR)
+        .await
+        .unwrap();
+    let pool = email2sms_runtime::db::connect(&db.url, schema, 4)
+        .await
+        .unwrap();
+    // Names of its own, so that nothing another test (or a running cluster) uses is touched.
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let redis_prefix = format!("email2sms-cli-test-{unique}:");
+    let amqp_prefix = format!("test.cli.{unique}.");
+    let config = email2sms_policy::Config::try_parse_from([
+        "email2sms-policy",
+        "--insecure-no-auth",
+        "--database-url",
+        &db.url,
+        "--redis-prefix",
+        &redis_prefix,
+        "--amqp-prefix",
+        &amqp_prefix,
+        "--cache-repair-interval",
+        "1h",
+    ])
+    .unwrap();
+    let auth = email2sms_runtime::auth::Auth::from_args(&config.server).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        email2sms_policy::run(&config, &auth, pool, listener, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    let (status, output) = run_to_exit(
+        Path::new(BINARY),
+        &[
+            ("EMAIL2SMS_POLICY_URL", url.as_str()),
+            ("EMAIL2SMS_API_TOKEN", "operator-token"),
+        ],
+        &["policy", "rebuild-cache"],
+    )
+    .await;
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(output.contains("cache rebuilt"), "{output}");
+    let _ = stop.send(());
+    server.await.unwrap();
+
+    let (status, output) = run_to_exit(
+        Path::new(BINARY),
+        &[("EMAIL2SMS_POLICY_URL", "http://127.0.0.1:1")],
+        &["policy", "rebuild-cache"],
+    )
+    .await;
+    assert_eq!(status.code(), Some(69), "{output}");
+}

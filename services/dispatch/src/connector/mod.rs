@@ -26,6 +26,9 @@ pub struct OutgoingSms {
     /// Alphanumeric sender ID or a number; `None` means the connector's default.
     pub sender_id: Option<String>,
     pub text: String,
+    /// After this the SMS is worthless: connectors that can tell the provider (SMPP
+    /// validity_period) pass the time left, so the SMSC stops retrying it too.
+    pub valid_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The connector accepted the SMS: one provider message id per part, in part order (a connector

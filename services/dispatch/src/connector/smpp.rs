@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 use rusmpp::pdus::{BindTransceiver, DeliverSm, DeliverSmResp, SubmitSm};
-use rusmpp::types::{COctetString, OctetString};
+use rusmpp::types::{COctetString, EmptyOrFullCOctetString, OctetString};
 use rusmpp::values::{
     DataCoding, EsmClass, InterfaceVersion, Npi, RegisteredDelivery, ServiceType, Ton,
 };
@@ -331,6 +331,23 @@ pub fn source_address(sender: &str) -> Result<(String, Ton, Npi), ConnectorError
     Ok((sender.to_owned(), Ton::Alphanumeric, Npi::Unknown))
 }
 
+/// SMPP relative time (`YYMMDDhhmmss000R`, §7.1.1) for the validity left, so the SMSC gives up
+/// when we would have. Rounded up to whole seconds (at least one); `None` (the SMSC's default)
+/// beyond 30 days, which relative days cannot express without guessing month lengths.
+pub fn relative_validity(left: std::time::Duration) -> Option<String> {
+    let mut seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    seconds = seconds.max(1);
+    if seconds > 30 * 86_400 {
+        return None;
+    }
+    let days = seconds / 86_400;
+    seconds %= 86_400;
+    let (hours, minutes, seconds) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
+    Some(format!(
+        "0000{days:02}{hours:02}{minutes:02}{seconds:02}000R"
+    ))
+}
+
 /// Builds the submit_sm of every part.
 fn submit_pdus(
     sms: &OutgoingSms,
@@ -352,6 +369,25 @@ fn submit_pdus(
     let destination = sms.recipient.trim_start_matches('+');
     let invalid = |what: &str| {
         ConnectorError::new(ErrorKind::Permanent, "", format!("invalid {what} for SMPP"))
+    };
+    let validity = match sms.valid_until {
+        Some(until) => {
+            let left = (until - chrono::Utc::now()).to_std().map_err(|_| {
+                ConnectorError::new(
+                    ErrorKind::Permanent,
+                    "",
+                    "its validity period ended before it could be sent",
+                )
+            })?;
+            relative_validity(left)
+        }
+        None => None,
+    };
+    let validity = match validity {
+        Some(text) => {
+            EmptyOrFullCOctetString::from_str(&text).map_err(|_| invalid("validity period"))?
+        }
+        None => EmptyOrFullCOctetString::empty(),
     };
     let data_coding = match split.encoding {
         email2sms_sms::Encoding::Gsm7 => DataCoding::McSpecific,
@@ -379,6 +415,7 @@ fn submit_pdus(
                     COctetString::from_str(destination).map_err(|_| invalid("recipient"))?,
                 )
                 .esm_class(esm_class)
+                .validity_period(validity.clone())
                 // Final delivery receipt requested (success or failure).
                 .registered_delivery(RegisteredDelivery::from(1u8))
                 .data_coding(data_coding)
@@ -636,6 +673,26 @@ async fn handle_deliver_sm(deliver: &DeliverSm, receipts: &ReceiptSink) -> Comma
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validity_left_as_smpp_relative_time() {
+        let d = Duration::from_secs;
+        assert_eq!(relative_validity(d(90)).unwrap(), "000000000130000R");
+        assert_eq!(
+            relative_validity(d(2 * 86_400 + 3 * 3600 + 4 * 60 + 5)).unwrap(),
+            "000002030405000R"
+        );
+        // Rounded up, never zero: zero would mean "no time left" to some SMSCs.
+        assert_eq!(
+            relative_validity(Duration::from_millis(1)).unwrap(),
+            "000000000001000R"
+        );
+        assert_eq!(
+            relative_validity(Duration::from_millis(1500)).unwrap(),
+            "000000000002000R"
+        );
+        assert!(relative_validity(d(31 * 86_400)).is_none());
+    }
 
     #[test]
     fn settings_from_url() {

@@ -78,9 +78,9 @@ pub trait MessageHandler: Send + Sync + 'static {
     fn accept(&self, envelope: &Envelope, message: &[u8]) -> impl Future<Output = Reply> + Send;
 }
 
-/// The handler the binary runs until the pipeline exists: every message is refused with a
-/// temporary failure, so the sending server keeps it and retries later; nothing is lost and
-/// nothing is pretended.
+/// A handler that refuses every message with a temporary failure, so the sending server keeps it
+/// and retries later: for protocol tests and for serving SMTP without the pipeline. The binary
+/// runs [`crate::pipeline::Gateway`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NotReadyHandler;
 

@@ -2,6 +2,8 @@
 //! of its own, so that tests run in parallel; plus builders for the portal's requests.
 #![allow(dead_code)]
 
+pub mod sink;
+
 use std::net::IpAddr;
 
 use clap::Parser;

@@ -1,0 +1,273 @@
+//! Throughput benchmark: SMS jobs per second from RabbitMQ through dispatch (Postgres job table,
+//! status outbox) to an SMPP server on loopback, against a bare SMPP client (rusmppc alone: no
+//! queue, no database) sending to the same server in the same run. Peak RSS of each phase from
+//! /proc/self/status VmHWM (reset between phases through /proc/self/clear_refs).
+//!
+//! Needs the local Postgres and RabbitMQ of the test setup. Run in release:
+//!
+//! ```text
+//! cargo run --release -p email2sms-dispatch --example throughput -- --jobs 50000 --window 50
+//! ```
+//!
+//! The SMPP server is the `smpp34` crate's (the tests' in-process SMSC), in this process; it keeps
+//! every accepted submit_sm to count them, which is part of the RSS shown.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use email2sms_dispatch::Config;
+use email2sms_proto::prost::Message;
+use email2sms_proto::queue::v1::SMS_JOB_TYPE;
+use email2sms_queue::topology::SMS_JOB_ROUTING_KEY;
+use email2sms_queue::{Broker, Outgoing, Publisher};
+use email2sms_runtime::auth::Auth;
+use futures::StreamExt;
+use rusmpp::pdus::{BindTransceiver, SubmitSm};
+use rusmpp::types::{COctetString, OctetString};
+use rusmpp::values::{InterfaceVersion, Npi, RegisteredDelivery, Ton};
+use rusmppc::ConnectionBuilder;
+use support::{Smsc, job};
+
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+#[derive(Debug, clap::Parser)]
+struct Args {
+    /// Jobs (and bare submits) to send.
+    #[arg(long, default_value_t = 50_000)]
+    jobs: usize,
+    /// SMPP window (in-flight submit_sm) of both clients.
+    #[arg(long, default_value_t = 50)]
+    window: usize,
+    /// Jobs taken from the queue at once by dispatch.
+    #[arg(long, default_value_t = 200)]
+    prefetch: u16,
+    /// Postgres connections of dispatch.
+    #[arg(long, default_value_t = 16)]
+    db_connections: u32,
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resets VmHWM to the current RSS, so each phase reports its own peak.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+async fn bare_client(smsc: &Smsc, count: usize, window: usize) -> Duration {
+    let (client, mut events) = ConnectionBuilder::new()
+        .disable_interface_version_check()
+        .connect(format!("smpp://127.0.0.1:{}", smsc.port))
+        .await
+        .expect("connect");
+    // rusmppc needs its event stream polled.
+    let drain = tokio::spawn(async move { while events.next().await.is_some() {} });
+    client
+        .bind_transceiver(
+            BindTransceiver::builder()
+                .system_id(COctetString::from_str("test").unwrap())
+                .password(COctetString::from_str("secret").unwrap())
+                .interface_version(InterfaceVersion::Smpp3_4)
+                .build(),
+        )
+        .await
+        .expect("bind");
+    let started = Instant::now();
+    futures::stream::iter(0..count)
+        .for_each_concurrent(window, |n| {
+            let client = client.clone();
+            async move {
+                let pdu = SubmitSm::builder()
+                    .source_addr(COctetString::from_str("ACME").unwrap())
+                    .source_addr_ton(Ton::Alphanumeric)
+                    .dest_addr_ton(Ton::International)
+                    .dest_addr_npi(Npi::Isdn)
+                    .destination_addr(COctetString::from_str("64211234567").unwrap())
+                    .registered_delivery(RegisteredDelivery::from(1u8))
+                    .short_message(OctetString::from_vec(format!("bare {n}").into_bytes()).unwrap())
+                    .build();
+                client.submit_sm(pdu).await.expect("submit_sm accepted");
+            }
+        })
+        .await;
+    let elapsed = started.elapsed();
+    let _ = client.unbind().await;
+    let _ = client.close().await;
+    drain.abort();
+    elapsed
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let smsc = Smsc::start().await;
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(
+                |info| info.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned())
+            )
+            .unwrap_or_default()
+    );
+    println!(
+        "jobs: {}, window: {}, no throughput limit",
+        args.jobs, args.window
+    );
+
+    // Phase 1: the bare client.
+    reset_peak_rss();
+    let bare = bare_client(&smsc, args.jobs, args.window).await;
+    let bare_rate = args.jobs as f64 / bare.as_secs_f64();
+    println!(
+        "bare rusmppc client: {} submits in {:.2} s = {:.0}/s, peak RSS {} MiB",
+        args.jobs,
+        bare.as_secs_f64(),
+        bare_rate,
+        peak_rss_kib() / 1024
+    );
+    smsc.state.accepted.lock().unwrap().clear();
+
+    // Phase 2: queue → dispatch → SMSC. The jobs are queued first (not timed).
+    let (db, pool) = email2sms_testkit::TestDb::migrated(
+        email2sms_dispatch::SCHEMA,
+        &email2sms_dispatch::MIGRATOR,
+        args.db_connections,
+    )
+    .await;
+    let prefix = format!("bench.{}.", uuid::Uuid::new_v4().simple());
+    let connector = smsc.url(&format!("window={}", args.window));
+    let prefetch = args.prefetch.to_string();
+    let config = Config::try_parse_from([
+        "email2sms-dispatch",
+        "--database-url",
+        &db.url,
+        "--sms-connector",
+        &connector,
+        "--amqp-prefix",
+        &prefix,
+        "--redis-prefix",
+        &prefix,
+        "--prefetch",
+        &prefetch,
+        "--throttle-per-user",
+        "0",
+        "--throttle-per-company",
+        "0",
+        "--throttle-per-connector",
+        "0",
+        "--insecure-no-auth",
+    ])
+    .expect("configuration");
+    let topology = config.queue.topology();
+    let broker = Broker::new(AMQP_URL, format!("throughput bench {prefix}"));
+    topology
+        .declare_jobs(&broker.channel().await.expect("RabbitMQ"))
+        .await
+        .expect("declare");
+    let publisher = Arc::new(Publisher::new(broker, Duration::from_secs(30)));
+    let queued = Instant::now();
+    let exchange = topology.jobs_exchange();
+    futures::stream::iter(0..args.jobs)
+        .for_each_concurrent(256, |n| {
+            let publisher = publisher.clone();
+            let exchange = exchange.clone();
+            async move {
+                let sms = job("+64211234567", &format!("job {n}"));
+                publisher
+                    .publish(Outgoing {
+                        exchange: &exchange,
+                        routing_key: SMS_JOB_ROUTING_KEY,
+                        payload: &sms.encode_to_vec(),
+                        message_id: sms.job_id.clone(),
+                        message_type: SMS_JOB_TYPE,
+                        headers: Default::default(),
+                    })
+                    .await
+                    .expect("publish");
+            }
+        })
+        .await;
+    println!(
+        "queued {} jobs in {:.2} s (not part of the figure)",
+        args.jobs,
+        queued.elapsed().as_secs_f64()
+    );
+
+    reset_peak_rss();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run_pool = pool.clone();
+    let started = Instant::now();
+    let served = tokio::spawn(async move {
+        let auth = Auth::from_args(&config.server).unwrap();
+        email2sms_dispatch::run(&config, &auth, run_pool, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let mut at_smsc = None;
+    loop {
+        let accepted = smsc.state.accepted.lock().unwrap().len();
+        if accepted >= args.jobs && at_smsc.is_none() {
+            at_smsc = Some(started.elapsed());
+        }
+        if at_smsc.is_some() {
+            let submitted: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM sms_jobs WHERE state = 'submitted'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            if submitted as usize >= args.jobs {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let recorded = started.elapsed();
+    let at_smsc = at_smsc.unwrap();
+    let rate = args.jobs as f64 / recorded.as_secs_f64();
+    println!(
+        "queue → dispatch → SMPP: {} jobs at the SMSC after {:.2} s, all recorded submitted after \
+         {:.2} s = {:.0} jobs/s ({:.0}% of the bare client), peak RSS {} MiB",
+        args.jobs,
+        at_smsc.as_secs_f64(),
+        recorded.as_secs_f64(),
+        rate,
+        100.0 * rate / bare_rate,
+        peak_rss_kib() / 1024
+    );
+    let duplicates = smsc.state.accepted.lock().unwrap().len() - args.jobs;
+    println!("submits beyond one per job: {duplicates}");
+    let _ = stop.send(());
+    let _ = served.await;
+    let channel = publisher.broker().channel().await.unwrap();
+    for queue in [topology.jobs_queue(), topology.dead_queue()] {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await;
+    }
+    pool.close().await;
+    drop(db);
+}

@@ -1,0 +1,560 @@
+//! The decision about one message, step by step, exactly as DESIGN.md orders it. The SMTP handler
+//! and the Diagnose RPC both run [`Engine::decide`], so what support sees is what mail gets.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use email2sms_domain::{EmailAddress, PhoneNumber, Region};
+use email2sms_proto::ingest::v1::StepOutcome;
+use email2sms_proto::policy::v1::{CompiledSender, SecurityType, TextMode};
+use email2sms_proto::queue::v1::{AuthenticationResults, SpfResult as PbSpf};
+use email2sms_spf::{ProviderDomain, SpfOutcome, SpfResult, SpfVerifier};
+
+use crate::policy::PolicyLookup;
+use crate::smtp::Reply;
+use crate::text::{ParsedMail, SmsText, sms_text};
+
+/// One step of the decision, for Diagnose and the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: &'static str,
+    pub outcome: StepOutcome,
+    pub detail: String,
+    pub evidence: Vec<String>,
+    pub duration: Duration,
+}
+
+/// What the client presented.
+#[derive(Debug, Clone)]
+pub struct MailFacts<'a> {
+    pub client_ip: IpAddr,
+    pub helo: &'a str,
+    /// MAIL FROM; `None` for the null reverse-path (a bounce).
+    pub envelope_sender: Option<&'a str>,
+    /// Recipient addresses as given (`64211234567@sms.example.net`).
+    pub recipients: &'a [String],
+    pub mail: &'a ParsedMail,
+}
+
+/// One SMS to queue: E.164 number and the address it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub e164: String,
+    pub address: String,
+}
+
+/// The decision with everything it was based on.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The reply to give; 250 only means "authorised" here — the handler still has to queue.
+    pub reply: Reply,
+    pub steps: Vec<Step>,
+    pub sender: Option<Arc<CompiledSender>>,
+    pub authentication: Option<AuthenticationResults>,
+    pub from: Option<String>,
+    pub recipients: Vec<Recipient>,
+    pub sms: Option<SmsText>,
+}
+
+impl Outcome {
+    pub fn accepted(&self) -> bool {
+        self.reply.is_positive()
+    }
+}
+
+/// Everything the decision needs besides the message.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub spf: Arc<SpfVerifier>,
+    pub google: ProviderDomain,
+    pub outlook: ProviderDomain,
+    pub policy: PolicyLookup,
+    /// The platform-wide most SMS parts per recipient.
+    pub max_parts: u32,
+}
+
+struct Recorder {
+    steps: Vec<Step>,
+    started: Instant,
+}
+
+impl Recorder {
+    fn push(&mut self, name: &'static str, outcome: StepOutcome, detail: impl Into<String>) {
+        self.push_with(name, outcome, detail, Vec::new());
+    }
+
+    fn push_with(
+        &mut self,
+        name: &'static str,
+        outcome: StepOutcome,
+        detail: impl Into<String>,
+        evidence: Vec<String>,
+    ) {
+        let now = Instant::now();
+        self.steps.push(Step {
+            name,
+            outcome,
+            detail: detail.into(),
+            evidence,
+            duration: now - self.started,
+        });
+        self.started = now;
+    }
+}
+
+const LATER_STEPS: &[&str] = &[
+    "sender_identity",
+    "auto_reply",
+    "resolve_sender",
+    "readiness",
+    "authentication",
+    "forwarding_user",
+    "recipient",
+    "text",
+];
+
+fn refuse(code: u16, enhanced: &'static str, text: impl Into<String>) -> Reply {
+    Reply::new(code, enhanced, text)
+}
+
+impl Engine {
+    /// Decides about one message. `company_scope` (Diagnose for one company) hides a match that
+    /// belongs to another company, so no tenant learns about another.
+    pub async fn decide(&self, facts: &MailFacts<'_>, company_scope: Option<&str>) -> Outcome {
+        let mut rec = Recorder {
+            steps: Vec::new(),
+            started: Instant::now(),
+        };
+        let mut outcome = Outcome {
+            reply: Reply::ok("accepted"),
+            steps: Vec::new(),
+            sender: None,
+            authentication: None,
+            from: None,
+            recipients: Vec::new(),
+            sms: None,
+        };
+        let reply = self.run(facts, company_scope, &mut rec, &mut outcome).await;
+        if let Err(reply) = reply {
+            outcome.reply = reply;
+            // Diagnose promises every step: the ones not reached are listed as skipped.
+            let done: Vec<&str> = rec.steps.iter().map(|s| s.name).collect();
+            for name in LATER_STEPS {
+                if !done.contains(name) {
+                    rec.push(
+                        name,
+                        StepOutcome::Skipped,
+                        "not reached: an earlier step decided",
+                    );
+                }
+            }
+        }
+        outcome.steps = rec.steps;
+        outcome
+    }
+
+    async fn run(
+        &self,
+        facts: &MailFacts<'_>,
+        company_scope: Option<&str>,
+        rec: &mut Recorder,
+        outcome: &mut Outcome,
+    ) -> Result<(), Reply> {
+        let mail = facts.mail;
+        // 1. The From mailbox is the identity; anything but exactly one is ambiguous.
+        let from = match (mail.from_headers, mail.from.as_slice()) {
+            (1, [one]) if !one.is_empty() => one.clone(),
+            (headers, mailboxes) => {
+                let detail = if headers == 0 || mailboxes.is_empty() {
+                    "the email has no From address".to_owned()
+                } else {
+                    format!(
+                        "the From header names {} mailboxes in {headers} header(s)",
+                        mailboxes.len()
+                    )
+                };
+                rec.push("sender_identity", StepOutcome::Fail, &detail);
+                return Err(refuse(
+                    550,
+                    "5.7.1",
+                    format!(
+                        "{detail}; the From header must contain exactly one email address, the registered sender - send from a normal mailbox"
+                    ),
+                ));
+            }
+        };
+        let from = match EmailAddress::parse(&from) {
+            Ok(address) => address,
+            Err(error) => {
+                rec.push(
+                    "sender_identity",
+                    StepOutcome::Fail,
+                    format!("the From address {from:?} is not valid: {error}"),
+                );
+                return Err(refuse(
+                    550,
+                    "5.7.1",
+                    format!(
+                        "the From address {from} is not a valid email address ({error}); send from a registered address"
+                    ),
+                ));
+            }
+        };
+        let from_domain = from.domain().as_str().to_owned();
+        outcome.from = Some(from.as_str().to_owned());
+        rec.push(
+            "sender_identity",
+            StepOutcome::Pass,
+            format!("From mailbox {from}"),
+        );
+
+        // 2. Bounces and automatic replies never become SMS.
+        if facts.envelope_sender.is_none() {
+            rec.push(
+                "auto_reply",
+                StepOutcome::Fail,
+                "the envelope sender is empty (<>): this is a bounce or delivery notification",
+            );
+            return Err(refuse(
+                550,
+                "5.7.1",
+                "this is a delivery notification (empty envelope sender) and notifications are never sent as SMS; nothing needs fixing unless you expected a normal email",
+            ));
+        }
+        if let Some(reason) = &mail.auto_reply {
+            rec.push(
+                "auto_reply",
+                StepOutcome::Fail,
+                format!("automatic message: {reason}"),
+            );
+            return Err(refuse(
+                550,
+                "5.7.1",
+                format!(
+                    "this looks like an automatic reply ({reason}); automatic replies are never sent as SMS so that absence notices cannot text anyone - turn off the auto-reply rule for the SMS address"
+                ),
+            ));
+        }
+        rec.push("auto_reply", StepOutcome::Pass, "not an automatic message");
+
+        // 3. Who is this sender? email → verified domain (exact) → IP longest prefix.
+        let resolution = match self.policy.resolve(from.as_str(), facts.client_ip).await {
+            Ok(resolution) => resolution,
+            Err(error) => {
+                rec.push(
+                    "resolve_sender",
+                    StepOutcome::Tempfail,
+                    format!("the sender rules cannot be read right now: {error}"),
+                );
+                return Err(refuse(
+                    451,
+                    "4.3.0",
+                    "the gateway cannot check its sender rules right now; nothing was sent, and your mail server will try again later",
+                ));
+            }
+        };
+        let mut evidence = resolution.tried.clone();
+        evidence.push(format!("answered by {}", resolution.source.as_str()));
+        let sender = resolution
+            .sender
+            .filter(|s| company_scope.is_none_or(|company| company == s.company_id));
+        let Some(sender) = sender else {
+            rec.push_with(
+                "resolve_sender",
+                StepOutcome::Fail,
+                match company_scope {
+                    Some(_) => format!(
+                        "{from} sending from {} is not registered for your company",
+                        facts.client_ip
+                    ),
+                    None => format!(
+                        "no email address, verified domain or IP address rule matches {from} from {}",
+                        facts.client_ip
+                    ),
+                },
+                evidence,
+            );
+            return Err(refuse(
+                550,
+                "5.7.1",
+                format!(
+                    "{from} is not authorised to send SMS through this gateway; ask your administrator to register this address, its domain or your mail server's IP address {} in the Email2SMS portal",
+                    facts.client_ip
+                ),
+            ));
+        };
+        rec.push_with(
+            "resolve_sender",
+            StepOutcome::Info,
+            format!(
+                "matched {} entry {} (company {})",
+                match_kind_name(sender.match_kind()),
+                sender.matched_value,
+                sender.company_id
+            ),
+            evidence,
+        );
+        outcome.sender = Some(sender.clone());
+
+        // 4. A matched but unready entry is refused with its own reason, never skipped.
+        let readiness = sender.readiness.clone().unwrap_or_default();
+        if !readiness.ready {
+            let reason = if readiness.reason.is_empty() {
+                "the entry is not ready".to_owned()
+            } else {
+                readiness.reason.clone()
+            };
+            rec.push("readiness", StepOutcome::Fail, &reason);
+            return Err(refuse(
+                550,
+                "5.7.1",
+                format!(
+                    "{} is registered but cannot send SMS yet: {reason}; ask your administrator to fix this in the Email2SMS portal",
+                    sender.matched_value
+                ),
+            ));
+        }
+        rec.push("readiness", StepOutcome::Pass, "the entry is ready");
+
+        // 5. Authentication per the policy's security type.
+        let envelope = facts.envelope_sender.unwrap_or_default();
+        let envelope_domain = email2sms_spf::address_domain(envelope)
+            .unwrap_or_default()
+            .to_owned();
+        let aligned =
+            email2sms_spf::envelope_domain_aligned_exactly(&envelope_domain, &from_domain);
+        let security = sender.security_type();
+        let mut auth = AuthenticationResults {
+            security_type: security as i32,
+            aligned,
+            ..AuthenticationResults::default()
+        };
+        match security {
+            SecurityType::ViaSpf | SecurityType::ByGoogleMail | SecurityType::ByOutlook => {
+                let spf = match security {
+                    SecurityType::ViaSpf => {
+                        self.spf
+                            .check_sender(facts.client_ip, envelope, facts.helo)
+                            .await
+                    }
+                    SecurityType::ByGoogleMail => {
+                        self.spf.check_provider(facts.client_ip, &self.google).await
+                    }
+                    _ => {
+                        self.spf
+                            .check_provider(facts.client_ip, &self.outlook)
+                            .await
+                    }
+                };
+                auth.spf_result = spf_result(spf.result) as i32;
+                auth.spf_domain = spf.check.domain().to_owned();
+                auth.summary = spf.summary();
+                outcome.authentication = Some(auth.clone());
+                let mut trace = vec![spf.summary()];
+                trace.extend(spf.trace.iter().cloned());
+                if let Some(reply) = email2sms_spf::spf_refusal_reply(&spf) {
+                    rec.push_with(
+                        "spf",
+                        if reply.is_temporary() {
+                            StepOutcome::Tempfail
+                        } else {
+                            StepOutcome::Fail
+                        },
+                        spf_detail(&spf),
+                        trace,
+                    );
+                    return Err(Reply::new(reply.code, reply.enhanced, reply.text));
+                }
+                rec.push_with("spf", StepOutcome::Pass, spf_detail(&spf), trace);
+                if !aligned {
+                    rec.push(
+                        "alignment",
+                        StepOutcome::Fail,
+                        format!(
+                            "the envelope sender domain {envelope_domain:?} differs from the From domain {from_domain}"
+                        ),
+                    );
+                    return Err(refuse(
+                        550,
+                        "5.7.1",
+                        format!(
+                            "the envelope sender domain ({}) must be exactly the From domain ({from_domain}); ask your IT helpdesk to send with the return address in {from_domain}",
+                            if envelope_domain.is_empty() {
+                                "none"
+                            } else {
+                                &envelope_domain
+                            }
+                        ),
+                    ));
+                }
+                rec.push(
+                    "alignment",
+                    StepOutcome::Pass,
+                    format!("envelope domain {envelope_domain} equals the From domain"),
+                );
+            }
+            SecurityType::ByIpAddresses => {
+                let ip = email2sms_domain::canonical_ip(facts.client_ip);
+                let inside = sender.allowed_ip_ranges.iter().any(|range| {
+                    range
+                        .parse::<ipnet::IpNet>()
+                        .is_ok_and(|net| net.contains(&ip))
+                });
+                auth.summary = format!(
+                    "client {ip} {} the allowed ranges",
+                    if inside { "is inside" } else { "is outside" }
+                );
+                outcome.authentication = Some(auth.clone());
+                if !inside {
+                    rec.push_with(
+                        "ip_allowlist",
+                        StepOutcome::Fail,
+                        auth.summary.clone(),
+                        sender.allowed_ip_ranges.clone(),
+                    );
+                    return Err(refuse(
+                        550,
+                        "5.7.1",
+                        format!(
+                            "mail for {} must come from your company's own mail server, but it came from {ip}; ask your administrator to add this address to the security policy in the Email2SMS portal",
+                            sender.matched_value
+                        ),
+                    ));
+                }
+                rec.push_with(
+                    "ip_allowlist",
+                    StepOutcome::Pass,
+                    auth.summary.clone(),
+                    sender.allowed_ip_ranges.clone(),
+                );
+            }
+            SecurityType::Unspecified => {
+                rec.push(
+                    "authentication",
+                    StepOutcome::Fail,
+                    "the security policy has no security type",
+                );
+                return Err(refuse(
+                    550,
+                    "5.7.1",
+                    "the security policy of this sender has no security type; ask your administrator to choose one in the Email2SMS portal",
+                ));
+            }
+        }
+
+        // 6. Who the SMS is sent as.
+        if sender.forwarding_user_id.is_empty() {
+            rec.push("forwarding_user", StepOutcome::Fail, "no forwarding user");
+            return Err(refuse(
+                550,
+                "5.7.1",
+                format!(
+                    "{} has no Messenger user to send SMS as; ask your administrator to allocate one in the Email2SMS portal",
+                    sender.matched_value
+                ),
+            ));
+        }
+        rec.push(
+            "forwarding_user",
+            StepOutcome::Info,
+            format!(
+                "sent as forwarding user {} (sender id {:?})",
+                sender.forwarding_user_id, sender.sender_id
+            ),
+        );
+
+        // 7. Recipients in E.164, read with the company's region.
+        let region = Region::parse(&sender.default_region).ok();
+        for address in facts.recipients {
+            let local = address
+                .rsplit_once('@')
+                .map_or(address.as_str(), |(l, _)| l);
+            match PhoneNumber::parse(local, region) {
+                Ok(number) => outcome.recipients.push(Recipient {
+                    e164: number.as_str().to_owned(),
+                    address: address.clone(),
+                }),
+                Err(error) => {
+                    rec.push(
+                        "recipient",
+                        StepOutcome::Fail,
+                        format!("{address}: {error}"),
+                    );
+                    return Err(refuse(
+                        550,
+                        "5.1.3",
+                        format!(
+                            "the recipient {address} is not a valid phone number ({error}); write the number with its country code, e.g. +64211234567@..., and send again"
+                        ),
+                    ));
+                }
+            }
+        }
+        rec.push(
+            "recipient",
+            StepOutcome::Pass,
+            outcome
+                .recipients
+                .iter()
+                .map(|r| r.e164.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+
+        // 8. The text and the company's part limit.
+        let mode = TextMode::try_from(sender.text_mode).unwrap_or(TextMode::BodyOrSubject);
+        match sms_text(mail, mode, sender.limits.as_ref(), self.max_parts) {
+            Ok(sms) => {
+                rec.push(
+                    "text",
+                    StepOutcome::Pass,
+                    format!(
+                        "{} characters, {:?}, {} part(s){}",
+                        sms.text.chars().count(),
+                        sms.encoding,
+                        sms.segments,
+                        if sms.truncated { ", truncated" } else { "" }
+                    ),
+                );
+                outcome.sms = Some(sms);
+            }
+            Err(reply) => {
+                rec.push("text", StepOutcome::Fail, reply.text.clone());
+                return Err(reply);
+            }
+        }
+        outcome.authentication.get_or_insert(auth);
+        outcome.reply = Reply::ok(format!(
+            "accepted: {} SMS will be sent",
+            outcome.recipients.len()
+        ));
+        Ok(())
+    }
+}
+
+fn spf_detail(spf: &SpfOutcome) -> String {
+    spf.summary()
+}
+
+fn spf_result(result: SpfResult) -> PbSpf {
+    match result {
+        SpfResult::Pass => PbSpf::Pass,
+        SpfResult::Fail => PbSpf::Fail,
+        SpfResult::Softfail => PbSpf::Softfail,
+        SpfResult::Neutral => PbSpf::Neutral,
+        SpfResult::None => PbSpf::None,
+        SpfResult::Temperror => PbSpf::Temperror,
+        SpfResult::Permerror => PbSpf::Permerror,
+    }
+}
+
+fn match_kind_name(kind: email2sms_proto::policy::v1::MatchKind) -> &'static str {
+    use email2sms_proto::policy::v1::MatchKind;
+    match kind {
+        MatchKind::EmailAddress => "email address",
+        MatchKind::Domain => "domain",
+        MatchKind::IpAddress => "IP address",
+        MatchKind::Unspecified => "unknown",
+    }
+}

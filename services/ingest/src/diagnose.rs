@@ -1,0 +1,142 @@
+//! `IngestService.Diagnose`: the decision engine without publishing or recording anything.
+
+use std::net::IpAddr;
+
+use email2sms_proto::ingest::v1::{
+    Decision, DiagnoseRequest, DiagnoseResponse, DiagnosisStep, SmsPreview, SmtpReply,
+    ingest_service_server::IngestService,
+};
+use email2sms_proto::tonic::{Request, Response, Status};
+
+use crate::decision::{Engine, MailFacts};
+use crate::error::IngestError;
+use crate::text::{self, ParsedMail};
+
+/// The diagnosis API (scope `admin`).
+#[derive(Debug, Clone)]
+pub struct IngestApi {
+    pub engine: Option<Engine>,
+    pub max_message_size: usize,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> IngestError {
+    IngestError::InvalidArgument {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl IngestApi {
+    pub async fn diagnose(
+        &self,
+        request: DiagnoseRequest,
+    ) -> Result<DiagnoseResponse, IngestError> {
+        let Some(engine) = &self.engine else {
+            return Err(IngestError::Setup {
+                what: "Diagnose",
+                reason: "this instance runs without the decision pipeline".into(),
+            });
+        };
+        let client_ip: IpAddr = request.client_ip.trim().parse().map_err(|_| {
+            invalid(
+                "client_ip",
+                "write an IPv4 or IPv6 address, e.g. 203.0.113.7",
+            )
+        })?;
+        let recipient = request.recipient.trim().to_owned();
+        if !recipient.contains('@') {
+            return Err(invalid(
+                "recipient",
+                "write a recipient address, e.g. 64211234567@sms.example.net",
+            ));
+        }
+        if request.raw_message.len() > self.max_message_size {
+            return Err(invalid(
+                "raw_message",
+                format!(
+                    "larger than the message size limit of {} bytes",
+                    self.max_message_size
+                ),
+            ));
+        }
+        let mail = if request.raw_message.is_empty() {
+            // Without a message, the From header is parsed the same way a real one would be, and
+            // the text is a placeholder so that the text step shows what a one-line mail gives.
+            let raw = format!(
+                "From: {}\r\nSubject: Diagnose\r\n\r\nDiagnose test message\r\n",
+                request.from_header.replace(['\r', '\n'], " ")
+            );
+            text::parse(raw.as_bytes())
+        } else {
+            text::parse(&request.raw_message)
+        };
+        let recipients = vec![recipient];
+        let envelope = request.envelope_sender.trim();
+        let facts = MailFacts {
+            client_ip,
+            helo: request.helo.trim(),
+            envelope_sender: (!envelope.is_empty()).then_some(envelope),
+            recipients: &recipients,
+            mail: &mail,
+        };
+        let company = request.company_id.trim();
+        let outcome = engine
+            .decide(&facts, (!company.is_empty()).then_some(company))
+            .await;
+        Ok(response(outcome, &mail))
+    }
+}
+
+fn response(outcome: crate::decision::Outcome, _mail: &ParsedMail) -> DiagnoseResponse {
+    let decision = if outcome.reply.is_positive() {
+        Decision::Accept
+    } else if outcome.reply.is_transient() {
+        Decision::Tempfail
+    } else {
+        Decision::Reject
+    };
+    let sms = match (&outcome.sms, outcome.recipients.first()) {
+        (Some(sms), Some(recipient)) if decision == Decision::Accept => Some(SmsPreview {
+            recipient: recipient.e164.clone(),
+            text: sms.text.clone(),
+            encoding: sms.encoding as i32,
+            segment_count: sms.segments,
+            truncated: sms.truncated,
+        }),
+        _ => None,
+    };
+    DiagnoseResponse {
+        decision: decision as i32,
+        reply: Some(SmtpReply {
+            code: u32::from(outcome.reply.code),
+            enhanced_code: outcome.reply.enhanced.unwrap_or_default().to_owned(),
+            text: outcome.reply.text.clone(),
+        }),
+        steps: outcome
+            .steps
+            .iter()
+            .map(|step| DiagnosisStep {
+                name: step.name.to_owned(),
+                outcome: step.outcome as i32,
+                detail: step.detail.clone(),
+                evidence: step.evidence.clone(),
+                duration: prost_types::Duration::try_from(step.duration).ok(),
+            })
+            .collect(),
+        sender: outcome.sender.as_deref().cloned(),
+        authentication: outcome.authentication.clone(),
+        sms,
+    }
+}
+
+#[email2sms_proto::tonic::async_trait]
+impl IngestService for IngestApi {
+    async fn diagnose(
+        &self,
+        request: Request<DiagnoseRequest>,
+    ) -> Result<Response<DiagnoseResponse>, Status> {
+        Ok(Response::new(
+            IngestApi::diagnose(self, request.into_inner()).await?,
+        ))
+    }
+}

@@ -1,0 +1,377 @@
+//! The real [`MessageHandler`]: decide, then queue one SMS job per recipient and answer 250 only
+//! once RabbitMQ has confirmed every one of them.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use email2sms_proto::queue::v1::{self as q, EmailOrigin, SenderIpSeen, SmsJob};
+use email2sms_queue::broker::{Outgoing, Publisher};
+use email2sms_queue::topology::{SMS_JOB_ROUTING_KEY, Topology};
+use lapin::types::FieldTable;
+use prost::Message;
+
+use crate::decision::{Engine, MailFacts, Outcome};
+use crate::error::IngestError;
+use crate::smtp::command::ReversePath;
+use crate::smtp::{Envelope, MessageHandler, Reply};
+use crate::text;
+
+/// The pipeline behind the SMTP server.
+#[derive(Debug)]
+pub struct Gateway {
+    pub engine: Engine,
+    pub publisher: Arc<Publisher>,
+    pub topology: Topology,
+    /// How long a Message-ID is remembered to drop a relay's re-delivery.
+    pub dedupe_window: Duration,
+    /// Upper bound for queueing all jobs of one message, so a stuck broker becomes a 451.
+    pub publish_timeout: Duration,
+}
+
+fn nothing_sent() -> Reply {
+    Reply::new(
+        451,
+        "4.3.0",
+        "the SMS queue is unavailable right now; nothing was sent, and your mail server will try again later",
+    )
+}
+
+/// The facts of an SMTP envelope as the decision wants them.
+pub fn recipients_of(envelope: &Envelope) -> Vec<String> {
+    envelope
+        .recipients
+        .iter()
+        .map(|m| format!("{}@{}", m.local_part, m.domain))
+        .collect()
+}
+
+impl Gateway {
+    fn dedupe_key(&self, message_id: &str, from: &str) -> String {
+        // Bounded key length: a hostile Message-ID must not make huge Redis keys.
+        let id: String = message_id.chars().take(300).collect();
+        format!("{}ingest:dedupe:{}|{id}", self.engine.policy.prefix(), from)
+    }
+
+    async fn is_duplicate(&self, key: &str) -> bool {
+        let mut redis = self.engine.policy.redis();
+        match redis::cmd("EXISTS")
+            .arg(key)
+            .query_async::<bool>(&mut redis)
+            .await
+        {
+            Ok(seen) => seen,
+            Err(error) => {
+                // Without Redis a re-delivery may produce a second SMS; refusing the mail would
+                // lose the first. Sending twice is the lesser harm.
+                tracing::warn!(%error, "cannot check for a duplicate Message-ID");
+                false
+            }
+        }
+    }
+
+    async fn mark_delivered(&self, key: &str) {
+        let mut redis = self.engine.policy.redis();
+        let result = redis::cmd("SET")
+            .arg(key)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(self.dedupe_window.as_secs().max(1))
+            .query_async::<Option<String>>(&mut redis)
+            .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "cannot remember the Message-ID for duplicate detection");
+        }
+    }
+
+    /// One job id per recipient. With a Message-ID the ids are remembered in Redis for the dedupe
+    /// window, so when a publish fails half-way (some jobs confirmed, then 451) the relay's retry
+    /// republishes the same ids and dispatch, idempotent on the job id, sends each SMS once.
+    async fn job_ids(&self, dedupe_key: Option<&str>, outcome: &Outcome) -> Vec<String> {
+        let fresh: Vec<String> = outcome
+            .recipients
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let Some(dedupe_key) = dedupe_key else {
+            return fresh;
+        };
+        // Its own namespace: a Message-ID ending in some suffix can never name this hash.
+        let key = dedupe_key.replacen("ingest:dedupe:", "ingest:jobids:", 1);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (recipient, id) in outcome.recipients.iter().zip(&fresh) {
+            pipe.cmd("HSETNX")
+                .arg(&key)
+                .arg(&recipient.e164)
+                .arg(id)
+                .ignore();
+        }
+        pipe.cmd("EXPIRE")
+            .arg(&key)
+            .arg(self.dedupe_window.as_secs().max(1))
+            .ignore();
+        let mut get = redis::cmd("HMGET");
+        get.arg(&key);
+        for recipient in &outcome.recipients {
+            get.arg(&recipient.e164);
+        }
+        pipe.add_command(get);
+        let mut redis = self.engine.policy.redis();
+        match pipe.query_async::<(Vec<Option<String>>,)>(&mut redis).await {
+            Ok((stored,)) if stored.len() == fresh.len() => stored
+                .into_iter()
+                .zip(fresh)
+                .map(|(stored, fresh)| stored.unwrap_or(fresh))
+                .collect(),
+            Ok(_) => fresh,
+            Err(error) => {
+                tracing::warn!(%error, "cannot remember the job ids; a retry would get new ones");
+                fresh
+            }
+        }
+    }
+
+    /// Builds the jobs of an accepted message, `ids[i]` for recipient `i`.
+    pub fn jobs(&self, outcome: &Outcome, facts: &MailFacts<'_>, ids: &[String]) -> Vec<SmsJob> {
+        let (Some(sender), Some(sms)) = (&outcome.sender, &outcome.sms) else {
+            return Vec::new();
+        };
+        let now = prost_types::Timestamp::from(SystemTime::now());
+        let email_id = uuid::Uuid::now_v7().to_string();
+        let count = u32::try_from(outcome.recipients.len()).unwrap_or(u32::MAX);
+        outcome
+            .recipients
+            .iter()
+            .zip(ids)
+            .enumerate()
+            .map(|(index, (recipient, job_id))| SmsJob {
+                job_id: job_id.clone(),
+                create_time: Some(now),
+                expire_time: None,
+                company_id: sender.company_id.clone(),
+                security_policy_id: sender.security_policy_id.clone(),
+                match_kind: sender.match_kind,
+                entry_id: sender.entry_id.clone(),
+                forwarding_user_id: sender.forwarding_user_id.clone(),
+                forwarding_user_external_id: sender.forwarding_user_external_id.clone(),
+                sender_id: sender.sender_id.clone(),
+                recipient: recipient.e164.clone(),
+                recipient_address: recipient.address.clone(),
+                text: sms.text.clone(),
+                encoding: sms.encoding as i32,
+                segment_count: sms.segments,
+                truncated: sms.truncated,
+                origin: Some(EmailOrigin {
+                    message_id: facts.mail.message_id.clone().unwrap_or_default(),
+                    envelope_sender: facts.envelope_sender.unwrap_or_default().to_owned(),
+                    from_address: outcome.from.clone().unwrap_or_default(),
+                    subject: facts.mail.subject.clone(),
+                    client_ip: facts.client_ip.to_string(),
+                    helo: facts.helo.to_owned(),
+                    receive_time: Some(now),
+                    email_id: email_id.clone(),
+                }),
+                authentication: outcome.authentication.clone(),
+                recipient_index: u32::try_from(index).unwrap_or(u32::MAX),
+                recipient_count: count,
+            })
+            .collect()
+    }
+
+    async fn publish_jobs(&self, jobs: &[SmsJob]) -> Result<(), IngestError> {
+        let exchange = self.topology.jobs_exchange();
+        // Published concurrently: the confirms arrive together, so a message with many
+        // recipients costs one broker round trip, not one per recipient.
+        let publishes = jobs.iter().map(|job| {
+            let payload = job.encode_to_vec();
+            let exchange = exchange.clone();
+            async move {
+                self.publisher
+                    .publish(Outgoing {
+                        exchange: &exchange,
+                        routing_key: SMS_JOB_ROUTING_KEY,
+                        payload: &payload,
+                        message_id: job.job_id.clone(),
+                        message_type: q::SMS_JOB_TYPE,
+                        headers: trace_headers(),
+                    })
+                    .await
+            }
+        });
+        for result in futures::future::join_all(publishes).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Publishes `sender.ip_seen` the first time this company sees this IP. Best effort: the mail
+    /// never waits for it nor fails because of it.
+    fn note_ip(
+        &self,
+        outcome: &Outcome,
+        facts: &MailFacts<'_>,
+        reverse_name: Option<&str>,
+        reply: &Reply,
+    ) {
+        let Some(sender) = outcome.sender.clone() else {
+            return;
+        };
+        let key = format!(
+            "{}ingest:ip_seen:{}:{}",
+            self.engine.policy.prefix(),
+            sender.company_id,
+            facts.client_ip
+        );
+        let event = SenderIpSeen {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            occur_time: Some(prost_types::Timestamp::from(SystemTime::now())),
+            company_id: sender.company_id.clone(),
+            client_ip: facts.client_ip.to_string(),
+            envelope_sender: facts.envelope_sender.unwrap_or_default().to_owned(),
+            from_address: outcome.from.clone().unwrap_or_default(),
+            helo: facts.helo.to_owned(),
+            reverse_dns_name: reverse_name.unwrap_or_default().to_owned(),
+            match_kind: sender.match_kind,
+            entry_id: sender.entry_id.clone(),
+            accepted: reply.is_positive(),
+            smtp_reply: String::from_utf8_lossy(&reply.to_wire())
+                .trim_end()
+                .to_owned(),
+        };
+        let mut redis = self.engine.policy.redis();
+        let publisher = self.publisher.clone();
+        let exchange = self.topology.events_exchange();
+        tokio::spawn(async move {
+            let first: Result<Option<String>, _> = redis::cmd("SET")
+                .arg(&key)
+                .arg(1)
+                .arg("NX")
+                .query_async(&mut redis)
+                .await;
+            if !matches!(first, Ok(Some(_))) {
+                return;
+            }
+            let payload = event.encode_to_vec();
+            let result = publisher
+                .publish(Outgoing {
+                    exchange: &exchange,
+                    routing_key: q::SENDER_IP_SEEN_ROUTING_KEY,
+                    payload: &payload,
+                    message_id: event.event_id.clone(),
+                    message_type: q::SENDER_IP_SEEN_TYPE,
+                    headers: FieldTable::default(),
+                })
+                .await;
+            if let Err(error) = result {
+                tracing::info!(%error, "sender.ip_seen not published; will try on the next mail");
+                // Forget the mark so the next mail from this IP tries again.
+                let _: Result<i64, _> = redis::cmd("DEL").arg(&key).query_async(&mut redis).await;
+            }
+        });
+    }
+}
+
+impl MessageHandler for Gateway {
+    async fn accept(&self, envelope: &Envelope, message: &[u8]) -> Reply {
+        let mail = text::parse(message);
+        let recipients = recipients_of(envelope);
+        let envelope_sender = match &envelope.reverse_path {
+            ReversePath::Null => None,
+            ReversePath::Mailbox(m) => Some(format!("{}@{}", m.local_part, m.domain)),
+        };
+        let facts = MailFacts {
+            client_ip: envelope.client.ip,
+            helo: envelope.client.helo.as_deref().unwrap_or_default(),
+            envelope_sender: envelope_sender.as_deref(),
+            recipients: &recipients,
+            mail: &mail,
+        };
+        let outcome = self.engine.decide(&facts, None).await;
+        if !outcome.accepted() {
+            // A refused mail from a matched sender is what an admin most wants to hear about.
+            self.note_ip(
+                &outcome,
+                &facts,
+                envelope.client.reverse_name.as_deref(),
+                &outcome.reply,
+            );
+            tracing::info!(
+                client = %facts.client_ip,
+                from = outcome.from.as_deref().unwrap_or(""),
+                code = outcome.reply.code,
+                reason = %outcome.reply.text,
+                "message refused"
+            );
+            return outcome.reply;
+        }
+        let dedupe_key = mail
+            .message_id
+            .as_deref()
+            .map(|id| self.dedupe_key(id, outcome.from.as_deref().unwrap_or_default()));
+        if let Some(key) = &dedupe_key
+            && self.is_duplicate(key).await
+        {
+            tracing::info!(message_id = ?mail.message_id, "duplicate delivery; no second set of SMS");
+            return Reply::ok("already accepted earlier (same Message-ID); not sent again");
+        }
+        let ids = self.job_ids(dedupe_key.as_deref(), &outcome).await;
+        let jobs = self.jobs(&outcome, &facts, &ids);
+        match tokio::time::timeout(self.publish_timeout, self.publish_jobs(&jobs)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot queue the SMS jobs");
+                return nothing_sent();
+            }
+            Err(_) => {
+                tracing::warn!("queueing the SMS jobs timed out");
+                return nothing_sent();
+            }
+        }
+        // Only now: marking before every confirm could make a retry look like a duplicate of a
+        // message that was never queued.
+        if let Some(key) = &dedupe_key {
+            self.mark_delivered(key).await;
+        }
+        let reply = Reply::ok(format!("queued {} SMS for delivery", jobs.len()));
+        self.note_ip(
+            &outcome,
+            &facts,
+            envelope.client.reverse_name.as_deref(),
+            &reply,
+        );
+        tracing::info!(
+            client = %facts.client_ip,
+            from = outcome.from.as_deref().unwrap_or(""),
+            jobs = jobs.len(),
+            "message accepted"
+        );
+        reply
+    }
+}
+
+/// The W3C `traceparent` of the current span as an AMQP header, so dispatch's work on the job can
+/// join the trace of the email; empty when tracing export is off (no valid span context).
+fn trace_headers() -> FieldTable {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    let mut headers = FieldTable::default();
+    if span_context.is_valid() {
+        headers.insert(
+            "traceparent".into(),
+            lapin::types::AMQPValue::LongString(
+                format!(
+                    "00-{}-{}-{:02x}",
+                    span_context.trace_id(),
+                    span_context.span_id(),
+                    span_context.trace_flags().to_u8()
+                )
+                .into(),
+            ),
+        );
+    }
+    headers
+}

@@ -1,0 +1,962 @@
+//! The whole pipeline against real Redis, RabbitMQ and a real DNS server (NSD), with Python's
+//! smtplib as the client: what is accepted becomes exactly the expected SMS jobs; everything else
+//! gets the reply DESIGN.md prescribes. Each test uses its own Redis prefix and AMQP prefix.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use email2sms_ingest::pipeline::Gateway;
+use email2sms_ingest::{Config, IngestApi, smtp};
+use email2sms_proto::ingest::v1::{Decision, DiagnoseRequest, StepOutcome};
+use email2sms_proto::policy::v1::sender_resolution_service_server::{
+    SenderResolutionService, SenderResolutionServiceServer,
+};
+use email2sms_proto::policy::v1::{
+    CompanyLimits, CompiledSender, MatchKind, OverLimitBehavior, Readiness, RebuildCacheRequest,
+    RebuildCacheResponse, ResolveSenderRequest, ResolveSenderResponse, SecurityType, TextMode,
+};
+use email2sms_proto::queue::v1::{SmsEncoding, SmsJob};
+use email2sms_proto::tonic::{Request, Response, Status};
+use email2sms_testkit::dns::DnsServer;
+use lapin::options::{BasicGetOptions, QueueDeleteOptions};
+use prost::Message;
+use redis::AsyncCommands;
+use tokio::sync::oneshot;
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+struct Harness {
+    addr: SocketAddr,
+    prefix: String,
+    config: Config,
+    gateway: Arc<Gateway>,
+    redis: redis::aio::MultiplexedConnection,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn harness(dns: &DnsServer, extra: &[&str]) -> Harness {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("test.{id}:");
+    let amqp_prefix = format!("test.{id}.");
+    let dns_addr = dns.addr().to_string();
+    let mut args = vec![
+        "email2sms-ingest",
+        "--redis-url",
+        REDIS_URL,
+        "--redis-prefix",
+        &prefix,
+        "--amqp-url",
+        AMQP_URL,
+        "--amqp-prefix",
+        &amqp_prefix,
+        // Nothing listens there: these tests decide from Redis alone.
+        "--policy-url",
+        "http://127.0.0.1:1",
+        "--dns-servers",
+        &dns_addr,
+        "--google-spf-domain",
+        "_spf.google.test",
+        "--outlook-spf-domain",
+        "spf.outlook.test",
+        "--sms-domains",
+        "sms.example.net",
+        "--smtp-hostname",
+        "ingest.test",
+        "--publish-timeout",
+        "3s",
+    ];
+    // A flag given in `extra` replaces the default above.
+    for pair in extra.chunks(2) {
+        if let Some(at) = args.iter().position(|a| *a == pair[0]) {
+            args.drain(at..at + 2);
+        }
+        args.extend_from_slice(pair);
+    }
+    let config = Config::try_parse_from(args).unwrap();
+    let gateway = Arc::new(config.gateway().unwrap());
+    // Declared up front (bounded) so the jobs queue exists before the first mail; against a dead
+    // broker the loop keeps trying in the background, which is exactly what the binary does.
+    let declare = tokio::spawn(email2sms_ingest::declare_topology(
+        gateway.publisher.broker().clone(),
+        gateway.topology.clone(),
+    ));
+    let _ = tokio::time::timeout(Duration::from_secs(5), declare).await;
+    tokio::spawn(
+        gateway
+            .engine
+            .policy
+            .clone()
+            .follow_invalidations(config.redis.redis_url.clone()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(smtp::serve(
+        listener,
+        Arc::new(config.smtp_session_config().unwrap()),
+        config.smtp_connection_limits(),
+        gateway.clone(),
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    let mut redis = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // As the policy service leaves it after a compile: without it a miss is not final.
+    let _: () = redis
+        .set(format!("{prefix}policy:version"), 1)
+        .await
+        .unwrap();
+    Harness {
+        addr,
+        prefix,
+        config,
+        gateway,
+        redis,
+        _stop: stop,
+    }
+}
+
+impl Harness {
+    async fn put_email(&mut self, address: &str, sender: &CompiledSender) {
+        let key = format!("{}policy:email:{address}", self.prefix);
+        let _: () = self.redis.set(key, sender.encode_to_vec()).await.unwrap();
+    }
+
+    async fn put_domain(&mut self, domain: &str, sender: &CompiledSender) {
+        let key = format!("{}policy:domain:{domain}", self.prefix);
+        let _: () = self.redis.set(key, sender.encode_to_vec()).await.unwrap();
+    }
+
+    async fn put_ip(&mut self, cidr: &str, sender: &CompiledSender) {
+        let key = format!("{}policy:ip", self.prefix);
+        let _: () = self
+            .redis
+            .hset(key, cidr, sender.encode_to_vec())
+            .await
+            .unwrap();
+    }
+
+    /// Sends with smtplib; returns the reply to DATA (or to the command that refused) as
+    /// `"<code> <text>"`.
+    async fn send(&self, mail_from: &str, rcpts: &[&str], message: &str) -> String {
+        smtplib(self.addr, mail_from, rcpts, message).await
+    }
+
+    /// Takes every job now on the jobs queue.
+    async fn jobs(&self) -> Vec<SmsJob> {
+        let connection =
+            lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+                .await
+                .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let queue = self.gateway.topology.jobs_queue();
+        let mut jobs = Vec::new();
+        while let Some(message) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            jobs.push(SmsJob::decode(message.delivery.data.as_slice()).unwrap());
+        }
+        let _ = connection.close(200, "done".into()).await;
+        jobs
+    }
+
+    async fn cleanup(mut self) {
+        // Leave the shared Redis as found: every key of this test's prefix.
+        let keys: Vec<String> = self
+            .redis
+            .keys(format!("{}*", self.prefix))
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<i64, _> = self.redis.del(keys).await;
+        }
+        if let Ok(connection) =
+            lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await
+            && let Ok(channel) = connection.create_channel().await
+        {
+            let topology = &self.gateway.topology;
+            let mut queues = vec![topology.jobs_queue(), topology.dead_queue()];
+            for delay in &self.config.queue.retry_delays {
+                queues.push(topology.retry_queue(*delay));
+            }
+            for queue in queues {
+                let _ = channel
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        }
+    }
+}
+
+async fn smtplib(addr: SocketAddr, mail_from: &str, rcpts: &[&str], message: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("message.eml");
+    std::fs::write(&file, message.replace('\n', "\r\n")).unwrap();
+    let script = r#"
+import smtplib, sys
+host, port, mail_from, rcpts, path = sys.argv[1:6]
+s = smtplib.SMTP(host, int(port), local_hostname="mail.client.test", timeout=30)
+s.ehlo()
+code, msg = s.mail(mail_from)
+if code != 250:
+    print(code, msg.decode()); sys.exit(0)
+for r in rcpts.split(","):
+    code, msg = s.rcpt(r)
+    if code != 250:
+        print(code, msg.decode()); sys.exit(0)
+code, msg = s.data(open(path, "rb").read())
+print(code, msg.decode())
+s.quit()
+"#;
+    let args: Vec<String> = vec![
+        "-c".into(),
+        script.into(),
+        addr.ip().to_string(),
+        addr.port().to_string(),
+        mail_from.into(),
+        rcpts.join(","),
+        file.to_str().unwrap().into(),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+fn entry(kind: MatchKind, value: &str, security: SecurityType) -> CompiledSender {
+    CompiledSender {
+        match_kind: kind as i32,
+        entry_id: format!("entry-{value}"),
+        matched_value: value.into(),
+        company_id: "company-1".into(),
+        security_policy_id: "policy-1".into(),
+        security_type: security as i32,
+        allowed_ip_ranges: if security == SecurityType::ByIpAddresses {
+            vec!["127.0.0.0/8".into()]
+        } else {
+            Vec::new()
+        },
+        forwarding_user_id: "user-1".into(),
+        forwarding_user_external_id: "ext-1".into(),
+        sender_id: "ACME".into(),
+        default_region: "NZ".into(),
+        limits: Some(CompanyLimits {
+            max_sms_parts: 3,
+            over_limit_behavior: OverLimitBehavior::Truncate as i32,
+        }),
+        text_mode: TextMode::BodyOrSubject as i32,
+        readiness: Some(Readiness {
+            ready: true,
+            ..Readiness::default()
+        }),
+        version: 1,
+    }
+}
+
+async fn dns_with_zones() -> DnsServer {
+    let mut dns = DnsServer::start().await;
+    dns.set_zone("good.test", "@ TXT \"v=spf1 ip4:127.0.0.1 -all\"")
+        .await;
+    dns.set_zone("other.test", "@ TXT \"v=spf1 ip4:127.0.0.1 -all\"")
+        .await;
+    dns.set_zone("strict.test", "@ TXT \"v=spf1 ip4:192.0.2.1 -all\"")
+        .await;
+    dns.set_zone("google.test", "_spf TXT \"v=spf1 ip4:127.0.0.0/8 -all\"")
+        .await;
+    dns.set_zone("outlook.test", "spf TXT \"v=spf1 ip4:192.0.2.0/24 -all\"")
+        .await;
+    dns
+}
+
+fn mail(from: &str, message_id: &str, body: &str) -> String {
+    format!(
+        "From: Sender <{from}>\nTo: x@sms.example.net\nSubject: Alert\nMessage-ID: <{message_id}>\n\n{body}\n"
+    )
+}
+
+#[tokio::test]
+async fn authorised_mail_becomes_exactly_the_expected_jobs() {
+    let dns = dns_with_zones().await;
+    let mut h = harness(&dns, &[]).await;
+    h.put_email(
+        "alice@corp.test",
+        &entry(
+            MatchKind::EmailAddress,
+            "alice@corp.test",
+            SecurityType::ByIpAddresses,
+        ),
+    )
+    .await;
+    h.put_domain(
+        "good.test",
+        &entry(MatchKind::Domain, "good.test", SecurityType::ViaSpf),
+    )
+    .await;
+
+    // By IP addresses, two recipients (national and international form), GSM-7.
+    let reply = h
+        .send(
+            "alice@corp.test",
+            &["0211234567@sms.example.net", "+61412345678@sms.example.net"],
+            &mail("alice@corp.test", "m1@corp.test", "Pump 3 failed"),
+        )
+        .await;
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    let mut jobs = h.jobs().await;
+    jobs.sort_by_key(|j| j.recipient_index);
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert_eq!(jobs[0].recipient, "+64211234567");
+    assert_eq!(jobs[0].recipient_address, "0211234567@sms.example.net");
+    assert_eq!(jobs[1].recipient, "+61412345678");
+    for (i, job) in jobs.iter().enumerate() {
+        assert_eq!(job.text, "Pump 3 failed");
+        assert_eq!(job.encoding(), SmsEncoding::Gsm7);
+        assert_eq!(job.segment_count, 1);
+        assert!(!job.truncated);
+        assert_eq!(job.company_id, "company-1");
+        assert_eq!(job.forwarding_user_id, "user-1");
+        assert_eq!(job.forwarding_user_external_id, "ext-1");
+        assert_eq!(job.sender_id, "ACME");
+        assert_eq!(job.match_kind(), MatchKind::EmailAddress);
+        assert_eq!(job.recipient_count, 2);
+        assert_eq!(job.recipient_index as usize, i);
+        assert_eq!(
+            uuid::Uuid::parse_str(&job.job_id)
+                .unwrap()
+                .get_version_num(),
+            7
+        );
+        let origin = job.origin.as_ref().unwrap();
+        assert_eq!(origin.message_id, "m1@corp.test");
+        assert_eq!(origin.from_address, "alice@corp.test");
+        assert_eq!(origin.subject, "Alert");
+        assert_eq!(origin.client_ip, "127.0.0.1");
+        assert_eq!(origin.helo, "mail.client.test");
+        let auth = job.authentication.as_ref().unwrap();
+        assert_eq!(auth.security_type(), SecurityType::ByIpAddresses);
+    }
+
+    // The relay delivers the same message again (a lost 250): accepted, no second set.
+    let reply = h
+        .send(
+            "alice@corp.test",
+            &["0211234567@sms.example.net", "+61412345678@sms.example.net"],
+            &mail("alice@corp.test", "m1@corp.test", "Pump 3 failed"),
+        )
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(h.jobs().await.is_empty());
+
+    // Via SPF for a verified domain: UCS-2 text, long enough for 2 parts.
+    let body = "Ж".repeat(100);
+    let reply = h
+        .send(
+            "ops@good.test",
+            &["+64211234567@sms.example.net"],
+            &mail("ops@good.test", "m2@good.test", &body),
+        )
+        .await;
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    let jobs = h.jobs().await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].encoding(), SmsEncoding::Ucs2);
+    assert_eq!(jobs[0].segment_count, 2);
+    assert_eq!(jobs[0].match_kind(), MatchKind::Domain);
+    let auth = jobs[0].authentication.as_ref().unwrap();
+    assert_eq!(auth.security_type(), SecurityType::ViaSpf);
+    assert!(auth.aligned);
+    assert_eq!(auth.spf_domain, "good.test");
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn spoofed_automatic_and_empty_mail_is_refused() {
+    let dns = dns_with_zones().await;
+    let mut h = harness(&dns, &[]).await;
+    h.put_domain(
+        "good.test",
+        &entry(MatchKind::Domain, "good.test", SecurityType::ViaSpf),
+    )
+    .await;
+    h.put_domain(
+        "strict.test",
+        &entry(MatchKind::Domain, "strict.test", SecurityType::ViaSpf),
+    )
+    .await;
+    h.put_ip(
+        "10.0.0.0/8",
+        &entry(
+            MatchKind::IpAddress,
+            "10.0.0.0/8",
+            SecurityType::ByIpAddresses,
+        ),
+    )
+    .await;
+    let rcpt = ["+64211234567@sms.example.net"];
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        // From a registered domain, sent from an IP outside its SPF.
+        (
+            "a@strict.test",
+            mail("a@strict.test", "s1", "hi"),
+            "550 5.7.23",
+            "SPF fail",
+        ),
+        // Envelope domain passes SPF but differs from the From domain.
+        (
+            "a@other.test",
+            mail("a@good.test", "s2", "hi"),
+            "550 5.7.1",
+            "alignment",
+        ),
+        // Unverified domain (nothing in Redis) and a subdomain of a verified one; the IP entry
+        // 10.0.0.0/8 does not cover 127.0.0.1.
+        (
+            "a@unknown.test",
+            mail("a@unknown.test", "s3", "hi"),
+            "550 5.7.1",
+            "not registered",
+        ),
+        (
+            "a@sub.good.test",
+            mail("a@sub.good.test", "s4", "hi"),
+            "550 5.7.1",
+            "subdomain",
+        ),
+        // Bounce and auto-reply.
+        ("", mail("a@good.test", "s5", "hi"), "550 5.7.1", "bounce"),
+        (
+            "a@good.test",
+            mail("a@good.test", "s6", "hi").replace(
+                "Subject: Alert",
+                "Subject: Alert\nAuto-Submitted: auto-replied",
+            ),
+            "550 5.7.1",
+            "auto-reply",
+        ),
+        // Nothing left after removing the signature, and no subject.
+        (
+            "a@good.test",
+            mail("a@good.test", "s7", "-- \nJane").replace("Subject: Alert\n", ""),
+            "550 5.6.0",
+            "empty",
+        ),
+        // Two From mailboxes.
+        (
+            "a@good.test",
+            mail("a@good.test", "s8", "hi").replace(
+                "From: Sender <a@good.test>",
+                "From: a@good.test, b@good.test",
+            ),
+            "550 5.7.1",
+            "two From",
+        ),
+    ];
+    for (mail_from, message, expected, what) in cases {
+        let reply = h.send(mail_from, &rcpt, &message).await;
+        assert!(reply.starts_with(expected), "{what}: {reply}");
+    }
+    // A plausible-looking but invalid number is refused naming it.
+    let reply = h
+        .send(
+            "a@good.test",
+            &["+99912345678@sms.example.net"],
+            &mail("a@good.test", "s9", "hi"),
+        )
+        .await;
+    assert!(reply.starts_with("550 5.1.3"), "{reply}");
+    assert!(reply.contains("+99912345678@sms.example.net"), "{reply}");
+    assert!(h.jobs().await.is_empty());
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn provider_security_types_use_the_configured_provider_domain() {
+    let dns = dns_with_zones().await;
+    let mut h = harness(&dns, &[]).await;
+    h.put_domain(
+        "gmail-corp.test",
+        &entry(
+            MatchKind::Domain,
+            "gmail-corp.test",
+            SecurityType::ByGoogleMail,
+        ),
+    )
+    .await;
+    h.put_domain(
+        "o365.test",
+        &entry(MatchKind::Domain, "o365.test", SecurityType::ByOutlook),
+    )
+    .await;
+    let rcpt = ["+64211234567@sms.example.net"];
+    let reply = h
+        .send(
+            "x@gmail-corp.test",
+            &rcpt,
+            &mail("x@gmail-corp.test", "g1", "hello"),
+        )
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    // 127.0.0.1 is not in the test Outlook range.
+    let reply = h
+        .send("x@o365.test", &rcpt, &mail("x@o365.test", "o1", "hello"))
+        .await;
+    assert!(reply.starts_with("550 5.7.23"), "{reply}");
+    // Google's servers pass, but the envelope domain must still be the From domain.
+    let reply = h
+        .send(
+            "x@other.test",
+            &rcpt,
+            &mail("x@gmail-corp.test", "g2", "hello"),
+        )
+        .await;
+    assert!(reply.starts_with("550 5.7.1"), "{reply}");
+    let jobs = h.jobs().await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0].authentication.as_ref().unwrap().security_type(),
+        SecurityType::ByGoogleMail
+    );
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn unavailable_dependencies_give_451_and_nothing_is_queued() {
+    let dns = dns_with_zones().await;
+    // RabbitMQ unreachable.
+    let mut h = harness(&dns, &["--amqp-url", "amqp://guest:guest@127.0.0.1:1/%2f"]).await;
+    h.put_domain(
+        "good.test",
+        &entry(MatchKind::Domain, "good.test", SecurityType::ViaSpf),
+    )
+    .await;
+    let rcpt = ["+64211234567@sms.example.net"];
+    let reply = h
+        .send("a@good.test", &rcpt, &mail("a@good.test", "d1", "hi"))
+        .await;
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+    assert!(reply.contains("nothing was sent"), "{reply}");
+    // The Message-ID was not marked: once the broker is back the retry is not a "duplicate".
+    let key = format!("{}ingest:dedupe:a@good.test|d1", h.prefix);
+    let exists: bool = h.redis.exists(key).await.unwrap();
+    assert!(!exists);
+    // The job id is remembered, so the retry republishes the same id (dispatch is idempotent on
+    // it) even if part of a message had been confirmed before the failure.
+    let ids: std::collections::HashMap<String, String> = h
+        .redis
+        .hgetall(format!("{}ingest:jobids:a@good.test|d1", h.prefix))
+        .await
+        .unwrap();
+    assert_eq!(
+        uuid::Uuid::parse_str(&ids["+64211234567"])
+            .unwrap()
+            .get_version_num(),
+        7
+    );
+
+    // Redis and the policy service both unreachable.
+    let h2 = harness(&dns, &["--redis-url", "redis://127.0.0.1:1"]).await;
+    let reply = h2
+        .send("a@good.test", &rcpt, &mail("a@good.test", "d2", "hi"))
+        .await;
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+    h2.cleanup().await;
+}
+
+#[tokio::test]
+async fn diagnose_explains_accepted_and_refused_senders() {
+    let dns = dns_with_zones().await;
+    let mut h = harness(&dns, &[]).await;
+    h.put_domain(
+        "good.test",
+        &entry(MatchKind::Domain, "good.test", SecurityType::ViaSpf),
+    )
+    .await;
+    let mut ip_entry = entry(
+        MatchKind::IpAddress,
+        "10.0.0.0/8",
+        SecurityType::ByIpAddresses,
+    );
+    ip_entry.allowed_ip_ranges = vec!["10.0.0.0/8".into()];
+    h.put_ip("10.0.0.0/8", &ip_entry).await;
+    let api = IngestApi {
+        engine: Some(h.gateway.engine.clone()),
+        max_message_size: 1 << 20,
+    };
+    let accepted = api
+        .diagnose(DiagnoseRequest {
+            client_ip: "127.0.0.1".into(),
+            helo: "mail.good.test".into(),
+            envelope_sender: "a@good.test".into(),
+            from_header: "A <a@good.test>".into(),
+            recipient: "0211234567@sms.example.net".into(),
+            ..DiagnoseRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(accepted.decision(), Decision::Accept, "{accepted:?}");
+    assert_eq!(accepted.reply.as_ref().unwrap().code, 250);
+    let names: Vec<&str> = accepted.steps.iter().map(|s| s.name.as_str()).collect();
+    for name in [
+        "sender_identity",
+        "auto_reply",
+        "resolve_sender",
+        "readiness",
+        "spf",
+        "alignment",
+        "forwarding_user",
+        "recipient",
+        "text",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert_eq!(accepted.sms.as_ref().unwrap().recipient, "+64211234567");
+    assert!(accepted.sender.is_some());
+
+    // The 10.0.0.0/8 IP entry matches 10.1.2.3 but the domain rule is tried first and wins for
+    // good.test; a sender outside the rules is refused at resolve_sender.
+    let refused = api
+        .diagnose(DiagnoseRequest {
+            client_ip: "192.0.2.9".into(),
+            envelope_sender: "a@nowhere.test".into(),
+            from_header: "a@nowhere.test".into(),
+            recipient: "0211234567@sms.example.net".into(),
+            ..DiagnoseRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(refused.decision(), Decision::Reject);
+    let reply = refused.reply.as_ref().unwrap();
+    assert_eq!((reply.code, reply.enhanced_code.as_str()), (550, "5.7.1"));
+    assert!(reply.text.contains("ask your administrator"), "{reply:?}");
+    let step = refused
+        .steps
+        .iter()
+        .find(|s| s.name == "resolve_sender")
+        .unwrap();
+    assert_eq!(step.outcome(), StepOutcome::Fail);
+    assert!(
+        refused
+            .steps
+            .iter()
+            .any(|s| s.outcome() == StepOutcome::Skipped)
+    );
+
+    let by_ip = api
+        .diagnose(DiagnoseRequest {
+            client_ip: "10.1.2.3".into(),
+            envelope_sender: "a@nowhere.test".into(),
+            from_header: "a@nowhere.test".into(),
+            recipient: "0211234567@sms.example.net".into(),
+            ..DiagnoseRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_ip.decision(), Decision::Accept, "{by_ip:?}");
+    assert_eq!(
+        by_ip.sender.as_ref().unwrap().match_kind(),
+        MatchKind::IpAddress
+    );
+    // Another company's match is not shown to a company-scoped caller.
+    let scoped = api
+        .diagnose(DiagnoseRequest {
+            client_ip: "10.1.2.3".into(),
+            envelope_sender: "a@nowhere.test".into(),
+            from_header: "a@nowhere.test".into(),
+            recipient: "0211234567@sms.example.net".into(),
+            company_id: "company-2".into(),
+            ..DiagnoseRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(scoped.decision(), Decision::Reject);
+    assert!(scoped.sender.is_none());
+    h.cleanup().await;
+}
+
+/// A stand-in for the policy service's `ResolveSender`: knows one sender and insists on the
+/// internal token.
+struct FakeResolver(CompiledSender);
+
+#[email2sms_proto::tonic::async_trait]
+impl SenderResolutionService for FakeResolver {
+    async fn resolve_sender(
+        &self,
+        request: Request<ResolveSenderRequest>,
+    ) -> Result<Response<ResolveSenderResponse>, Status> {
+        let authorised = request
+            .metadata()
+            .get("authorization")
+            .is_some_and(|v| v == "Bearer internal-secret");
+        if !authorised {
+            return Err(Status::unauthenticated("no token"));
+        }
+        let request = request.into_inner();
+        Ok(Response::new(ResolveSenderResponse {
+            sender: (request.from_address == "a@good.test").then(|| self.0.clone()),
+            version: 1,
+        }))
+    }
+
+    async fn rebuild_cache(
+        &self,
+        _request: Request<RebuildCacheRequest>,
+    ) -> Result<Response<RebuildCacheResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+}
+
+#[tokio::test]
+async fn redis_down_falls_back_to_the_policy_service() {
+    let dns = dns_with_zones().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let policy_url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(email2sms_runtime::grpc::serve(
+        email2sms_runtime::grpc::ApiServices {
+            routes: email2sms_proto::tonic::service::Routes::new(
+                SenderResolutionServiceServer::new(FakeResolver(entry(
+                    MatchKind::Domain,
+                    "good.test",
+                    SecurityType::ViaSpf,
+                ))),
+            ),
+            names: vec![],
+            file_descriptor_set: email2sms_proto::FILE_DESCRIPTOR_SET,
+        },
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    let h = harness(
+        &dns,
+        &[
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--policy-url",
+            &policy_url,
+            "--api-token",
+            "internal-secret",
+        ],
+    )
+    .await;
+    let rcpt = ["+64211234567@sms.example.net"];
+    let reply = h
+        .send("a@good.test", &rcpt, &mail("a@good.test", "f1", "hi"))
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let reply = h
+        .send("b@other.test", &rcpt, &mail("b@other.test", "f2", "hi"))
+        .await;
+    assert!(reply.starts_with("550 5.7.1"), "{reply}");
+    assert_eq!(h.jobs().await.len(), 1);
+    h.cleanup().await;
+
+    // Redis up but never compiled into (no version): its miss proves nothing, so the policy
+    // service decides.
+    let mut h = harness(
+        &dns,
+        &[
+            "--policy-url",
+            &policy_url,
+            "--api-token",
+            "internal-secret",
+        ],
+    )
+    .await;
+    let _: () = h
+        .redis
+        .del(format!("{}policy:version", h.prefix))
+        .await
+        .unwrap();
+    let reply = h
+        .send("a@good.test", &rcpt, &mail("a@good.test", "f3", "hi"))
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(h.jobs().await.len(), 1);
+    let _ = stop.send(());
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_invalidation_message_clears_the_in_process_cache() {
+    let dns = dns_with_zones().await;
+    let mut h = harness(&dns, &["--policy-cache-ttl", "1h"]).await;
+    let ready = entry(MatchKind::Domain, "good.test", SecurityType::ViaSpf);
+    h.put_domain("good.test", &ready).await;
+    let rcpt = ["+64211234567@sms.example.net"];
+    let reply = h
+        .send("a@good.test", &rcpt, &mail("a@good.test", "i1", "hi"))
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let mut unready = ready.clone();
+    unready.readiness = Some(Readiness {
+        ready: false,
+        reason: "no forwarding user: allocate good.test to a Messenger user".into(),
+        ..Readiness::default()
+    });
+    h.put_domain("good.test", &unready).await;
+    let channel = format!("{}policy:invalidations", h.prefix);
+    // The subscription starts in the background: announce until the change is seen.
+    let mut reply = String::new();
+    for attempt in 0..50 {
+        let _: i64 = h.redis.publish(&channel, b"x".to_vec()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reply = h
+            .send(
+                "a@good.test",
+                &rcpt,
+                &mail("a@good.test", &format!("i2-{attempt}"), "hi"),
+            )
+            .await;
+        if reply.starts_with("550") {
+            break;
+        }
+    }
+    assert!(reply.starts_with("550 5.7.1"), "{reply}");
+    assert!(reply.contains("no forwarding user"), "{reply}");
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_first_mail_from_an_ip_publishes_sender_ip_seen_once() {
+    let dns = dns_with_zones().await;
+    let mut h = harness(&dns, &[]).await;
+    h.put_domain(
+        "good.test",
+        &entry(MatchKind::Domain, "good.test", SecurityType::ViaSpf),
+    )
+    .await;
+    h.put_domain(
+        "strict.test",
+        &entry(MatchKind::Domain, "strict.test", SecurityType::ViaSpf),
+    )
+    .await;
+    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let queue = format!("{}ip-seen-test", h.gateway.topology.jobs_queue());
+    h.gateway
+        .topology
+        .declare_event_queue(
+            &channel,
+            &queue,
+            &[email2sms_proto::queue::v1::SENDER_IP_SEEN_ROUTING_KEY],
+        )
+        .await
+        .unwrap();
+    let rcpt = ["+64211234567@sms.example.net"];
+    for id in ["p1", "p2"] {
+        let reply = h
+            .send("a@good.test", &rcpt, &mail("a@good.test", id, "hi"))
+            .await;
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    // A refused mail of the same company from the same IP is not "new" either.
+    let reply = h
+        .send("a@strict.test", &rcpt, &mail("a@strict.test", "p3", "hi"))
+        .await;
+    assert!(reply.starts_with("550 5.7.23"), "{reply}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut events = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        events.push(
+            email2sms_proto::queue::v1::SenderIpSeen::decode(message.delivery.data.as_slice())
+                .unwrap(),
+        );
+    }
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].company_id, "company-1");
+    assert_eq!(events[0].client_ip, "127.0.0.1");
+    assert!(events[0].accepted);
+    assert!(events[0].smtp_reply.starts_with("250"), "{:?}", events[0]);
+    let _ = channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    assert_eq!(h.jobs().await.len(), 2);
+    h.cleanup().await;
+}
+
+#[tokio::test]
+async fn real_world_message_formats_become_clean_text() {
+    let dns = dns_with_zones().await;
+    let mut h = harness(&dns, &[]).await;
+    h.put_domain(
+        "good.test",
+        &entry(MatchKind::Domain, "good.test", SecurityType::ViaSpf),
+    )
+    .await;
+    let rcpt = ["+64211234567@sms.example.net"];
+    let head = |id: &str, extra: &str| format!("From: a@good.test\nMessage-ID: <{id}>\n{extra}");
+    let mut attachment = String::new();
+    for _ in 0..(10 * 1024 * 1024 / 76 + 1) {
+        attachment.push_str(&"QUFB".repeat(19));
+        attachment.push('\n');
+    }
+    let cases = vec![
+        (
+            head(
+                "f-html",
+                "Subject: x\nContent-Type: text/html; charset=utf-8\n\n<p>Boiler <b>offline</b></p>\n",
+            ),
+            "Boiler offline",
+        ),
+        (
+            head(
+                "f-b64",
+                "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n0J/RgNC40LLQtdGCINC80LjRgA==\n",
+            ),
+            "Привет мир",
+        ),
+        (
+            head("f-subj", "Subject: =?utf-8?Q?Caf=C3=A9_closed?=\n\n\n"),
+            "Café closed",
+        ),
+        (
+            head(
+                "f-qp",
+                "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\nGate =C3=A9 open\n\nSent from my iPhone\n",
+            ),
+            "Gate é open",
+        ),
+        (
+            head(
+                "f-big",
+                &format!(
+                    "Subject: s\nContent-Type: multipart/mixed; boundary=XX\n\n--XX\nContent-Type: text/plain\n\nPump 3 failed\n--XX\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n{attachment}--XX--\n"
+                ),
+            ),
+            "Pump 3 failed",
+        ),
+    ];
+    for (message, expected) in cases {
+        let reply = h.send("a@good.test", &rcpt, &message).await;
+        assert!(reply.starts_with("250"), "{expected}: {reply}");
+        let jobs = h.jobs().await;
+        assert_eq!(jobs.len(), 1, "{expected}");
+        assert_eq!(jobs[0].text, expected);
+    }
+    h.cleanup().await;
+}
