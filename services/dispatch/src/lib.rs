@@ -222,18 +222,21 @@ pub async fn run(
         config.server.shutdown_grace,
     )
     .await;
-    // Stop taking jobs and let the in-flight ones reach the SMSC and be acked.
+    // Stop taking jobs and let the in-flight ones reach the SMSC and be acked, within the grace.
     stop_consuming.cancel();
-    if let Err(error) = consumer.await {
-        tracing::error!(%error, "the job consumer failed");
-    }
-    // After the last job: unbind from the SMSC, publish the last status events, stop recording
-    // receipts.
-    dispatcher.connector().close().await;
-    relay.stop().await;
-    drop(dispatcher);
-    receipts.abort();
-    pool.close().await;
+    email2sms_runtime::shutdown::drain_within(config.server.shutdown_grace, async {
+        if let Err(error) = consumer.await {
+            tracing::error!(%error, "the job consumer failed");
+        }
+        // After the last job: unbind from the SMSC, publish the last status events, stop recording
+        // receipts.
+        dispatcher.connector().close().await;
+        relay.stop().await;
+        drop(dispatcher);
+        receipts.abort();
+        pool.close().await;
+    })
+    .await;
     served.map_err(StartError::from)
 }
 
