@@ -28,18 +28,60 @@ pub async fn enqueue(
     routing_key: &str,
     payload: &[u8],
 ) -> Result<(), sqlx::Error> {
-    if message_type(routing_key).is_none() {
+    enqueue_many(
+        conn,
+        &[OutboxEvent {
+            message_id,
+            routing_key,
+            payload: payload.to_vec(),
+        }],
+    )
+    .await
+}
+
+/// One event for [`enqueue_many`].
+#[derive(Debug, Clone)]
+pub struct OutboxEvent<'a> {
+    pub message_id: Uuid,
+    pub routing_key: &'a str,
+    pub payload: Vec<u8>,
+}
+
+/// [`enqueue`] for many events at once: one statement however many there are, which is what lets a
+/// service that records state changes in batches keep up. Events keep their order.
+pub async fn enqueue_many(
+    conn: &mut PgConnection,
+    events: &[OutboxEvent<'_>],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    if let Some(unknown) = events
+        .iter()
+        .find(|e| message_type(e.routing_key).is_none())
+    {
         // A programming error, refused here so it cannot block the relay later.
         return Err(sqlx::Error::Protocol(format!(
-            "no event type is known for routing key {routing_key}"
+            "no event type is known for routing key {}",
+            unknown.routing_key
         )));
     }
-    sqlx::query("INSERT INTO outbox (message_id, routing_key, payload) VALUES ($1, $2, $3)")
-        .bind(message_id)
-        .bind(routing_key)
-        .bind(payload)
-        .execute(&mut *conn)
-        .await?;
+    let ids: Vec<Uuid> = events.iter().map(|e| e.message_id).collect();
+    let keys: Vec<&str> = events.iter().map(|e| e.routing_key).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+    // WITH ORDINALITY keeps the identity column in the callers' order.
+    sqlx::query(
+        "INSERT INTO outbox (message_id, routing_key, payload)
+         SELECT message_id, routing_key, payload
+         FROM UNNEST($1::uuid[], $2::text[], $3::bytea[]) WITH ORDINALITY
+              AS e(message_id, routing_key, payload, position)
+         ORDER BY position",
+    )
+    .bind(&ids)
+    .bind(&keys)
+    .bind(&payloads)
+    .execute(&mut *conn)
+    .await?;
     // NOTIFY is delivered at commit, and never if the transaction rolls back.
     sqlx::query("SELECT pg_notify(current_schema() || '_outbox', '')")
         .execute(&mut *conn)
@@ -63,6 +105,10 @@ impl OutboxRelay {
     /// Publishes one batch of unpublished rows, oldest first, and returns how many went out. Rows are
     /// claimed with `SKIP LOCKED`, so several replicas can relay at once without publishing the same
     /// row twice; a row whose publish fails stays unpublished with its error recorded.
+    ///
+    /// The batch is published on one channel without waiting for each confirm in turn (the
+    /// messages leave in order; the confirms are awaited together), so a busy service's events do
+    /// not queue up behind one broker round trip each.
     pub async fn publish_pending(&self) -> Result<usize, QueueError> {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<(i64, Uuid, String, Vec<u8>)> = sqlx::query_as(
@@ -72,50 +118,59 @@ impl OutboxRelay {
         .bind(self.batch)
         .fetch_all(&mut *tx)
         .await?;
-        let mut published = 0;
+        let exchange = self.topology.events_exchange();
+        let outcomes = futures::future::join_all(rows.iter().map(
+            |(_, message_id, routing_key, payload)| async {
+                let message_type = message_type(routing_key)
+                    .ok_or_else(|| QueueError::UnknownRoutingKey(routing_key.clone()))?;
+                self.publisher
+                    .publish(Outgoing {
+                        exchange: &exchange,
+                        routing_key,
+                        payload,
+                        message_id: message_id.to_string(),
+                        message_type,
+                        headers: FieldTable::default(),
+                    })
+                    .await
+            },
+        ))
+        .await;
+        let mut published = Vec::new();
+        let mut failed_ids = Vec::new();
+        let mut failed_errors = Vec::new();
         let mut failure = None;
-        for (id, message_id, routing_key, payload) in rows {
-            let outcome = match message_type(&routing_key) {
-                None => Err(QueueError::UnknownRoutingKey(routing_key.clone())),
-                Some(message_type) => {
-                    self.publisher
-                        .publish(Outgoing {
-                            exchange: &self.topology.events_exchange(),
-                            routing_key: &routing_key,
-                            payload: &payload,
-                            message_id: message_id.to_string(),
-                            message_type,
-                            headers: FieldTable::default(),
-                        })
-                        .await
-                }
-            };
+        for ((id, ..), outcome) in rows.iter().zip(outcomes) {
             match outcome {
-                Ok(()) => {
-                    sqlx::query("UPDATE outbox SET published_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1")
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                    published += 1;
-                }
+                Ok(()) => published.push(*id),
                 Err(error) => {
-                    sqlx::query(
-                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(error.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                    // Keep the order: stop at the first failure and try again later.
-                    failure = Some(error);
-                    break;
+                    failed_ids.push(*id);
+                    failed_errors.push(error.to_string());
+                    failure.get_or_insert(error);
                 }
             }
         }
+        sqlx::query(
+            "UPDATE outbox SET published_at = now(), attempts = attempts + 1, last_error = NULL
+             WHERE id = ANY($1)",
+        )
+        .bind(&published)
+        .execute(&mut *tx)
+        .await?;
+        if !failed_ids.is_empty() {
+            sqlx::query(
+                "UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.error
+                 FROM UNNEST($1::bigint[], $2::text[]) AS f(id, error) WHERE o.id = f.id",
+            )
+            .bind(&failed_ids)
+            .bind(&failed_errors)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         match failure {
-            Some(error) if published == 0 => Err(error),
-            _ => Ok(published),
+            Some(error) if published.is_empty() => Err(error),
+            _ => Ok(published.len()),
         }
     }
 
@@ -230,7 +285,7 @@ pub fn spawn_relay(pool: PgPool, args: &crate::QueueArgs, service: &str) -> Rela
         pool,
         publisher: Arc::new(Publisher::new(broker, Duration::from_secs(10))),
         topology: args.topology(),
-        batch: 100,
+        batch: 500,
         poll_interval: Duration::from_secs(5),
     };
     let stop = tokio_util::sync::CancellationToken::new();

@@ -16,9 +16,10 @@ use std::time::SystemTime;
 use chrono::{DateTime, Utc};
 use email2sms_proto::prost::Message;
 use email2sms_proto::queue::v1::{FailureKind, SmsJob, SmsState, SmsStatusChanged};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::batch::Batcher;
 use crate::connector::receipt::message_id_candidates;
 use crate::connector::{
     Connector, ConnectorError, DeliveryReceipt, ErrorKind, OutgoingSms, ReceiptStatus,
@@ -76,7 +77,8 @@ pub struct Dispatcher {
     pool: PgPool,
     connector: Arc<dyn Connector>,
     settings: DispatchSettings,
-    throttle: Arc<Throttle>,
+    admissions: BatchWriter<Admit>,
+    acceptances: BatchWriter<RecordAccepted>,
 }
 
 /// The job states as stored.
@@ -138,18 +140,13 @@ impl JobState {
     }
 }
 
-/// A state change to record.
-#[derive(Debug, Default)]
-struct Change<'a> {
-    detail: String,
-    failure: Option<(FailureKind, &'a str)>,
-}
-
 /// Errors of the job store (all database errors; the caller retries).
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("dispatch is stopping; the job's write did not run")]
+    Stopping,
 }
 
 /// A job that cannot be processed at all (poison): it goes to the dead-letter queue.
@@ -170,19 +167,755 @@ fn failure_kind_str(kind: FailureKind) -> Option<&'static str> {
     }
 }
 
+/// Jobs written per transaction at most. Big enough that a full prefetch window commits in a few
+/// transactions; small enough that one batch's row locks are held briefly.
+const MAX_BATCH: usize = 128;
+/// Batches being written at once, per kind of write: one fills while others commit.
+const BATCH_WORKERS: usize = 3;
+
+/// A job from the queue whose payload is usable, ready to be recorded.
+#[derive(Debug)]
+struct NewJob {
+    job_id: Uuid,
+    company_id: Uuid,
+    forwarding_user_id: Uuid,
+    encoding: &'static str,
+    segments: i32,
+    job: SmsJob,
+}
+
+impl NewJob {
+    /// Checks the payload; `Err` says why it can never be sent.
+    fn validate(job: SmsJob) -> Result<NewJob, String> {
+        let job_id = Uuid::parse_str(&job.job_id).map_err(|_| "job_id is not a UUID")?;
+        let company_id =
+            Uuid::parse_str(&job.company_id).map_err(|_| "company_id is not a UUID")?;
+        let forwarding_user_id = Uuid::parse_str(&job.forwarding_user_id)
+            .map_err(|_| "forwarding_user_id is not a UUID")?;
+        if job.text.is_empty() {
+            return Err("the text is empty".into());
+        }
+        let recipient_ok = job.recipient.strip_prefix('+').is_some_and(|digits| {
+            (6..=15).contains(&digits.len())
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && !digits.starts_with('0')
+        });
+        if !recipient_ok {
+            return Err(format!("recipient {:?} is not E.164", job.recipient));
+        }
+        if job.sender_id.chars().count() > 20 {
+            return Err("sender_id is longer than 20 characters".into());
+        }
+        // The text decides encoding and parts; ingest's figures are informational.
+        let sized = email2sms_sms::encode(&job.text);
+        if sized.segments > email2sms_sms::MAX_PARTS {
+            return Err(format!("the text needs {} parts", sized.segments));
+        }
+        Ok(NewJob {
+            job_id,
+            company_id,
+            forwarding_user_id,
+            encoding: sized.encoding.as_str(),
+            segments: i32::try_from(sized.segments).unwrap_or(i32::MAX),
+            job,
+        })
+    }
+}
+
+/// What admitting a job decided.
+#[derive(Debug)]
+enum Admission {
+    /// It is now in "submitting" (committed): hand it to the connector.
+    Send {
+        attempts: u32,
+        valid_until: Option<DateTime<Utc>>,
+    },
+    /// Nothing to send; settle the delivery with this.
+    Settled(Outcome),
+}
+
+/// A connector's acceptance of a job, to record.
+#[derive(Debug)]
+struct Accepted {
+    job_id: Uuid,
+    provider_message_ids: Vec<String>,
+}
+
+/// A kind of write that [`write_in_batches`] applies to many jobs in one transaction.
+trait BatchWrite: Send + Sync + 'static {
+    type Item: Send + Sync + 'static;
+    type Answer: Send + 'static;
+    /// Writes every item in one transaction and answers each, in order; all or nothing.
+    fn write<'a>(
+        &'a self,
+        items: &'a [Self::Item],
+    ) -> impl Future<Output = Result<Vec<Self::Answer>, JobError>> + Send + 'a;
+}
+
+/// Writes the batch in one transaction; when that fails, each item in its own, so one bad job (or
+/// a deadlock with a concurrent batch sharing a redelivered job) costs only itself.
+async fn write_each_or_alone<W: BatchWrite>(
+    writer: &W,
+    items: Vec<W::Item>,
+) -> Vec<Result<W::Answer, JobError>> {
+    match writer.write(&items).await {
+        Ok(answers) => answers.into_iter().map(Ok).collect(),
+        Err(error) if items.len() == 1 => vec![Err(error)],
+        Err(error) => {
+            tracing::debug!(%error, jobs = items.len(), "a batch write failed; writing its jobs one by one");
+            let mut answers = Vec::with_capacity(items.len());
+            for item in &items {
+                let answer = writer.write(std::slice::from_ref(item)).await;
+                answers.push(answer.map(|mut one| one.remove(0)));
+            }
+            answers
+        }
+    }
+}
+
+/// Where a kind of write is sent to be batched.
+type BatchWriter<W> =
+    Arc<Batcher<<W as BatchWrite>::Item, Result<<W as BatchWrite>::Answer, JobError>>>;
+
+fn write_in_batches<W: BatchWrite>(writer: W) -> BatchWriter<W> {
+    let writer = Arc::new(writer);
+    Arc::new(Batcher::spawn(MAX_BATCH, BATCH_WORKERS, move |items| {
+        let writer = writer.clone();
+        async move { write_each_or_alone(&*writer, items).await }
+    }))
+}
+
+/// Records jobs from the queue and claims the sendable ones: a new job is inserted, and a queued,
+/// valid one that its throttles let through is moved to "submitting" and committed before anything
+/// is sent.
+struct Admit {
+    pool: PgPool,
+    throttle: Arc<Throttle>,
+    connector: &'static str,
+}
+
+impl BatchWrite for Admit {
+    type Item = NewJob;
+    type Answer = Admission;
+
+    fn write<'a>(
+        &'a self,
+        jobs: &'a [NewJob],
+    ) -> impl Future<Output = Result<Vec<Admission>, JobError>> + Send + 'a {
+        self.admit(jobs)
+    }
+}
+
+impl Admit {
+    async fn admit(&self, jobs: &[NewJob]) -> Result<Vec<Admission>, JobError> {
+        // Sorted by job id, so two batches that share a (redelivered) job lock in the same order.
+        let mut order: Vec<usize> = (0..jobs.len()).collect();
+        order.sort_by_key(|&i| jobs[i].job_id);
+        let mut answers: Vec<Option<Admission>> = jobs.iter().map(|_| None).collect();
+        let mut unique: Vec<&NewJob> = Vec::with_capacity(jobs.len());
+        for &i in &order {
+            if unique
+                .last()
+                .is_some_and(|last| last.job_id == jobs[i].job_id)
+            {
+                // The same job delivered twice at once: the first copy handles it.
+                answers[i] = Some(Admission::Settled(Outcome::Done));
+            } else {
+                unique.push(&jobs[i]);
+            }
+        }
+
+        let mut tx = self.pool.begin().await?;
+        let created = insert_new_jobs(&mut tx, &unique).await?;
+        let creations: Vec<JobChange> = created
+            .iter()
+            .map(|job| {
+                JobChange::new(job.job_id, None, JobState::Queued).detail("received from the queue")
+            })
+            .collect();
+        announce(&mut tx, &creations.iter().zip(&created).collect::<Vec<_>>()).await?;
+        let ids: Vec<Uuid> = unique.iter().map(|job| job.job_id).collect();
+        let rows: Vec<(Uuid, String, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT job_id, state, attempts, valid_until FROM sms_jobs
+             WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let now = Utc::now();
+        let mut changes = Vec::new();
+        let mut sendable = Vec::new();
+        let mut decided = std::collections::HashMap::with_capacity(unique.len());
+        for ((job_id, state, attempts, valid_until), job) in rows.into_iter().zip(&unique) {
+            debug_assert_eq!(job_id, job.job_id);
+            let state = JobState::parse(&state).unwrap_or(JobState::NeedsReview);
+            let attempts = u32::try_from(attempts).unwrap_or(0);
+            let from = Some(state);
+            let settled = match state {
+                JobState::Queued if valid_until.is_some_and(|until| until <= now) => {
+                    changes.push(JobChange::new(job_id, from, JobState::Expired).failure(
+                        FailureKind::Permanent,
+                        Some("expired"),
+                        "its validity period ended before it could be sent",
+                    ));
+                    Outcome::Permanent("validity period ended".into())
+                }
+                JobState::Queued => {
+                    sendable.push((job, from, attempts, valid_until));
+                    continue;
+                }
+                JobState::Submitting => {
+                    changes.push(JobChange::new(job_id, from, JobState::NeedsReview).detail(
+                        "found in submitting when delivered again: it may already have reached \
+                         the SMSC, so it is not resent",
+                    ));
+                    Outcome::Done
+                }
+                // Already sent, final, or waiting for an operator: never send again.
+                JobState::Submitted
+                | JobState::Delivered
+                | JobState::Failed
+                | JobState::Expired
+                | JobState::NeedsReview => Outcome::Done,
+            };
+            decided.insert(job_id, Admission::Settled(settled));
+        }
+        // Asked only now, for jobs that will really be sent: a redelivered duplicate must not use
+        // up its user's tokens.
+        let decisions = futures::future::join_all(sendable.iter().map(|(job, ..)| {
+            self.throttle.acquire(
+                &job.job.forwarding_user_id,
+                &job.job.company_id,
+                self.connector,
+            )
+        }))
+        .await;
+        for ((job, from, attempts, valid_until), decision) in sendable.into_iter().zip(decisions) {
+            let admission = match decision {
+                Decision::Wait { scope, wait } => {
+                    let reason = format!(
+                        "over the {} send rate; next token in {} ms",
+                        scope.as_str(),
+                        wait.as_millis()
+                    );
+                    // Stays queued: a wait, not a failed attempt (attempts unchanged), and no
+                    // state change to announce.
+                    changes.push(
+                        JobChange::new(job.job_id, from, JobState::Queued)
+                            .failure(FailureKind::Throttled, None, &reason)
+                            .quiet(),
+                    );
+                    Admission::Settled(Outcome::RetryLater(Retry {
+                        throttled: true,
+                        attempts,
+                        reason,
+                    }))
+                }
+                Decision::Send => {
+                    let mut change =
+                        JobChange::new(job.job_id, from, JobState::Submitting).detail(format!(
+                            "handing to the {} connector (attempt {})",
+                            self.connector,
+                            attempts + 1
+                        ));
+                    change.connector = Some(self.connector.to_owned());
+                    changes.push(change);
+                    Admission::Send {
+                        attempts,
+                        valid_until,
+                    }
+                }
+            };
+            decided.insert(job.job_id, admission);
+        }
+        apply_changes(&mut tx, &changes).await?;
+        tx.commit().await?;
+        Ok(answers
+            .into_iter()
+            .zip(jobs)
+            .map(|(answer, job)| {
+                answer.unwrap_or_else(|| {
+                    decided
+                        .remove(&job.job_id)
+                        .unwrap_or(Admission::Settled(Outcome::Done))
+                })
+            })
+            .collect())
+    }
+}
+
+/// Inserts the jobs not recorded yet, in state queued, and returns them (their creation is their
+/// first state change, so they start at status sequence 1).
+async fn insert_new_jobs(
+    conn: &mut PgConnection,
+    jobs: &[&NewJob],
+) -> Result<Vec<ChangedJob>, JobError> {
+    let origin = |job: &&NewJob| job.job.origin.clone();
+    let column = |f: fn(&NewJob) -> Option<String>| jobs.iter().map(|j| f(j)).collect::<Vec<_>>();
+    let inserted: Vec<ChangedJob> = sqlx::query_as(
+        "INSERT INTO sms_jobs (job_id, company_id, forwarding_user_id, sender_id, sender_email,
+                               email_message_id, recipient, text, encoding, segments,
+                               valid_until, truncated, origin, job_created_at, status_sequence)
+         SELECT job_id, company_id, forwarding_user_id, NULLIF(sender_id, ''),
+                NULLIF(sender_email, ''), NULLIF(email_message_id, ''), recipient, text, encoding,
+                segments, valid_until, truncated, origin, job_created_at, 1
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::text[], $9::text[], $10::int4[], $11::timestamptz[],
+                     $12::bool[], $13::bytea[], $14::timestamptz[]) WITH ORDINALITY
+              AS n(job_id, company_id, forwarding_user_id, sender_id, sender_email,
+                   email_message_id, recipient, text, encoding, segments, valid_until, truncated,
+                   origin, job_created_at, position)
+         ORDER BY position
+         ON CONFLICT (job_id) DO NOTHING
+         RETURNING job_id, company_id, forwarding_user_id, recipient, attempts, connector,
+                   provider_message_id, status_sequence",
+    )
+    .bind(jobs.iter().map(|j| j.job_id).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.company_id).collect::<Vec<_>>())
+    .bind(
+        jobs.iter()
+            .map(|j| j.forwarding_user_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(|j| Some(j.job.sender_id.clone())))
+    .bind(column(|j| {
+        j.job.origin.as_ref().map(|o| o.from_address.clone())
+    }))
+    .bind(column(|j| {
+        j.job.origin.as_ref().map(|o| o.message_id.clone())
+    }))
+    .bind(column(|j| Some(j.job.recipient.clone())))
+    .bind(column(|j| Some(j.job.text.clone())))
+    .bind(jobs.iter().map(|j| j.encoding).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.segments).collect::<Vec<_>>())
+    .bind(
+        jobs.iter()
+            .map(|j| j.job.expire_time.as_ref().and_then(timestamp_to_chrono))
+            .collect::<Vec<_>>(),
+    )
+    .bind(jobs.iter().map(|j| j.job.truncated).collect::<Vec<_>>())
+    .bind(
+        jobs.iter()
+            .map(|j| origin(j).map(|o| o.encode_to_vec()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        jobs.iter()
+            .map(|j| j.job.create_time.as_ref().and_then(timestamp_to_chrono))
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(inserted)
+}
+
+/// Records the connector's acceptance of jobs: one part row per provider id, the job moved to
+/// submitted, and receipts that arrived before it applied.
+struct RecordAccepted {
+    pool: PgPool,
+    connector: &'static str,
+}
+
+impl BatchWrite for RecordAccepted {
+    type Item = Accepted;
+    type Answer = ();
+
+    fn write<'a>(
+        &'a self,
+        accepted: &'a [Accepted],
+    ) -> impl Future<Output = Result<Vec<()>, JobError>> + Send + 'a {
+        self.record(accepted)
+    }
+}
+
+impl RecordAccepted {
+    async fn record(&self, accepted: &[Accepted]) -> Result<Vec<()>, JobError> {
+        let connector = self.connector;
+        let mut sorted: Vec<&Accepted> = accepted.iter().collect();
+        sorted.sort_by_key(|a| a.job_id);
+        sorted.dedup_by_key(|a| a.job_id);
+        let ids: Vec<Uuid> = sorted.iter().map(|a| a.job_id).collect();
+        let mut tx = self.pool.begin().await?;
+        let states: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT job_id, state FROM sms_jobs WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let states: std::collections::HashMap<Uuid, JobState> = states
+            .into_iter()
+            .map(|(id, state)| (id, JobState::parse(&state).unwrap_or(JobState::Submitting)))
+            .collect();
+        // Another delivery may have moved a job to review meanwhile; we know it was sent, so it
+        // is recorded all the same. Anything else has moved on already.
+        let open: Vec<(&Accepted, JobState)> = sorted
+            .into_iter()
+            .filter_map(|a| {
+                let from = *states.get(&a.job_id)?;
+                matches!(from, JobState::Submitting | JobState::NeedsReview).then_some((a, from))
+            })
+            .collect();
+        let provider_ids: Vec<&str> = open
+            .iter()
+            .flat_map(|(a, _)| a.provider_message_ids.iter().map(String::as_str))
+            .collect();
+        lock_message_ids(&mut tx, connector, &provider_ids).await?;
+
+        let mut part_jobs = Vec::new();
+        let mut part_numbers = Vec::new();
+        let mut part_ids = Vec::new();
+        for (a, _) in &open {
+            for (index, id) in a.provider_message_ids.iter().enumerate() {
+                part_jobs.push(a.job_id);
+                part_numbers.push(i32::try_from(index + 1).unwrap_or(i32::MAX));
+                part_ids.push(id.as_str());
+            }
+        }
+        sqlx::query(
+            "INSERT INTO sms_job_parts (job_id, part_number, connector, provider_message_id)
+             SELECT job_id, part_number, $1, provider_message_id
+             FROM UNNEST($2::uuid[], $3::int4[], $4::text[])
+                  AS p(job_id, part_number, provider_message_id)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(connector)
+        .bind(&part_jobs)
+        .bind(&part_numbers)
+        .bind(&part_ids)
+        .execute(&mut *tx)
+        .await?;
+        let changes: Vec<JobChange> = open
+            .iter()
+            .map(|(a, from)| {
+                let mut change =
+                    JobChange::new(a.job_id, Some(*from), JobState::Submitted).detail(format!(
+                        "accepted by the {connector} connector, message id {}",
+                        a.provider_message_ids.join(", ")
+                    ));
+                change.provider_message_id = a.provider_message_ids.first().cloned();
+                change.count_attempt = true;
+                change.mark_submitted = true;
+                change.failure = FailureUpdate::Clear;
+                change
+            })
+            .collect();
+        apply_changes(&mut tx, &changes).await?;
+
+        // Receipts that beat the submit response: matched now, under the same locks.
+        let candidates: std::collections::HashMap<String, &str> = provider_ids
+            .iter()
+            .flat_map(|id| {
+                message_id_candidates(id)
+                    .into_iter()
+                    .map(move |candidate| (candidate, *id))
+            })
+            .collect();
+        let mut waiting: Vec<(i64, String, String, Option<String>, String)> = sqlx::query_as(
+            "DELETE FROM unmatched_delivery_receipts
+             WHERE connector = $1 AND provider_message_id = ANY($2)
+             RETURNING id, provider_message_id, status, error_code, raw",
+        )
+        .bind(connector)
+        .bind(candidates.keys().collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        waiting.sort_by_key(|row| row.0);
+        for (_, received_as, status, error_code, raw) in waiting {
+            let (Some(status), Some(id)) = (
+                ReceiptStatus::from_db(&status),
+                candidates.get(&received_as),
+            ) else {
+                continue;
+            };
+            apply_receipt(&mut tx, connector, id, status, error_code.as_deref(), &raw).await?;
+        }
+        tx.commit().await?;
+        Ok(accepted.iter().map(|_| ()).collect())
+    }
+}
+
+/// How a change treats the failure columns (`failure_kind`, `error_code`, `last_error`).
+#[derive(Debug, Default)]
+enum FailureUpdate {
+    #[default]
+    Keep,
+    Clear,
+    Set {
+        kind: FailureKind,
+        code: Option<String>,
+        message: String,
+    },
+}
+
+/// One job's state change, applied by [`apply_changes`].
+#[derive(Debug)]
+struct JobChange {
+    job_id: Uuid,
+    /// `None` for the change that creates the job.
+    from: Option<JobState>,
+    to: JobState,
+    /// What happened, for the event row (and the status event's error message on failures).
+    detail: String,
+    /// False for a change of the other fields only: no event, no status sequence step.
+    announce: bool,
+    connector: Option<String>,
+    provider_message_id: Option<String>,
+    count_attempt: bool,
+    /// Sets `submitted_at` unless it is set already.
+    mark_submitted: bool,
+    failure: FailureUpdate,
+}
+
+impl JobChange {
+    fn new(job_id: Uuid, from: Option<JobState>, to: JobState) -> JobChange {
+        JobChange {
+            job_id,
+            from,
+            to,
+            detail: String::new(),
+            announce: true,
+            connector: None,
+            provider_message_id: None,
+            count_attempt: false,
+            mark_submitted: false,
+            failure: FailureUpdate::Keep,
+        }
+    }
+
+    fn detail(mut self, detail: impl Into<String>) -> JobChange {
+        self.detail = detail.into();
+        self
+    }
+
+    /// Records a failure; its message is also the detail.
+    fn failure(mut self, kind: FailureKind, code: Option<&str>, message: &str) -> JobChange {
+        self.detail = message.to_owned();
+        self.failure = FailureUpdate::Set {
+            kind,
+            code: code.map(str::to_owned),
+            message: message.to_owned(),
+        };
+        self
+    }
+
+    fn quiet(mut self) -> JobChange {
+        self.announce = false;
+        self
+    }
+}
+
+/// A job row as a change left it: what its status event reports.
+#[derive(Debug, sqlx::FromRow)]
+struct ChangedJob {
+    job_id: Uuid,
+    company_id: Uuid,
+    forwarding_user_id: Uuid,
+    recipient: String,
+    attempts: i32,
+    connector: Option<String>,
+    provider_message_id: Option<String>,
+    status_sequence: i64,
+}
+
+/// Applies state changes (at most one per job) in three statements however many there are: the
+/// job rows, their `sms_job_events` rows and their `sms.status.changed` outbox rows.
+async fn apply_changes(conn: &mut PgConnection, changes: &[JobChange]) -> Result<(), JobError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let (kinds, codes, messages): (Vec<_>, Vec<_>, Vec<_>) = changes
+        .iter()
+        .map(|c| match &c.failure {
+            FailureUpdate::Keep | FailureUpdate::Clear => (None, None, None),
+            FailureUpdate::Set {
+                kind,
+                code,
+                message,
+            } => (
+                failure_kind_str(*kind),
+                code.as_deref(),
+                Some(message.as_str()),
+            ),
+        })
+        .collect();
+    let rows: Vec<ChangedJob> = sqlx::query_as(
+        "UPDATE sms_jobs AS j SET
+                 state = c.to_state,
+                 connector = coalesce(c.connector, j.connector),
+                 provider_message_id = coalesce(c.provider_message_id, j.provider_message_id),
+                 attempts = j.attempts + CASE WHEN c.count_attempt THEN 1 ELSE 0 END,
+                 submitted_at = CASE WHEN c.mark_submitted THEN coalesce(j.submitted_at, now())
+                                     ELSE j.submitted_at END,
+                 failure_kind = CASE WHEN c.set_failure THEN c.failure_kind ELSE j.failure_kind END,
+                 error_code = CASE WHEN c.set_failure THEN c.error_code ELSE j.error_code END,
+                 last_error = CASE WHEN c.set_failure THEN c.last_error ELSE j.last_error END,
+                 updated_at = now(),
+                 final_at = CASE WHEN c.is_final THEN coalesce(j.final_at, now())
+                                 ELSE j.final_at END,
+                 status_sequence = j.status_sequence + CASE WHEN c.announce THEN 1 ELSE 0 END
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bool[],
+                         $7::bool[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::bool[])
+                  AS c(job_id, to_state, connector, provider_message_id, count_attempt,
+                       mark_submitted, set_failure, failure_kind, error_code, last_error, announce,
+                       is_final)
+             WHERE j.job_id = c.job_id
+             RETURNING j.job_id, j.company_id, j.forwarding_user_id, j.recipient, j.attempts,
+                       j.connector, j.provider_message_id, j.status_sequence",
+    )
+    .bind(changes.iter().map(|c| c.job_id).collect::<Vec<_>>())
+    .bind(changes.iter().map(|c| c.to.as_str()).collect::<Vec<_>>())
+    .bind(
+        changes
+            .iter()
+            .map(|c| c.connector.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        changes
+            .iter()
+            .map(|c| c.provider_message_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(changes.iter().map(|c| c.count_attempt).collect::<Vec<_>>())
+    .bind(changes.iter().map(|c| c.mark_submitted).collect::<Vec<_>>())
+    .bind(
+        changes
+            .iter()
+            .map(|c| !matches!(c.failure, FailureUpdate::Keep))
+            .collect::<Vec<_>>(),
+    )
+    .bind(&kinds)
+    .bind(&codes)
+    .bind(&messages)
+    .bind(changes.iter().map(|c| c.announce).collect::<Vec<_>>())
+    .bind(changes.iter().map(|c| c.to.is_final()).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    let rows: std::collections::HashMap<Uuid, ChangedJob> =
+        rows.into_iter().map(|row| (row.job_id, row)).collect();
+
+    let announced: Vec<(&JobChange, &ChangedJob)> = changes
+        .iter()
+        .filter(|c| c.announce)
+        .filter_map(|c| Some((c, rows.get(&c.job_id)?)))
+        .collect();
+    announce(conn, &announced).await
+}
+
+/// Writes the `sms_job_events` rows and the `sms.status.changed` outbox rows of changes already
+/// applied to their jobs (which are as the change left them).
+async fn announce(
+    conn: &mut PgConnection,
+    announced: &[(&JobChange, &ChangedJob)],
+) -> Result<(), JobError> {
+    if announced.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO sms_job_events (job_id, from_state, to_state, attempt, detail)
+         SELECT job_id, from_state, to_state, attempt, detail
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[]) WITH ORDINALITY
+              AS e(job_id, from_state, to_state, attempt, detail, position)
+         ORDER BY position",
+    )
+    .bind(announced.iter().map(|(c, _)| c.job_id).collect::<Vec<_>>())
+    .bind(
+        announced
+            .iter()
+            .map(|(c, _)| c.from.map(JobState::as_str))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        announced
+            .iter()
+            .map(|(c, _)| c.to.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        announced
+            .iter()
+            .map(|(_, job)| job.attempts)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        announced
+            .iter()
+            .map(|(c, _)| c.detail.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *conn)
+    .await?;
+
+    let now = SystemTime::now();
+    let events: Vec<email2sms_queue::outbox::OutboxEvent<'_>> = announced
+        .iter()
+        .map(|(change, job)| {
+            let (failure_kind, error_code, error_message) = match &change.failure {
+                FailureUpdate::Set {
+                    kind,
+                    code,
+                    message,
+                } => (*kind, code.clone().unwrap_or_default(), message.clone()),
+                FailureUpdate::Keep | FailureUpdate::Clear => {
+                    (FailureKind::Unspecified, String::new(), String::new())
+                }
+            };
+            let event_id = Uuid::now_v7();
+            let event = SmsStatusChanged {
+                event_id: event_id.to_string(),
+                occur_time: Some(now.into()),
+                job_id: change.job_id.to_string(),
+                company_id: job.company_id.to_string(),
+                forwarding_user_id: job.forwarding_user_id.to_string(),
+                recipient: job.recipient.clone(),
+                previous_state: change.from.map_or(SmsState::Unspecified, JobState::proto) as i32,
+                state: change.to.proto() as i32,
+                attempt_count: u32::try_from(job.attempts).unwrap_or(0),
+                provider_message_id: job.provider_message_id.clone().unwrap_or_default(),
+                connector: job.connector.clone().unwrap_or_default(),
+                failure_kind: failure_kind as i32,
+                error_code,
+                error_message,
+                sequence: u64::try_from(job.status_sequence).unwrap_or(0),
+            };
+            email2sms_queue::outbox::OutboxEvent {
+                message_id: event_id,
+                routing_key: STATUS_CHANGED,
+                payload: event.encode_to_vec(),
+            }
+        })
+        .collect();
+    email2sms_queue::outbox::enqueue_many(conn, &events).await?;
+    Ok(())
+}
+
 impl Dispatcher {
+    /// Must be called inside a Tokio runtime: it starts the batch writers.
     pub fn new(pool: PgPool, connector: Arc<dyn Connector>, settings: DispatchSettings) -> Self {
+        let throttle = Arc::new(Throttle::unlimited());
         Dispatcher {
+            admissions: write_in_batches(Admit {
+                pool: pool.clone(),
+                throttle: throttle.clone(),
+                connector: connector.name(),
+            }),
+            acceptances: write_in_batches(RecordAccepted {
+                pool: pool.clone(),
+                connector: connector.name(),
+            }),
             pool,
             connector,
             settings,
-            throttle: Arc::new(Throttle::unlimited()),
         }
     }
 
     /// Applies the shared per-user, per-company and per-connector send rates.
     pub fn with_throttle(mut self, throttle: Arc<Throttle>) -> Self {
-        self.throttle = throttle;
+        self.admissions = write_in_batches(Admit {
+            pool: self.pool.clone(),
+            throttle,
+            connector: self.connector.name(),
+        });
         self
     }
 
@@ -212,136 +945,44 @@ impl Dispatcher {
     }
 
     async fn try_process(&self, job: SmsJob) -> Result<Outcome, JobError> {
-        let Ok(job_id) = Uuid::parse_str(&job.job_id) else {
-            return Ok(invalid("job_id is not a UUID"));
+        let job = match NewJob::validate(job) {
+            Ok(job) => job,
+            Err(reason) => return Ok(invalid(reason)),
         };
-        if let Err(reason) = self.record_queued(job_id, &job).await? {
-            return Ok(invalid(reason));
-        }
-
-        // Claim the job: only a queued job is sent, and "submitting" is committed before sending.
-        let mut tx = self.pool.begin().await?;
-        let row: (String, i32, Option<DateTime<Utc>>) = sqlx::query_as(
-            "SELECT state, attempts, valid_until FROM sms_jobs WHERE job_id = $1 FOR UPDATE",
-        )
-        .bind(job_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let state = JobState::parse(&row.0).unwrap_or(JobState::NeedsReview);
-        let attempts = u32::try_from(row.1).unwrap_or(0);
-        match state {
-            JobState::Queued => {}
-            JobState::Submitting => {
-                transition(
-                    &mut tx,
-                    job_id,
-                    JobState::Submitting,
-                    JobState::NeedsReview,
-                    Change {
-                        detail: "found in submitting when delivered again: it may already have \
-                                 reached the SMSC, so it is not resent"
-                            .into(),
-                        failure: None,
-                    },
-                )
-                .await?;
-                tx.commit().await?;
-                return Ok(Outcome::Done);
-            }
-            // Already sent, final, or waiting for an operator: never send again.
-            JobState::Submitted
-            | JobState::Delivered
-            | JobState::Failed
-            | JobState::Expired
-            | JobState::NeedsReview => {
-                tx.commit().await?;
-                return Ok(Outcome::Done);
-            }
-        }
-        if row.2.is_some_and(|until| until <= Utc::now()) {
-            transition(
-                &mut tx,
-                job_id,
-                JobState::Queued,
-                JobState::Expired,
-                Change {
-                    detail: "its validity period ended before it could be sent".into(),
-                    failure: Some((FailureKind::Permanent, "expired")),
-                },
-            )
-            .await?;
-            tx.commit().await?;
-            return Ok(Outcome::Permanent("validity period ended".into()));
-        }
-        // Checked only now, for a job that will really be sent: a redelivered duplicate must not
-        // use up its user's tokens.
-        if let Decision::Wait { scope, wait } = self
-            .throttle
-            .acquire(
-                &job.forwarding_user_id,
-                &job.company_id,
-                self.connector.name(),
-            )
-            .await
-        {
-            let reason = format!(
-                "over the {} send rate; next token in {} ms",
-                scope.as_str(),
-                wait.as_millis()
-            );
-            // Stays queued: a wait, not a failed attempt (attempts unchanged).
-            sqlx::query(
-                "UPDATE sms_jobs SET failure_kind = 'throttled', last_error = $2,
-                                     updated_at = now()
-                 WHERE job_id = $1",
-            )
-            .bind(job_id)
-            .bind(&reason)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(Outcome::RetryLater(Retry {
-                throttled: true,
-                attempts,
-                reason,
-            }));
-        }
-        sqlx::query("UPDATE sms_jobs SET connector = $2 WHERE job_id = $1")
-            .bind(job_id)
-            .bind(self.connector.name())
-            .execute(&mut *tx)
-            .await?;
-        transition(
-            &mut tx,
-            job_id,
-            JobState::Queued,
-            JobState::Submitting,
-            Change {
-                detail: format!(
-                    "handing to the {} connector (attempt {})",
-                    self.connector.name(),
-                    attempts + 1
-                ),
-                failure: None,
-            },
-        )
-        .await?;
-        tx.commit().await?;
-
+        let job_id = job.job_id;
         let sms = OutgoingSms {
             job_id,
-            recipient: job.recipient.clone(),
-            sender_id: Some(job.sender_id.clone()).filter(|s| !s.is_empty()),
-            text: job.text.clone(),
-            valid_until: row.2,
+            recipient: job.job.recipient.clone(),
+            sender_id: Some(job.job.sender_id.clone()).filter(|s| !s.is_empty()),
+            text: job.job.text.clone(),
+            valid_until: None,
         };
-        let result = self.connector.submit(&sms).await;
-        match result {
+        // Recorded, and claimed ("submitting" committed) before anything is sent.
+        let (attempts, valid_until) = match self.admissions.call(job).await {
+            None => return Err(JobError::Stopping),
+            Some(admission) => match admission? {
+                Admission::Settled(outcome) => return Ok(outcome),
+                Admission::Send {
+                    attempts,
+                    valid_until,
+                } => (attempts, valid_until),
+            },
+        };
+        let sms = OutgoingSms { valid_until, ..sms };
+        match self.connector.submit(&sms).await {
             // If recording fails even after the retries, the job stays in "submitting"; its
             // redelivery then parks it for review instead of sending it again.
             Ok(submitted) => {
-                self.record_with_retries(|| {
-                    self.record_submitted(job_id, &submitted.provider_message_ids)
+                let ids = submitted.provider_message_ids;
+                self.record_with_retries(|| async {
+                    let accepted = Accepted {
+                        job_id,
+                        provider_message_ids: ids.clone(),
+                    };
+                    self.acceptances
+                        .call(accepted)
+                        .await
+                        .unwrap_or(Err(JobError::Stopping))
                 })
                 .await?;
                 Ok(Outcome::Done)
@@ -376,162 +1017,7 @@ impl Dispatcher {
         }
     }
 
-    /// Inserts the job as queued unless it exists. Err(reason) when the payload is unusable.
-    async fn record_queued(
-        &self,
-        job_id: Uuid,
-        job: &SmsJob,
-    ) -> Result<Result<(), String>, JobError> {
-        let company_id = match Uuid::parse_str(&job.company_id) {
-            Ok(id) => id,
-            Err(_) => return Ok(Err("company_id is not a UUID".into())),
-        };
-        let forwarding_user_id = match Uuid::parse_str(&job.forwarding_user_id) {
-            Ok(id) => id,
-            Err(_) => return Ok(Err("forwarding_user_id is not a UUID".into())),
-        };
-        if job.text.is_empty() {
-            return Ok(Err("the text is empty".into()));
-        }
-        let recipient_ok = job.recipient.strip_prefix('+').is_some_and(|digits| {
-            (6..=15).contains(&digits.len())
-                && digits.bytes().all(|b| b.is_ascii_digit())
-                && !digits.starts_with('0')
-        });
-        if !recipient_ok {
-            return Ok(Err(format!("recipient {:?} is not E.164", job.recipient)));
-        }
-        if job.sender_id.chars().count() > 20 {
-            return Ok(Err("sender_id is longer than 20 characters".into()));
-        }
-        // The text decides encoding and parts; ingest's figures are informational.
-        let sized = email2sms_sms::encode(&job.text);
-        if sized.segments > email2sms_sms::MAX_PARTS {
-            return Ok(Err(format!("the text needs {} parts", sized.segments)));
-        }
-        let origin = job.origin.as_ref();
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO sms_jobs (job_id, company_id, forwarding_user_id, sender_id, sender_email,
-                                   email_message_id, recipient, text, encoding, segments,
-                                   valid_until, truncated, origin, job_created_at)
-             VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''), NULLIF($6, ''), $7, $8, $9, $10,
-                     $11, $12, $13, $14)
-             ON CONFLICT (job_id) DO NOTHING",
-        )
-        .bind(job_id)
-        .bind(company_id)
-        .bind(forwarding_user_id)
-        .bind(&job.sender_id)
-        .bind(origin.map(|o| o.from_address.as_str()).unwrap_or(""))
-        .bind(origin.map(|o| o.message_id.as_str()).unwrap_or(""))
-        .bind(&job.recipient)
-        .bind(&job.text)
-        .bind(sized.encoding.as_str())
-        .bind(i32::try_from(sized.segments).unwrap_or(i32::MAX))
-        .bind(job.expire_time.as_ref().and_then(timestamp_to_chrono))
-        .bind(job.truncated)
-        .bind(origin.map(|o| o.encode_to_vec()))
-        .bind(job.create_time.as_ref().and_then(timestamp_to_chrono))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            record_change(
-                &mut tx,
-                job_id,
-                None,
-                JobState::Queued,
-                Change {
-                    detail: "received from the queue".into(),
-                    failure: None,
-                },
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Ok(()))
-    }
-
-    /// Records the accepted submit with one part row per provider id, and applies receipts that
-    /// arrived before it.
-    async fn record_submitted(&self, job_id: Uuid, ids: &[String]) -> Result<(), JobError> {
-        let connector = self.connector.name();
-        let mut tx = self.pool.begin().await?;
-        let state: String =
-            sqlx::query_scalar("SELECT state FROM sms_jobs WHERE job_id = $1 FOR UPDATE")
-                .bind(job_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        let from = JobState::parse(&state).unwrap_or(JobState::Submitting);
-        // Another delivery may have moved it to review meanwhile; we know it was sent, so record it.
-        if !matches!(from, JobState::Submitting | JobState::NeedsReview) {
-            tx.commit().await?;
-            return Ok(());
-        }
-        lock_message_ids(&mut tx, connector, ids).await?;
-        for (index, id) in ids.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO sms_job_parts (job_id, part_number, connector, provider_message_id)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(job_id)
-            .bind(i32::try_from(index + 1).unwrap_or(i32::MAX))
-            .bind(connector)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "UPDATE sms_jobs SET provider_message_id = $2, submitted_at = now(),
-                                 attempts = attempts + 1, last_error = NULL, error_code = NULL,
-                                 failure_kind = NULL
-             WHERE job_id = $1",
-        )
-        .bind(job_id)
-        .bind(ids.first())
-        .execute(&mut *tx)
-        .await?;
-        transition(
-            &mut tx,
-            job_id,
-            from,
-            JobState::Submitted,
-            Change {
-                detail: format!(
-                    "accepted by the {connector} connector, message id {}",
-                    ids.join(", ")
-                ),
-                failure: None,
-            },
-        )
-        .await?;
-        // Receipts that beat the submit response: matched now, under the same locks.
-        for id in ids {
-            let candidates = message_id_candidates(id);
-            let waiting: Vec<(i64, String, Option<String>, String)> = sqlx::query_as(
-                "DELETE FROM unmatched_delivery_receipts
-                 WHERE connector = $1 AND provider_message_id = ANY($2)
-                 RETURNING id, status, error_code, raw",
-            )
-            .bind(connector)
-            .bind(&candidates)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut waiting = waiting;
-            waiting.sort_by_key(|row| row.0);
-            for (_, status, error_code, raw) in waiting {
-                if let Some(status) = ReceiptStatus::from_db(&status) {
-                    apply_receipt(&mut tx, connector, id, status, error_code.as_deref(), &raw)
-                        .await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
+    /// Records a refused or failed submit (rare enough to take a transaction of its own).
     async fn record_failure(
         &self,
         job_id: Uuid,
@@ -550,7 +1036,7 @@ impl Dispatcher {
             tx.commit().await?;
             return Ok(Outcome::Done);
         }
-        let code = error.code.as_str();
+        let code = Some(error.code.as_str()).filter(|code| !code.is_empty());
         let (kind, to, counts) = if error.maybe_submitted {
             (FailureKind::Transient, JobState::NeedsReview, true)
         } else {
@@ -564,18 +1050,6 @@ impl Dispatcher {
             }
         };
         let attempts = attempts_before + u32::from(counts);
-        sqlx::query(
-            "UPDATE sms_jobs SET attempts = $2, error_code = NULLIF($3, ''), last_error = $4,
-                                 failure_kind = $5
-             WHERE job_id = $1",
-        )
-        .bind(job_id)
-        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-        .bind(code)
-        .bind(&error.message)
-        .bind(failure_kind_str(kind))
-        .execute(&mut *tx)
-        .await?;
         let detail = if to == JobState::Failed && error.kind == ErrorKind::Transient {
             format!("gave up after {attempts} attempts: {error}")
         } else if to == JobState::NeedsReview {
@@ -583,17 +1057,9 @@ impl Dispatcher {
         } else {
             error.to_string()
         };
-        transition(
-            &mut tx,
-            job_id,
-            from,
-            to,
-            Change {
-                detail: detail.clone(),
-                failure: Some((kind, code)),
-            },
-        )
-        .await?;
+        let mut change = JobChange::new(job_id, Some(from), to).failure(kind, code, &detail);
+        change.count_attempt = counts;
+        apply_changes(&mut tx, &[change]).await?;
         tx.commit().await?;
         Ok(match to {
             JobState::Queued => Outcome::RetryLater(Retry {
@@ -613,7 +1079,7 @@ impl Dispatcher {
 async fn lock_message_ids(
     conn: &mut PgConnection,
     connector: &str,
-    ids: &[String],
+    ids: &[&str],
 ) -> Result<(), JobError> {
     let mut candidates: Vec<String> = ids
         .iter()
@@ -621,13 +1087,15 @@ async fn lock_message_ids(
         .collect();
     candidates.sort();
     candidates.dedup();
-    for candidate in candidates {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1 || ' ' || $2))")
-            .bind(connector)
-            .bind(&candidate)
-            .execute(&mut *conn)
-            .await?;
-    }
+    // A function scan returns the array's elements in order, so the locks follow the sort.
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock(hashtext($1 || ' ' || candidate)))
+         FROM UNNEST($2::text[]) AS candidate",
+    )
+    .bind(connector)
+    .bind(&candidates)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -638,7 +1106,7 @@ pub async fn record_receipt(pool: &PgPool, receipt: &DeliveryReceipt) -> Result<
     lock_message_ids(
         &mut tx,
         &receipt.connector,
-        std::slice::from_ref(&receipt.provider_message_id),
+        &[receipt.provider_message_id.as_str()],
     )
     .await?;
     let candidates = message_id_candidates(&receipt.provider_message_id);
@@ -685,7 +1153,7 @@ pub async fn record_receipt(pool: &PgPool, receipt: &DeliveryReceipt) -> Result<
 /// state once every part has a final receipt: delivered when all were delivered, expired when the
 /// failures are all expiries, failed otherwise.
 async fn apply_receipt(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     connector: &str,
     provider_message_id: &str,
     status: ReceiptStatus,
@@ -703,7 +1171,7 @@ async fn apply_receipt(
     .bind(provider_message_id)
     .bind(status.as_str())
     .bind(error_code)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *conn)
     .await?;
     let Some(job_id) = job_id else {
         // A duplicate receipt for a part already final: nothing changes.
@@ -712,7 +1180,7 @@ async fn apply_receipt(
     let state: String =
         sqlx::query_scalar("SELECT state FROM sms_jobs WHERE job_id = $1 FOR UPDATE")
             .bind(job_id)
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *conn)
             .await?;
     let from = JobState::parse(&state).unwrap_or(JobState::Submitted);
     if !matches!(from, JobState::Submitted | JobState::NeedsReview) {
@@ -721,7 +1189,7 @@ async fn apply_receipt(
     let statuses: Vec<Option<String>> =
         sqlx::query_scalar("SELECT receipt_status FROM sms_job_parts WHERE job_id = $1")
             .bind(job_id)
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *conn)
             .await?;
     let finals: Vec<ReceiptStatus> = statuses
         .iter()
@@ -741,117 +1209,15 @@ async fn apply_receipt(
     } else {
         JobState::Failed
     };
-    if from == JobState::NeedsReview {
-        // The receipt proves it was submitted.
-        sqlx::query(
-            "UPDATE sms_jobs SET submitted_at = coalesce(submitted_at, now()) WHERE job_id = $1",
-        )
-        .bind(job_id)
-        .execute(&mut **tx)
-        .await?;
-    }
-    let failure =
-        (to != JobState::Delivered).then_some((FailureKind::Permanent, error_code.unwrap_or("")));
-    if to != JobState::Delivered {
-        sqlx::query(
-            "UPDATE sms_jobs SET failure_kind = 'permanent', error_code = $2, last_error = $3
-             WHERE job_id = $1",
-        )
-        .bind(job_id)
-        .bind(error_code)
-        .bind(format!("delivery receipt: {}", status.as_str()))
-        .execute(&mut **tx)
-        .await?;
-    }
-    transition(
-        tx,
-        job_id,
-        from,
-        to,
-        Change {
-            detail: format!("delivery receipt: {raw}"),
-            failure,
-        },
-    )
-    .await
-}
-
-/// Moves a job from `from` to `to` and records the change.
-async fn transition(
-    conn: &mut PgConnection,
-    job_id: Uuid,
-    from: JobState,
-    to: JobState,
-    change: Change<'_>,
-) -> Result<(), JobError> {
-    sqlx::query(
-        "UPDATE sms_jobs SET state = $2, updated_at = now(),
-                             final_at = CASE WHEN $3 THEN now() ELSE final_at END
-         WHERE job_id = $1",
-    )
-    .bind(job_id)
-    .bind(to.as_str())
-    .bind(to.is_final())
-    .execute(&mut *conn)
-    .await?;
-    record_change(conn, job_id, Some(from), to, change).await
-}
-
-/// Writes the event row and the `sms.status.changed` outbox row of a state change.
-async fn record_change(
-    conn: &mut PgConnection,
-    job_id: Uuid,
-    from: Option<JobState>,
-    to: JobState,
-    change: Change<'_>,
-) -> Result<(), JobError> {
-    let row: (Uuid, Uuid, String, i32, Option<String>, Option<String>, i64) = sqlx::query_as(
-        "UPDATE sms_jobs SET status_sequence = status_sequence + 1 WHERE job_id = $1
-         RETURNING company_id, forwarding_user_id, recipient, attempts, connector,
-                   provider_message_id, status_sequence",
-    )
-    .bind(job_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    let (company_id, forwarding_user_id, recipient, attempts, connector, provider_id, sequence) =
-        row;
-    sqlx::query(
-        "INSERT INTO sms_job_events (job_id, from_state, to_state, attempt, detail)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(job_id)
-    .bind(from.map(JobState::as_str))
-    .bind(to.as_str())
-    .bind(attempts)
-    .bind(&change.detail)
-    .execute(&mut *conn)
-    .await?;
-    let (failure_kind, error_code) = change.failure.unwrap_or((FailureKind::Unspecified, ""));
-    let event_id = Uuid::now_v7();
-    let event = SmsStatusChanged {
-        event_id: event_id.to_string(),
-        occur_time: Some(SystemTime::now().into()),
-        job_id: job_id.to_string(),
-        company_id: company_id.to_string(),
-        forwarding_user_id: forwarding_user_id.to_string(),
-        recipient,
-        previous_state: from.map_or(SmsState::Unspecified, JobState::proto) as i32,
-        state: to.proto() as i32,
-        attempt_count: u32::try_from(attempts).unwrap_or(0),
-        provider_message_id: provider_id.unwrap_or_default(),
-        connector: connector.unwrap_or_default(),
-        failure_kind: failure_kind as i32,
-        error_code: error_code.to_owned(),
-        error_message: if change.failure.is_some() {
-            change.detail.clone()
-        } else {
-            String::new()
-        },
-        sequence: u64::try_from(sequence).unwrap_or(0),
+    let detail = format!("delivery receipt: {raw}");
+    let mut change = if to == JobState::Delivered {
+        JobChange::new(job_id, Some(from), to).detail(detail)
+    } else {
+        JobChange::new(job_id, Some(from), to).failure(FailureKind::Permanent, error_code, &detail)
     };
-    email2sms_queue::outbox::enqueue(conn, event_id, STATUS_CHANGED, &event.encode_to_vec())
-        .await?;
-    Ok(())
+    // A receipt for a job under review proves it was submitted.
+    change.mark_submitted = true;
+    apply_changes(conn, &[change]).await
 }
 
 /// Deletes receipts that never matched a part and are older than `older_than` (a receipt for a

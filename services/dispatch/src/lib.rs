@@ -25,6 +25,7 @@ pub use api::DispatchApi;
 pub use jobs::{Dispatcher, Outcome, Retry};
 
 pub mod api;
+mod batch;
 pub mod connector;
 pub mod consumer;
 pub mod error;

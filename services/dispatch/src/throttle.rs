@@ -173,8 +173,9 @@ pub struct Throttle {
     script: redis::Script,
     /// The connection once made; it reconnects by itself after that.
     manager: Mutex<Option<ConnectionManager>>,
-    /// Held by the one job that tries to connect (others fail open instead of waiting); holds
-    /// the time of the last attempt.
+    /// Held by the one job that tries to connect, while the others wait for its (bounded) attempt:
+    /// failing them open instead would let the burst that arrives at start-up, or after a
+    /// reconnect, through unthrottled. Holds the time of the last attempt.
     connecting: tokio::sync::Mutex<Option<Instant>>,
     last_warning: Mutex<Option<Instant>>,
 }
@@ -283,13 +284,13 @@ impl Throttle {
     }
 
     /// The connection, connecting at most once per [`RECONNECT_EVERY`]; `None` while Redis is
-    /// unreachable or another job is busy connecting (that job waits, the others fail open).
+    /// unreachable. Jobs arriving during an attempt wait for it (at most `2 × REDIS_TIMEOUT`).
     async fn connection(&self) -> Option<ConnectionManager> {
         let client = self.client.as_ref()?;
         if let Some(manager) = self.manager.lock().expect("redis connection").clone() {
             return Some(manager);
         }
-        let mut last_attempt = self.connecting.try_lock().ok()?;
+        let mut last_attempt = self.connecting.lock().await;
         if let Some(manager) = self.manager.lock().expect("redis connection").clone() {
             return Some(manager);
         }

@@ -20,9 +20,6 @@ async fn starts_serves_health_and_reflection_and_stops_on_sigterm() {
         &[
             ("DATABASE_URL", &db.url),
             ("EMAIL2SMS_MIGRATE", "1"),
-            // Known issue (see the policy binary test): the consumer of a spawned binary does not
-            // stop after SIGTERM; the grace bound ends it.
-            ("EMAIL2SMS_SHUTDOWN_GRACE", "3s"),
             ("EMAIL2SMS_INSECURE_NO_AUTH", "1"),
             ("EMAIL2SMS_SMS_CONNECTOR", &connector),
         ],

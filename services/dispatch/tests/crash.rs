@@ -164,7 +164,6 @@ fn close_connections_named(needles: &[&str]) -> usize {
 }
 
 #[tokio::test]
-#[ignore = "hangs since the broker stalled on a full disk this session: a spawned dispatch binary never starts consuming; to be fixed with the SIGTERM hang of the binaries"]
 async fn the_consumer_recovers_from_a_killed_broker_connection_and_sends_every_job_once() {
     let (db, pool) = database().await;
     let smsc = Smsc::start().await;
@@ -219,7 +218,6 @@ async fn the_consumer_recovers_from_a_killed_broker_connection_and_sends_every_j
 }
 
 #[tokio::test]
-#[ignore = "hangs since the broker stalled on a full disk this session: a spawned dispatch binary never starts consuming; to be fixed with the SIGTERM hang of the binaries"]
 async fn a_dispatcher_killed_mid_window_loses_nothing_and_resends_nothing_the_smsc_took() {
     let (db, pool) = database().await;
     let smsc = Smsc::start().await;

@@ -173,6 +173,11 @@ impl SmppConnector {
         self.inner.session.borrow().is_some()
     }
 
+    /// Submits handed to the bind and not answered yet (at most the window).
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
     async fn submit_part(&self, pdu: &SubmitSm) -> Result<String, ConnectorError> {
         let inner = &self.inner;
         let deadline = Instant::now() + inner.settings.session_wait;
