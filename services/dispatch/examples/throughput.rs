@@ -23,6 +23,7 @@ use clap::Parser;
 use email2sms_dispatch::Config;
 use email2sms_proto::prost::Message;
 use email2sms_proto::queue::v1::SMS_JOB_TYPE;
+use email2sms_proto::queue::v1::SMS_STATUS_CHANGED_ROUTING_KEY;
 use email2sms_queue::topology::SMS_JOB_ROUTING_KEY;
 use email2sms_queue::{Broker, Outgoing, Publisher};
 use email2sms_runtime::auth::Auth;
@@ -49,6 +50,10 @@ struct Args {
     /// Postgres connections of dispatch.
     #[arg(long, default_value_t = 16)]
     db_connections: u32,
+    /// Have the SMSC send a delivery receipt for every submit, and wait until every job is
+    /// recorded delivered.
+    #[arg(long)]
+    receipts: bool,
 }
 
 fn peak_rss_kib() -> u64 {
@@ -182,10 +187,18 @@ async fn main() {
     .expect("configuration");
     let topology = config.queue.topology();
     let broker = Broker::new(AMQP_URL, format!("throughput bench {prefix}"));
+    let setup = broker.channel().await.expect("RabbitMQ");
+    topology.declare_jobs(&setup).await.expect("declare");
+    // Where the portal would take the status events from, so they have somewhere to go.
+    let status_queue = format!("{prefix}portal.status");
     topology
-        .declare_jobs(&broker.channel().await.expect("RabbitMQ"))
+        .declare_event_queue(&setup, &status_queue, &[SMS_STATUS_CHANGED_ROUTING_KEY])
         .await
-        .expect("declare");
+        .expect("declare the status queue");
+    smsc.state
+        .behaviour
+        .receipts
+        .store(args.receipts, std::sync::atomic::Ordering::SeqCst);
     let publisher = Arc::new(Publisher::new(broker, Duration::from_secs(30)));
     let queued = Instant::now();
     let exchange = topology.jobs_exchange();
@@ -234,12 +247,17 @@ async fn main() {
             at_smsc = Some(started.elapsed());
         }
         if at_smsc.is_some() {
-            let submitted: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM sms_jobs WHERE state = 'submitted'")
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-            if submitted as usize >= args.jobs {
+            let done_state = if args.receipts {
+                "delivered"
+            } else {
+                "submitted"
+            };
+            let done: i64 = sqlx::query_scalar("SELECT count(*) FROM sms_jobs WHERE state = $1")
+                .bind(done_state)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            if done as usize >= args.jobs {
                 break;
             }
         }
@@ -249,10 +267,15 @@ async fn main() {
     let at_smsc = at_smsc.unwrap();
     let rate = args.jobs as f64 / recorded.as_secs_f64();
     println!(
-        "queue → dispatch → SMPP: {} jobs at the SMSC after {:.2} s, all recorded submitted after \
+        "queue → dispatch → SMPP: {} jobs at the SMSC after {:.2} s, all recorded {} after \
          {:.2} s = {:.0} jobs/s ({:.0}% of the bare client), peak RSS {} MiB",
         args.jobs,
         at_smsc.as_secs_f64(),
+        if args.receipts {
+            "delivered"
+        } else {
+            "submitted"
+        },
         recorded.as_secs_f64(),
         rate,
         100.0 * rate / bare_rate,
@@ -260,10 +283,30 @@ async fn main() {
     );
     let duplicates = smsc.state.accepted.lock().unwrap().len() - args.jobs;
     println!("submits beyond one per job: {duplicates}");
+    // The status events trail the jobs: the outbox relay publishes them after each commit.
+    loop {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if waiting == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    println!(
+        "{events} status events all published {:.2} s after the start",
+        started.elapsed().as_secs_f64()
+    );
     let _ = stop.send(());
     let _ = served.await;
     let channel = publisher.broker().channel().await.unwrap();
-    for queue in [topology.jobs_queue(), topology.dead_queue()] {
+    for queue in [topology.jobs_queue(), topology.dead_queue(), status_queue] {
         let _ = channel
             .queue_delete(queue.as_str().into(), Default::default())
             .await;

@@ -1099,16 +1099,54 @@ async fn lock_message_ids(
     Ok(())
 }
 
-/// Records a delivery receipt: applied to its part (and the job) when the part is known, else kept
-/// in `unmatched_delivery_receipts` until the submit response is recorded.
-pub async fn record_receipt(pool: &PgPool, receipt: &DeliveryReceipt) -> Result<(), JobError> {
-    let mut tx = pool.begin().await?;
-    lock_message_ids(
-        &mut tx,
-        &receipt.connector,
-        &[receipt.provider_message_id.as_str()],
-    )
-    .await?;
+/// Records delivery receipts, a batch per transaction: an SMSC sends one per part, as fast as it
+/// accepts submits, and waits for each answer.
+struct RecordReceipts {
+    pool: PgPool,
+}
+
+impl BatchWrite for RecordReceipts {
+    type Item = DeliveryReceipt;
+    type Answer = ();
+
+    fn write<'a>(
+        &'a self,
+        receipts: &'a [DeliveryReceipt],
+    ) -> impl Future<Output = Result<Vec<()>, JobError>> + Send + 'a {
+        self.record(receipts)
+    }
+}
+
+impl RecordReceipts {
+    async fn record(&self, receipts: &[DeliveryReceipt]) -> Result<Vec<()>, JobError> {
+        let mut tx = self.pool.begin().await?;
+        // Every id of the batch is locked before any job row, in one sorted pass per connector.
+        let mut connectors: Vec<&str> = receipts.iter().map(|r| r.connector.as_str()).collect();
+        connectors.sort_unstable();
+        connectors.dedup();
+        for connector in connectors {
+            let ids: Vec<&str> = receipts
+                .iter()
+                .filter(|r| r.connector == connector)
+                .map(|r| r.provider_message_id.as_str())
+                .collect();
+            lock_message_ids(&mut tx, connector, &ids).await?;
+        }
+        for receipt in receipts {
+            record_receipt(&mut tx, receipt).await?;
+        }
+        tx.commit().await?;
+        Ok(receipts.iter().map(|_| ()).collect())
+    }
+}
+
+/// Records a delivery receipt (its id locked by the caller): applied to its part (and the job) when
+/// the part is known, else kept in `unmatched_delivery_receipts` until the submit response is
+/// recorded.
+async fn record_receipt(
+    conn: &mut PgConnection,
+    receipt: &DeliveryReceipt,
+) -> Result<(), JobError> {
     let candidates = message_id_candidates(&receipt.provider_message_id);
     let part: Option<String> = sqlx::query_scalar(
         "SELECT provider_message_id FROM sms_job_parts
@@ -1116,12 +1154,12 @@ pub async fn record_receipt(pool: &PgPool, receipt: &DeliveryReceipt) -> Result<
     )
     .bind(&receipt.connector)
     .bind(&candidates)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?;
     match part {
         Some(id) => {
             apply_receipt(
-                &mut tx,
+                conn,
                 &receipt.connector,
                 &id,
                 receipt.status,
@@ -1141,11 +1179,10 @@ pub async fn record_receipt(pool: &PgPool, receipt: &DeliveryReceipt) -> Result<
             .bind(receipt.status.as_str())
             .bind(&receipt.error_code)
             .bind(&receipt.raw)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -1242,14 +1279,27 @@ pub async fn run_receipt_recorder(
     pool: PgPool,
     mut receipts: tokio::sync::mpsc::Receiver<crate::connector::ReceiptDelivery>,
 ) {
+    let writer = write_in_batches(RecordReceipts { pool });
+    // Enough receipts in progress to fill every batch worker; the bounded channel behind it slows
+    // the connector (and so the SMSC) down when the database falls behind.
+    let in_progress = Arc::new(tokio::sync::Semaphore::new(MAX_BATCH * BATCH_WORKERS));
     while let Some(delivery) = receipts.recv().await {
-        let recorded = match record_receipt(&pool, &delivery.receipt).await {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(%error, id = %delivery.receipt.provider_message_id, "cannot record a delivery receipt");
-                false
-            }
+        let Ok(permit) = in_progress.clone().acquire_owned().await else {
+            return;
         };
-        let _ = delivery.recorded.send(recorded);
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            let id = delivery.receipt.provider_message_id.clone();
+            let recorded = match writer.call(delivery.receipt).await {
+                Some(Ok(())) => true,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, id, "cannot record a delivery receipt");
+                    false
+                }
+                None => false,
+            };
+            let _ = delivery.recorded.send(recorded);
+            drop(permit);
+        });
     }
 }

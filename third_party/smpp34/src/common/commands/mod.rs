@@ -1,0 +1,15 @@
+pub mod alert_notification;
+pub mod bind_receiver;
+pub mod bind_transceiver;
+pub mod bind_transmitter;
+pub mod cancel_sm;
+pub mod data_sm;
+pub mod deliver_sm;
+pub mod enquire_link;
+pub mod generic_nack;
+pub mod outbind;
+pub mod query_sm;
+pub mod replace_sm;
+pub mod submit_sm;
+pub mod submit_sm_multi;
+pub mod unbind;
