@@ -7,7 +7,7 @@ use std::time::Duration;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 
 use crate::QueueError;
 
@@ -80,20 +80,44 @@ pub struct Outgoing<'a> {
     pub headers: FieldTable,
 }
 
+/// Publishes at most this many messages at once by default (one confirm channel each): more than
+/// the SMTP sessions that are in DATA at once on a busy ingest, far below RabbitMQ's default
+/// `channel_max` of 2047.
+pub const DEFAULT_PUBLISH_CHANNELS: usize = 64;
+
 /// Publishes persistent messages and waits for the broker's confirm of each.
+///
+/// Every message in flight has a confirm channel to itself (from a pool on the one connection).
+/// When RabbitMQ returns an unroutable `mandatory` message it sends `basic.return` and then the
+/// ack, and lapin hands the returned message to whichever confirm completes next on that channel;
+/// with several publishes in flight on one channel a return can be pinned on the wrong message. Seen
+/// under load at ingest: an event without a bound queue was returned, a concurrently published SMS
+/// job that the broker had stored was reported unroutable and the relay delivered it again. The
+/// other way round would lose a message: one that was not routed, confirmed as stored.
 #[derive(Debug)]
 pub struct Publisher {
     broker: Arc<Broker>,
-    channel: Mutex<Option<Channel>>,
     confirm_timeout: Duration,
+    idle: std::sync::Mutex<Vec<Channel>>,
+    in_flight: Semaphore,
 }
 
 impl Publisher {
     pub fn new(broker: Arc<Broker>, confirm_timeout: Duration) -> Publisher {
+        Publisher::with_channels(broker, confirm_timeout, DEFAULT_PUBLISH_CHANNELS)
+    }
+
+    /// A publisher with at most `channels` messages in flight (at least one).
+    pub fn with_channels(
+        broker: Arc<Broker>,
+        confirm_timeout: Duration,
+        channels: usize,
+    ) -> Publisher {
         Publisher {
             broker,
-            channel: Mutex::new(None),
             confirm_timeout,
+            idle: std::sync::Mutex::new(Vec::new()),
+            in_flight: Semaphore::new(channels.max(1)),
         }
     }
 
@@ -102,33 +126,52 @@ impl Publisher {
         &self.broker
     }
 
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Channel>> {
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// An idle confirm channel, or a new one.
     async fn confirm_channel(&self) -> Result<Channel, QueueError> {
-        let mut slot = self.channel.lock().await;
-        if let Some(channel) = slot.as_ref()
-            && channel.status().connected()
-        {
-            return Ok(channel.clone());
+        loop {
+            let Some(channel) = self.idle().pop() else {
+                break;
+            };
+            if channel.status().connected() {
+                return Ok(channel);
+            }
         }
         let channel = self.broker.channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        *slot = Some(channel.clone());
         Ok(channel)
-    }
-
-    async fn forget(&self, broken: &Channel) {
-        let mut slot = self.channel.lock().await;
-        if slot.as_ref().is_some_and(|c| c.id() == broken.id()) {
-            *slot = None;
-        }
     }
 
     /// Publishes `message` as persistent and mandatory, and returns only once RabbitMQ has
     /// confirmed it: stored in every queue it routes to. Unroutable, refused or unconfirmed messages
     /// are errors, so the caller never reports success for a message the broker does not hold.
     pub async fn publish(&self, message: Outgoing<'_>) -> Result<(), QueueError> {
+        let _slot = self
+            .in_flight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let channel = self.confirm_channel().await?;
+        let outcome = self.publish_on(&channel, message).await;
+        // The channel goes back only after a publish that ran to its end on a sound channel. If
+        // this future is dropped half way, or the confirm never came, the channel is dropped (and
+        // so closed): a late return or ack can never reach another message.
+        if !matches!(
+            outcome,
+            Err(QueueError::Amqp(_)) | Err(QueueError::ConfirmTimeout { .. })
+        ) && channel.status().connected()
+        {
+            self.idle().push(channel);
+        }
+        outcome
+    }
+
+    async fn publish_on(&self, channel: &Channel, message: Outgoing<'_>) -> Result<(), QueueError> {
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(email2sms_proto::queue::v1::CONTENT_TYPE.into())
@@ -142,42 +185,30 @@ impl Publisher {
             )
             .with_headers(message.headers);
         let routing_key = message.routing_key.to_owned();
-        let outcome = async {
-            let confirm = channel
-                .basic_publish(
-                    message.exchange.into(),
-                    message.routing_key.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    message.payload,
-                    properties,
-                )
-                .await?;
-            match tokio::time::timeout(self.confirm_timeout, confirm).await {
-                Err(_) => Err(QueueError::ConfirmTimeout {
-                    routing_key: routing_key.clone(),
-                    seconds: self.confirm_timeout.as_secs(),
-                }),
-                Ok(confirmation) => match confirmation? {
-                    Confirmation::Ack(None) => Ok(()),
-                    Confirmation::Ack(Some(_)) => Err(QueueError::Unroutable {
-                        routing_key: routing_key.clone(),
-                    }),
-                    Confirmation::Nack(_) | Confirmation::NotRequested => Err(QueueError::Nacked {
-                        routing_key: routing_key.clone(),
-                    }),
+        let confirm = channel
+            .basic_publish(
+                message.exchange.into(),
+                message.routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
                 },
-            }
+                message.payload,
+                properties,
+            )
+            .await?;
+        match tokio::time::timeout(self.confirm_timeout, confirm).await {
+            Err(_) => Err(QueueError::ConfirmTimeout {
+                routing_key,
+                seconds: self.confirm_timeout.as_secs(),
+            }),
+            Ok(confirmation) => match confirmation? {
+                Confirmation::Ack(None) => Ok(()),
+                Confirmation::Ack(Some(_)) => Err(QueueError::Unroutable { routing_key }),
+                Confirmation::Nack(_) | Confirmation::NotRequested => {
+                    Err(QueueError::Nacked { routing_key })
+                }
+            },
         }
-        .await;
-        if matches!(
-            outcome,
-            Err(QueueError::Amqp(_)) | Err(QueueError::ConfirmTimeout { .. })
-        ) {
-            self.forget(&channel).await;
-        }
-        outcome
     }
 }

@@ -8,7 +8,7 @@ pub mod consumer;
 pub mod outbox;
 pub mod topology;
 
-pub use broker::{Broker, Outgoing, Publisher};
+pub use broker::{Broker, DEFAULT_PUBLISH_CHANNELS, Outgoing, Publisher};
 pub use consumer::{Disposition, run_consumer};
 pub use topology::{QueueArgs, Topology};
 

@@ -164,6 +164,11 @@ pub struct Config {
     #[arg(long, env = "EMAIL2SMS_INGEST_PUBLISH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub publish_timeout: Duration,
 
+    /// AMQP channels used to publish at once; each carries one unconfirmed message at a time, so
+    /// this bounds the publishes in flight (further ones wait for a free channel).
+    #[arg(long, env = "EMAIL2SMS_INGEST_PUBLISH_CHANNELS", default_value_t = email2sms_queue::DEFAULT_PUBLISH_CHANNELS)]
+    pub publish_channels: usize,
+
     /// Most SMS parts per recipient for companies that set no limit of their own.
     #[arg(long, env = "EMAIL2SMS_MAX_SMS_PARTS", default_value_t = 10)]
     pub max_sms_parts: u32,
@@ -272,6 +277,11 @@ impl ServiceConfig for Config {
             ),
             ("EMAIL2SMS_INGEST_MAX_CONNECTIONS", self.max_connections, 1),
             (
+                "EMAIL2SMS_INGEST_PUBLISH_CHANNELS",
+                self.publish_channels,
+                1,
+            ),
+            (
                 "EMAIL2SMS_INGEST_MAX_CONNECTIONS_PER_IP",
                 self.max_connections_per_ip,
                 1,
@@ -288,6 +298,13 @@ impl ServiceConfig for Config {
                     reason: format!("must be at least {min}"),
                 });
             }
+        }
+        if self.publish_channels > 2000 {
+            return Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_INGEST_PUBLISH_CHANNELS",
+                reason: "must be at most 2000 (RabbitMQ allows 2047 channels per connection)"
+                    .into(),
+            });
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.len() > 100 {
             return Err(ConfigError::Invalid {
@@ -527,9 +544,10 @@ impl Config {
         let broker = email2sms_queue::Broker::new(self.queue.amqp_url.clone(), BINARY);
         Ok(pipeline::Gateway {
             engine,
-            publisher: Arc::new(email2sms_queue::Publisher::new(
+            publisher: Arc::new(email2sms_queue::Publisher::with_channels(
                 broker,
                 self.publish_timeout,
+                self.publish_channels,
             )),
             topology: self.queue.topology(),
             dedupe_window: self.dedupe_window,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use email2sms_proto::queue::v1::{self as q, EmailOrigin, SenderIpSeen, SmsJob};
-use email2sms_queue::broker::{Outgoing, Publisher};
+use email2sms_queue::broker::Outgoing;
 use email2sms_queue::topology::{SMS_JOB_ROUTING_KEY, Topology};
 use lapin::types::FieldTable;
 use prost::Message;
@@ -20,7 +20,7 @@ use crate::text;
 #[derive(Debug)]
 pub struct Gateway {
     pub engine: Engine,
-    pub publisher: Arc<Publisher>,
+    pub publisher: Arc<email2sms_queue::Publisher>,
     pub topology: Topology,
     /// How long a Message-ID is remembered to drop a relay's re-delivery.
     pub dedupe_window: Duration,

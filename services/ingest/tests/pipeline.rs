@@ -2,6 +2,9 @@
 //! smtplib as the client: what is accepted becomes exactly the expected SMS jobs; everything else
 //! gets the reply DESIGN.md prescribes. Each test uses its own Redis prefix and AMQP prefix.
 
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +26,7 @@ use email2sms_testkit::dns::DnsServer;
 use lapin::options::{BasicGetOptions, QueueDeleteOptions};
 use prost::Message;
 use redis::AsyncCommands;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -958,5 +962,280 @@ async fn real_world_message_formats_become_clean_text() {
         assert_eq!(jobs.len(), 1, "{expected}");
         assert_eq!(jobs[0].text, expected);
     }
+    h.cleanup().await;
+}
+
+/// A relay that retries on 4xx, paced by the test: it reports every attempt on stdout as
+/// `<message-id> <code>` (code 0: the connection failed) and waits for a line on stdin before the
+/// next, so the test decides exactly where in the stream RabbitMQ goes away and comes back.
+const PACED_RELAY: &str = r#"
+import smtplib, sys
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(count):
+    mid = "nl-%d@corp.test" % i
+    body = ("From: Alice <alice@corp.test>\r\nTo: 0211234567@sms.example.net\r\n"
+            "Subject: Alert %d\r\nMessage-ID: <%s>\r\n\r\nPump %d failed\r\n" % (i, mid, i))
+    for attempt in range(200):
+        code = 0
+        try:
+            s = smtplib.SMTP(host, port, local_hostname="mail.client.test", timeout=30)
+            s.ehlo()
+            code, _ = s.mail("alice@corp.test")
+            if code == 250:
+                code, _ = s.rcpt("0211234567@sms.example.net")
+            if code == 250:
+                code, _ = s.data(body.encode())
+            try:
+                s.quit()
+            except Exception:
+                pass
+        except (OSError, smtplib.SMTPException):
+            code = 0
+        print(mid, code, flush=True)
+        if sys.stdin.readline() == "":
+            sys.exit("the test went away")
+        if code == 250:
+            break
+        if 500 <= code:
+            sys.exit("%s refused permanently: %d" % (mid, code))
+    else:
+        sys.exit("%s never accepted" % mid)
+"#;
+
+/// Nothing lost: with RabbitMQ unreachable the relay gets 451 and retries; once the broker is back
+/// every message that got 250 is in the jobs queue, once. RabbitMQ is "stopped" by cutting a proxy
+/// between ingest and the shared broker: once between two messages, and once right after a
+/// publish reached the broker but before its confirm came back (the relay is told 451 for a job
+/// the broker may hold; the retry must republish the same job id, never a second one).
+#[tokio::test]
+async fn nothing_lost_when_rabbitmq_goes_away_and_comes_back() {
+    const MESSAGES: usize = 50;
+    const CUT_AFTER: usize = 15;
+    const FAILED_TRIES_WHILE_DOWN: usize = 3;
+    const CUT_PUBLISH_AFTER: usize = 30;
+    let proxy = common::proxy::TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
+    let dns = DnsServer::start().await;
+    let mut h = harness(&dns, &["--amqp-url", &amqp_url]).await;
+    h.put_email(
+        "alice@corp.test",
+        &entry(
+            MatchKind::EmailAddress,
+            "alice@corp.test",
+            SecurityType::ByIpAddresses,
+        ),
+    )
+    .await;
+
+    let mut relay = tokio::process::Command::new("python3")
+        .args([
+            "-c",
+            PACED_RELAY,
+            &h.addr.ip().to_string(),
+            &h.addr.port().to_string(),
+            &MESSAGES.to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut go = relay.stdin.take().unwrap();
+    let mut reports = tokio::io::BufReader::new(relay.stdout.take().unwrap()).lines();
+
+    #[derive(PartialEq, Debug)]
+    enum Phase {
+        Up,
+        Down,
+        UpAgain,
+        ArmedPublishCut,
+        Restored,
+    }
+    let mut phase = Phase::Up;
+    let mut accepted: Vec<String> = Vec::new();
+    let mut failed_while_down = 0;
+    let mut failed_after_publish_cut: Option<String> = None;
+    let mut replies: BTreeMap<i64, usize> = BTreeMap::new();
+    // Each report gets an answer, so the relay is always waiting on us or done: no sleeps.
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(60), reports.next_line())
+        .await
+        .expect("the relay reports each attempt within 60 s")
+        .unwrap()
+    {
+        let (message_id, code) = line.split_once(' ').expect(&line);
+        let code: i64 = code.parse().expect(&line);
+        *replies.entry(code).or_default() += 1;
+        match code {
+            250 => accepted.push(message_id.to_owned()),
+            // 451 from ingest, or (0) a broken connection: the relay keeps the mail and retries.
+            0 | 400..=499 => {
+                assert!(
+                    phase == Phase::Down || phase == Phase::ArmedPublishCut,
+                    "{message_id} got {code} while RabbitMQ was reachable ({phase:?})"
+                );
+                if phase == Phase::Down {
+                    failed_while_down += 1;
+                }
+                if phase == Phase::ArmedPublishCut {
+                    failed_after_publish_cut = Some(message_id.to_owned());
+                }
+            }
+            other => panic!("{message_id}: unexpected reply {other}"),
+        }
+        // Where the test is in its script decides what RabbitMQ does before the next attempt.
+        if phase == Phase::Up && accepted.len() == CUT_AFTER {
+            proxy.cut();
+            phase = Phase::Down;
+        } else if phase == Phase::Down && failed_while_down == FAILED_TRIES_WHILE_DOWN {
+            proxy.restore();
+            phase = Phase::UpAgain;
+        } else if phase == Phase::UpAgain && accepted.len() == CUT_PUBLISH_AFTER {
+            proxy.cut_after_next_publish();
+            phase = Phase::ArmedPublishCut;
+        } else if phase == Phase::ArmedPublishCut && failed_after_publish_cut.is_some() {
+            assert_eq!(proxy.publish_cuts(), 1, "the 4xx came from the cut publish");
+            proxy.restore();
+            phase = Phase::Restored;
+        }
+        go.write_all(b"go\n").await.unwrap();
+    }
+    let status = relay.wait().await.unwrap();
+    assert!(
+        status.success(),
+        "the relay failed: {status}; replies {replies:?}"
+    );
+    assert_eq!(phase, Phase::Restored, "replies {replies:?}");
+    assert!(proxy.is_up());
+
+    // Every message was accepted exactly once by the relay's count, in order.
+    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("nl-{i}@corp.test")).collect();
+    assert_eq!(accepted, expected, "replies {replies:?}");
+
+    // The queue: every accepted Message-ID, each as one job id. Only the message whose publish was
+    // cut before its confirm may be there twice, and then only as the same job id again (the
+    // broker had stored the first publish; dispatch drops the repeat by job id).
+    let jobs = h.jobs().await;
+    let mut by_message: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for job in &jobs {
+        let origin = job.origin.as_ref().unwrap();
+        by_message
+            .entry(origin.message_id.clone())
+            .or_default()
+            .push(job.job_id.clone());
+    }
+    let cut_message = failed_after_publish_cut.unwrap();
+    let queued: BTreeSet<&String> = by_message.keys().collect();
+    let wanted: BTreeSet<&String> = expected.iter().collect();
+    assert_eq!(
+        queued, wanted,
+        "missing or unexpected messages in the queue"
+    );
+    for (message_id, job_ids) in &by_message {
+        let distinct: BTreeSet<&String> = job_ids.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            1,
+            "{message_id} queued as several jobs: {job_ids:?}"
+        );
+        if *message_id == cut_message {
+            assert!(job_ids.len() <= 2, "{message_id}: {job_ids:?}");
+        } else {
+            assert_eq!(job_ids.len(), 1, "{message_id} queued twice: {job_ids:?}");
+        }
+    }
+    eprintln!(
+        "nothing lost: {} messages, replies {replies:?}, {} queued copies ({} of the message whose confirm was cut), {} connections refused while cut",
+        MESSAGES,
+        jobs.len(),
+        by_message[&cut_message].len(),
+        proxy.refused()
+    );
+    h.cleanup().await;
+}
+
+/// Each publish learns its own fate. Lapin hands a returned (unroutable) message to whichever
+/// confirm completes next on the channel, so with several publishes in flight on one channel a
+/// stored job could be reported unroutable (451, and the relay's retry queues it twice) or an
+/// unroutable one reported stored (250, SMS lost). Here, as under load in production, every job is
+/// followed by a `sender.ip_seen` event that nothing is bound to yet (so it is returned), from
+/// several sessions at once.
+#[tokio::test]
+async fn concurrent_publishes_each_get_their_own_confirm() {
+    use email2sms_queue::{Outgoing, QueueError};
+    const WORKERS: usize = 10;
+    const JOBS_EACH: usize = 150;
+    let dns = DnsServer::start().await;
+    let h = harness(&dns, &[]).await;
+    let publisher = h.gateway.publisher.clone();
+    let jobs_exchange = h.gateway.topology.jobs_exchange();
+    let events_exchange = h.gateway.topology.events_exchange();
+    let work = (0..WORKERS).map(|worker| {
+        let jobs_exchange = jobs_exchange.clone();
+        let events_exchange = events_exchange.clone();
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            let mut events = Vec::new();
+            for n in 0..JOBS_EACH {
+                let job_id = format!("job-{worker}-{n}");
+                let payload = SmsJob {
+                    job_id: job_id.clone(),
+                    ..SmsJob::default()
+                }
+                .encode_to_vec();
+                let result = publisher
+                    .publish(Outgoing {
+                        exchange: &jobs_exchange,
+                        routing_key: email2sms_queue::topology::SMS_JOB_ROUTING_KEY,
+                        payload: &payload,
+                        message_id: job_id.clone(),
+                        message_type: email2sms_proto::queue::v1::SMS_JOB_TYPE,
+                        headers: lapin::types::FieldTable::default(),
+                    })
+                    .await;
+                if let Err(error) = result {
+                    failures.push(format!("{job_id}: {error}"));
+                }
+                let publisher = publisher.clone();
+                let events_exchange = events_exchange.clone();
+                events.push(tokio::spawn(async move {
+                    publisher
+                        .publish(Outgoing {
+                            exchange: &events_exchange,
+                            routing_key: email2sms_proto::queue::v1::SENDER_IP_SEEN_ROUTING_KEY,
+                            payload: b"event",
+                            message_id: format!("event-{worker}-{n}"),
+                            message_type: email2sms_proto::queue::v1::SENDER_IP_SEEN_TYPE,
+                            headers: lapin::types::FieldTable::default(),
+                        })
+                        .await
+                }));
+            }
+            let mut wrong_events = Vec::new();
+            for event in events {
+                let result = event.await.unwrap();
+                if !matches!(result, Err(QueueError::Unroutable { .. })) {
+                    wrong_events.push(format!("{result:?}"));
+                }
+            }
+            (failures, wrong_events)
+        })
+    });
+    let mut failures = Vec::new();
+    let mut wrong_events = Vec::new();
+    for worker in futures::future::join_all(work).await {
+        let (f, w) = worker.unwrap();
+        failures.extend(f);
+        wrong_events.extend(w);
+    }
+    assert!(
+        failures.is_empty(),
+        "stored jobs reported as failed: {failures:?}"
+    );
+    assert!(
+        wrong_events.is_empty(),
+        "unroutable events reported as: {wrong_events:?}"
+    );
+    assert_eq!(h.jobs().await.len(), WORKERS * JOBS_EACH);
     h.cleanup().await;
 }

@@ -2,6 +2,8 @@
 //! SMTP client that reads replies exactly as they arrive.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
