@@ -32,9 +32,6 @@ async fn dev_starts_every_service_and_stops_them_all() {
             ("DATABASE_URL", &db.url),
             ("EMAIL2SMS_BIN_DIR", &bin_dir),
             ("EMAIL2SMS_SMS_CONNECTOR", &connector),
-            // Known issue: the policy and dispatch binaries' consumers do not stop on SIGTERM;
-            // only the grace bound ends them.
-            ("EMAIL2SMS_SHUTDOWN_GRACE", "3s"),
             ("EMAIL2SMS_POLICY_GRPC_ADDR", "127.0.0.1:0"),
             ("EMAIL2SMS_VERIFICATION_GRPC_ADDR", "127.0.0.1:0"),
             ("EMAIL2SMS_INGEST_GRPC_ADDR", "127.0.0.1:0"),

@@ -62,20 +62,28 @@ use crate::model::{cidr_text, timestamp};
 /// Default key prefix; configurable so that tests (and several deployments) can share a Redis.
 pub const DEFAULT_PREFIX: &str = "email2sms:";
 
-/// Writes `value` to a key (or hash field) unless a newer version already wrote it.
-/// KEYS[1] = key or hash, KEYS[2] = version hash; ARGV = version field, version, mode
-/// (`set`/`del`/`hset`/`hdel`), hash field, value.
-const GUARDED_WRITE: &str = r"
-local current = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-local incoming = tonumber(ARGV[2])
-if current > incoming then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local mode = ARGV[3]
-if mode == 'set' then redis.call('SET', KEYS[1], ARGV[5])
-elseif mode == 'del' then redis.call('DEL', KEYS[1])
-elseif mode == 'hset' then redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
-else redis.call('HDEL', KEYS[1], ARGV[4]) end
-return 1
+/// Writes a batch of values, each to its key (or hash field) unless a newer version already wrote
+/// that key: every write is guarded on its own, a batch only saves round trips and script calls.
+/// KEYS[1] = version hash, KEYS[1 + i] = key or hash of write i; ARGV[1] = version, then four
+/// arguments per write: version field, mode (`set`/`del`/`hset`/`hdel`), hash field, value.
+/// Returns how many writes were applied.
+const GUARDED_WRITES: &str = r"
+local incoming = tonumber(ARGV[1])
+local applied = 0
+for i = 2, #KEYS do
+  local a = (i - 2) * 4 + 2
+  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[a]) or '0')
+  if current <= incoming then
+    redis.call('HSET', KEYS[1], ARGV[a], ARGV[1])
+    local mode = ARGV[a + 1]
+    if mode == 'set' then redis.call('SET', KEYS[i], ARGV[a + 3])
+    elseif mode == 'del' then redis.call('DEL', KEYS[i])
+    elseif mode == 'hset' then redis.call('HSET', KEYS[i], ARGV[a + 2], ARGV[a + 3])
+    else redis.call('HDEL', KEYS[i], ARGV[a + 2]) end
+    applied = applied + 1
+  end
+end
+return applied
 ";
 
 /// Raises the version key, never lowers it.
@@ -85,8 +93,22 @@ if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 return 1
 ";
 
-/// Writes per pipeline during a rebuild.
+/// Guarded writes per script call: small enough that one call holds Redis for about a
+/// millisecond, large enough that a rebuild of a million keys is a few thousand calls.
 const BATCH: usize = 500;
+
+/// Script calls per pipeline (one round trip).
+const CALLS_PER_PIPELINE: usize = 4;
+
+/// Entry rows fetched from the rebuild's cursor at a time: the rebuild streams, so its memory
+/// is a few batches plus the set of live key names, whatever the number of entries.
+const FETCH_ROWS: usize = 5_000;
+
+/// Compiled batches a rebuild may have waiting for Redis while it reads on from Postgres.
+const QUEUED_BATCHES: usize = 4;
+
+/// Keys asked for per SCAN step when looking for stale keys.
+const SCAN_COUNT: usize = 5_000;
 
 /// The keys one change touched. Empty sets mean "nothing of that kind changed".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -180,19 +202,15 @@ async fn matchable_rows(
     );
     let query = sqlx::query_as::<_, EntryRow>(&sql);
     let query = match bind {
-        KeyBind::None => query,
         KeyBind::Texts(keys) => query.bind(keys),
         KeyBind::Nets(nets) => query.bind(nets),
-        KeyBind::Company(id) => query.bind(id),
     };
     Ok(query.fetch_all(&mut *conn).await?)
 }
 
 enum KeyBind<'a> {
-    None,
     Texts(&'a [String]),
     Nets(&'a [IpNet]),
-    Company(Uuid),
 }
 
 /// Everything compiled from one consistent snapshot of Postgres.
@@ -203,94 +221,78 @@ struct Snapshot {
     ips: Vec<EntryRow>,
 }
 
-async fn snapshot(pool: &PgPool, keys: Option<&Keys>, company: Option<Uuid>) -> Result<Snapshot> {
+/// Opens a read-only REPEATABLE READ transaction and reads the compile version in it: one
+/// snapshot for the version and every row, so the version truly describes the data.
+async fn begin_snapshot(
+    pool: &PgPool,
+) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, u64)> {
     let mut tx = pool.begin().await?;
-    // One snapshot for the version and every row, so the version truly describes the data.
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
     let version: i64 = sqlx::query_scalar("SELECT version FROM cache_version")
         .fetch_one(&mut *tx)
         .await?;
-    let (emails, domains, ips) = match (keys, company) {
-        (Some(keys), _) => {
-            let emails: Vec<String> = keys.emails.iter().cloned().collect();
-            let domains: Vec<String> = keys.domains.iter().cloned().collect();
-            let ips: Vec<IpNet> = keys.ips.iter().copied().collect();
-            (
-                if emails.is_empty() {
-                    Vec::new()
-                } else {
-                    matchable_rows(
-                        &mut tx,
-                        EntryKind::Email,
-                        // A semi-join rather than `= ANY($1)`: an import recompiles 100,000
-                        // keys at once, which a hash join handles in one pass.
-                        "e.address IN (SELECT unnest($1::text[]))",
-                        KeyBind::Texts(&emails),
-                    )
-                    .await?
-                },
-                if domains.is_empty() {
-                    Vec::new()
-                } else {
-                    matchable_rows(
-                        &mut tx,
-                        EntryKind::Domain,
-                        "e.name IN (SELECT unnest($1::text[]))",
-                        KeyBind::Texts(&domains),
-                    )
-                    .await?
-                },
-                if ips.is_empty() {
-                    Vec::new()
-                } else {
-                    matchable_rows(
-                        &mut tx,
-                        EntryKind::Ip,
-                        "e.network = ANY($1::cidr[])",
-                        KeyBind::Nets(&ips),
-                    )
-                    .await?
-                },
-            )
-        }
-        (None, Some(company)) => (
+    Ok((tx, u64::try_from(version).unwrap_or(0)))
+}
+
+/// The matchable rows behind `keys`, with the version, from one snapshot.
+async fn snapshot(pool: &PgPool, keys: &Keys) -> Result<Snapshot> {
+    let (mut tx, version) = begin_snapshot(pool).await?;
+    let email_keys: Vec<String> = keys.emails.iter().cloned().collect();
+    let domain_keys: Vec<String> = keys.domains.iter().cloned().collect();
+    let ip_keys: Vec<IpNet> = keys.ips.iter().copied().collect();
+    let (emails, domains, ips) = (
+        if email_keys.is_empty() {
+            Vec::new()
+        } else {
             matchable_rows(
                 &mut tx,
                 EntryKind::Email,
-                "e.company_id = $1",
-                KeyBind::Company(company),
+                // A semi-join rather than `= ANY($1)`: an import recompiles 100,000
+                // keys at once, which a hash join handles in one pass.
+                "e.address IN (SELECT unnest($1::text[]))",
+                KeyBind::Texts(&email_keys),
             )
-            .await?,
+            .await?
+        },
+        if domain_keys.is_empty() {
+            Vec::new()
+        } else {
             matchable_rows(
                 &mut tx,
                 EntryKind::Domain,
-                "e.company_id = $1",
-                KeyBind::Company(company),
+                "e.name IN (SELECT unnest($1::text[]))",
+                KeyBind::Texts(&domain_keys),
             )
-            .await?,
+            .await?
+        },
+        if ip_keys.is_empty() {
+            Vec::new()
+        } else {
             matchable_rows(
                 &mut tx,
                 EntryKind::Ip,
-                "e.company_id = $1",
-                KeyBind::Company(company),
+                "e.network = ANY($1::cidr[])",
+                KeyBind::Nets(&ip_keys),
             )
-            .await?,
-        ),
-        (None, None) => (
-            matchable_rows(&mut tx, EntryKind::Email, "TRUE", KeyBind::None).await?,
-            matchable_rows(&mut tx, EntryKind::Domain, "TRUE", KeyBind::None).await?,
-            matchable_rows(&mut tx, EntryKind::Ip, "TRUE", KeyBind::None).await?,
-        ),
-    };
+            .await?
+        },
+    );
     tx.commit().await?;
     Ok(Snapshot {
-        version: u64::try_from(version).unwrap_or(0),
+        version,
         emails,
         domains,
         ips,
     })
+}
+
+/// The names a rebuild wrote: email and domain keys, and fields of the IP table.
+#[derive(Debug, Default)]
+struct Live {
+    keys: HashSet<String>,
+    ip_fields: HashSet<String>,
 }
 
 /// One guarded write: (key or hash, version field, mode, hash field, value).
@@ -318,7 +320,7 @@ impl Cache {
             conn,
             prefix: prefix.into(),
             dirty: Arc::new(AtomicBool::new(false)),
-            write: Arc::new(redis::Script::new(GUARDED_WRITE)),
+            write: Arc::new(redis::Script::new(GUARDED_WRITES)),
             raise: Arc::new(redis::Script::new(RAISE_VERSION)),
         })
     }
@@ -369,7 +371,7 @@ impl Cache {
     }
 
     async fn try_recompile(&self, pool: &PgPool, keys: &Keys) -> Result<()> {
-        let snap = snapshot(pool, Some(keys), None).await?;
+        let snap = snapshot(pool, keys).await?;
         let mut writes = Vec::new();
         let found: HashMap<&str, &EntryRow> = snap
             .emails
@@ -460,22 +462,35 @@ impl Cache {
         }
     }
 
-    /// Runs guarded writes in pipelines, then raises the version key.
+    /// Runs guarded writes (see [`GUARDED_WRITES`]), then raises the version key.
     async fn apply(&self, writes: &[Write], version: u64) -> Result<()> {
         let mut conn = self.conn.clone();
+        self.write_all(&mut conn, writes, version).await?;
+        self.raise_version(&mut conn, version).await
+    }
+
+    /// Guarded writes of `version`, [`BATCH`] per script call and [`CALLS_PER_PIPELINE`] calls
+    /// per round trip.
+    async fn write_all(
+        &self,
+        conn: &mut ConnectionManager,
+        writes: &[Write],
+        version: u64,
+    ) -> Result<()> {
         let keyver = self.keyver_key();
-        for chunk in writes.chunks(BATCH) {
-            let invocations: Vec<_> = chunk
-                .iter()
-                .map(|w| {
+        for group in writes.chunks(BATCH * CALLS_PER_PIPELINE) {
+            let invocations: Vec<_> = group
+                .chunks(BATCH)
+                .map(|chunk| {
                     let mut inv = self.write.prepare_invoke();
-                    inv.key(&w.key)
-                        .key(&keyver)
-                        .arg(&w.version_field)
-                        .arg(version)
-                        .arg(w.mode)
-                        .arg(&w.field)
-                        .arg(w.value.as_slice());
+                    inv.key(&keyver).arg(version);
+                    for w in chunk {
+                        inv.key(&w.key)
+                            .arg(&w.version_field)
+                            .arg(w.mode)
+                            .arg(&w.field)
+                            .arg(w.value.as_slice());
+                    }
                     inv
                 })
                 .collect();
@@ -484,11 +499,15 @@ impl Cache {
             for inv in &invocations {
                 pipe.invoke_script(inv).ignore();
             }
-            let () = pipe.query_async(&mut conn).await?;
+            let () = pipe.query_async(conn).await?;
         }
+        Ok(())
+    }
+
+    async fn raise_version(&self, conn: &mut ConnectionManager, version: u64) -> Result<()> {
         let mut raise = self.raise.prepare_invoke();
         raise.key(self.version_key()).arg(version);
-        let _: i64 = raise.invoke_async(&mut conn).await?;
+        let _: i64 = raise.invoke_async(conn).await?;
         Ok(())
     }
 
@@ -500,88 +519,201 @@ impl Cache {
         Ok(())
     }
 
+    /// The guarded write that stores a compiled entry row.
+    fn row_write(&self, kind: EntryKind, row: &EntryRow, version: u64) -> Option<Write> {
+        let compiled = Some(row.compiled(kind, version));
+        match kind {
+            EntryKind::Email => Some(self.email_write(&row.matched_value(), compiled)),
+            EntryKind::Domain => Some(self.domain_write(&row.matched_value(), compiled)),
+            EntryKind::Ip => row.network.map(|net| self.ip_write(&net, compiled)),
+        }
+    }
+
+    /// Reads every matchable entry (of `company`, when given) in the snapshot `tx` through a
+    /// cursor, [`FETCH_ROWS`] at a time, and sends each batch compiled to `batches`. Records the
+    /// names of the keys (and IP table fields) it compiled in `live`.
+    async fn compile_all(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        company: Option<Uuid>,
+        version: u64,
+        batches: tokio::sync::mpsc::Sender<Vec<Write>>,
+        live: &mut Live,
+    ) -> Result<u64> {
+        // A cursor is planned for its first rows unless told otherwise; the rebuild reads all.
+        sqlx::query("SET LOCAL cursor_tuple_fraction = 1.0")
+            .execute(&mut *tx)
+            .await?;
+        let filter = match company {
+            // A uuid's text form is hex and dashes only, so it can be spelled as a literal.
+            Some(id) => format!("e.company_id = '{id}'::uuid"),
+            None => "TRUE".to_owned(),
+        };
+        let mut written = 0u64;
+        for kind in [EntryKind::Email, EntryKind::Domain, EntryKind::Ip] {
+            let cursor = format!("rebuild_{}", kind.table());
+            let declare = format!(
+                "DECLARE {cursor} NO SCROLL CURSOR FOR {} WHERE {} AND {filter}",
+                select_sql(kind),
+                matchable_sql(kind)
+            );
+            sqlx::query(&declare)
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
+            let fetch = format!("FETCH {FETCH_ROWS} FROM {cursor}");
+            loop {
+                let rows: Vec<EntryRow> = sqlx::query_as(&fetch)
+                    .persistent(false)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if rows.is_empty() {
+                    break;
+                }
+                let writes: Vec<Write> = rows
+                    .iter()
+                    .filter_map(|row| self.row_write(kind, row, version))
+                    .collect();
+                for write in &writes {
+                    if kind == EntryKind::Ip {
+                        live.ip_fields.insert(write.field.clone());
+                    } else {
+                        live.keys.insert(write.key.clone());
+                    }
+                }
+                written += writes.len() as u64;
+                if batches.send(writes).await.is_err() {
+                    // The writer stopped on an error, which it reports.
+                    return Ok(written);
+                }
+            }
+            let close = format!("CLOSE {cursor}");
+            sqlx::query(&close)
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(written)
+    }
+
     /// Restores Redis from Postgres: every matchable entry (of `company`, when given) is written
     /// and keys that Postgres no longer backs are removed.
+    ///
+    /// The entries are streamed from one REPEATABLE READ snapshot and written while the next
+    /// batch is read, so memory stays flat and Postgres and Redis work at the same time.
     pub async fn rebuild(
         &self,
         pool: &PgPool,
         company: Option<(Uuid, String)>,
     ) -> Result<RebuildStats> {
         let started = Instant::now();
-        let snap = snapshot(pool, None, company.as_ref().map(|c| c.0)).await?;
-        let mut writes = Vec::new();
-        let mut live: HashSet<String> = HashSet::new();
-        let mut live_ips: HashSet<String> = HashSet::new();
-        for row in &snap.emails {
-            let write = self.email_write(
-                &row.matched_value(),
-                Some(row.compiled(EntryKind::Email, snap.version)),
-            );
-            live.insert(write.key.clone());
-            writes.push(write);
-        }
-        for row in &snap.domains {
-            let write = self.domain_write(
-                &row.matched_value(),
-                Some(row.compiled(EntryKind::Domain, snap.version)),
-            );
-            live.insert(write.key.clone());
-            writes.push(write);
-        }
-        for row in &snap.ips {
-            if let Some(net) = row.network {
-                let write = self.ip_write(&net, Some(row.compiled(EntryKind::Ip, snap.version)));
-                live_ips.insert(write.field.clone());
-                writes.push(write);
+        let (mut tx, version) = begin_snapshot(pool).await?;
+        let mut live = Live::default();
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<Write>>(QUEUED_BATCHES);
+        let mut conn = self.conn.clone();
+        let read = self.compile_all(
+            &mut tx,
+            company.as_ref().map(|c| c.0),
+            version,
+            sender,
+            &mut live,
+        );
+        let write = async {
+            while let Some(batch) = receiver.recv().await {
+                if let Err(error) = self.write_all(&mut conn, &batch, version).await {
+                    // Dropping the receiver stops the reader at its next batch.
+                    receiver.close();
+                    return Err(error);
+                }
             }
-        }
-        let keys_written = writes.len() as u64;
-        self.apply(&writes, snap.version).await?;
+            Ok(())
+        };
+        let (read, write) = tokio::join!(read, write);
+        write?;
+        let keys_written = read?;
+        tx.commit().await?;
+        self.raise_version(&mut conn, version).await?;
 
         // Stale keys: present in Redis, absent from the snapshot (and, for a company rebuild,
         // compiled for that company).
         let company_id = company.as_ref().map(|c| c.1.as_str());
-        let mut conn = self.conn.clone();
+        let stale = self.stale_writes(&mut conn, &live, company_id).await?;
+        let keys_removed = stale.len() as u64;
+        self.apply(&stale, version).await?;
+        self.publish(PolicyCacheInvalidated {
+            version,
+            occur_time: Some(timestamp(chrono::Utc::now())),
+            company_id: company_id.unwrap_or_default().to_owned(),
+            email_addresses: Vec::new(),
+            domain_names: Vec::new(),
+            ip_table_changed: true,
+            full_rebuild: true,
+        })
+        .await?;
+        if company.is_none() {
+            self.dirty.store(false, Ordering::SeqCst);
+        }
+        Ok(RebuildStats {
+            keys_written,
+            keys_removed,
+            version,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// Deletions of the email and domain keys and IP table fields in Redis that are not `live`
+    /// (for a company rebuild: only those compiled for `company_id`).
+    async fn stale_writes(
+        &self,
+        conn: &mut ConnectionManager,
+        live: &Live,
+        company_id: Option<&str>,
+    ) -> Result<Vec<Write>> {
         let mut stale = Vec::new();
-        for pattern in [
-            format!("{}policy:email:*", self.prefix),
-            format!("{}policy:domain:*", self.prefix),
-        ] {
-            let mut found: Vec<String> = Vec::new();
+        let policy_prefix = format!("{}policy:", self.prefix);
+        let pattern = format!("{policy_prefix}*");
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut *conn)
+                .await?;
+            let mut candidates: Vec<String> = keys
+                .into_iter()
+                .filter(|key| is_entry_key(key, &policy_prefix) && !live.keys.contains(key))
+                .collect();
+            if let Some(company_id) = company_id
+                && !candidates.is_empty()
             {
-                let mut iter: redis::AsyncIter<String> = conn.scan_match(&pattern).await?;
-                while let Some(item) = futures_next(&mut iter).await {
-                    found.push(item?);
-                }
+                let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+                    .arg(&candidates)
+                    .query_async(&mut *conn)
+                    .await?;
+                let mut values = values.into_iter();
+                candidates.retain(|_| belongs_to(values.next().flatten().as_deref(), company_id));
             }
-            for key in found {
-                if live.contains(&key) {
-                    continue;
-                }
-                if let Some(company_id) = company_id {
-                    let value: Option<Vec<u8>> = conn.get(&key).await?;
-                    if !belongs_to(value.as_deref(), company_id) {
-                        continue;
-                    }
-                }
-                let (version_field, mode) =
-                    if let Some(rest) = key.strip_prefix(&format!("{}policy:", self.prefix)) {
-                        (rest.to_owned(), "del")
-                    } else {
-                        continue;
-                    };
+            for key in candidates {
+                let version_field = key[policy_prefix.len()..].to_owned();
                 stale.push(Write {
                     key,
                     version_field,
-                    mode,
+                    mode: "del",
                     field: String::new(),
                     value: Vec::new(),
                 });
             }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
         let table: HashMap<String, Vec<u8>> = conn.hgetall(self.ip_table_key()).await?;
         for (cidr, value) in table {
-            if live_ips.contains(&cidr) {
+            if live.ip_fields.contains(&cidr) {
                 continue;
             }
             if let Some(company_id) = company_id
@@ -597,27 +729,7 @@ impl Cache {
                 value: Vec::new(),
             });
         }
-        let keys_removed = stale.len() as u64;
-        self.apply(&stale, snap.version).await?;
-        self.publish(PolicyCacheInvalidated {
-            version: snap.version,
-            occur_time: Some(timestamp(chrono::Utc::now())),
-            company_id: company_id.unwrap_or_default().to_owned(),
-            email_addresses: Vec::new(),
-            domain_names: Vec::new(),
-            ip_table_changed: true,
-            full_rebuild: true,
-        })
-        .await?;
-        if company.is_none() {
-            self.dirty.store(false, Ordering::SeqCst);
-        }
-        Ok(RebuildStats {
-            keys_written,
-            keys_removed,
-            version: snap.version,
-            duration: started.elapsed(),
-        })
+        Ok(stale)
     }
 
     /// Whether Redis misses changes: dirty, its version key is missing (flushed or replaced), or
@@ -716,14 +828,14 @@ impl Cache {
     }
 }
 
+/// Whether `key` is an email or domain key (not the IP table, version or key version key).
+fn is_entry_key(key: &str, policy_prefix: &str) -> bool {
+    key.strip_prefix(policy_prefix)
+        .is_some_and(|rest| rest.starts_with("email:") || rest.starts_with("domain:"))
+}
+
 fn belongs_to(value: Option<&[u8]>, company_id: &str) -> bool {
     value
         .and_then(|v| pb::CompiledSender::decode(v).ok())
         .is_some_and(|s| s.company_id == company_id)
-}
-
-async fn futures_next(
-    iter: &mut redis::AsyncIter<'_, String>,
-) -> Option<redis::RedisResult<String>> {
-    iter.next_item().await
 }

@@ -32,6 +32,20 @@ struct EntryFilters {
 }
 
 impl EntryFilters {
+    /// The filters all three List RPCs share; the kind-specific ones are set on the result.
+    fn common(
+        security_policy_id: &str,
+        forwarding_user_id: &str,
+        ready: Option<bool>,
+    ) -> Result<EntryFilters> {
+        Ok(EntryFilters {
+            policy: parse_opt_id("security_policy_id", security_policy_id)?,
+            forwarding_user: parse_opt_id("forwarding_user_id", forwarding_user_id)?,
+            ready,
+            ..EntryFilters::default()
+        })
+    }
+
     fn fingerprint(&self) -> String {
         format!("{self:?}")
     }
@@ -46,14 +60,17 @@ fn sort_sql(kind: EntryKind) -> &'static str {
     }
 }
 
-async fn list_entries(
+/// One page of a company's entries of `kind`, each presented by `present`, and the next page
+/// token: the one List path of emails, IP addresses and domains.
+async fn list_entries<T>(
     pool: &sqlx::PgPool,
     kind: EntryKind,
     company_id: &str,
     filters: EntryFilters,
     page_size_requested: i32,
     page_token: &str,
-) -> Result<(Vec<EntryRow>, String)> {
+    present: fn(&EntryRow) -> T,
+) -> Result<(Vec<T>, String)> {
     let limit = page_size(page_size_requested, "page_size")?;
     let fingerprint = filters.fingerprint();
     let after = paging::decode(page_token, &fingerprint)?;
@@ -104,9 +121,9 @@ async fn list_entries(
         .push(", e.id LIMIT ")
         .push_bind(limit + 1);
     let rows: Vec<EntryRow> = q.build_query_as().fetch_all(&mut *conn).await?;
-    Ok(paging::finish(rows, limit, &fingerprint, |r| {
-        (r.matched_value(), r.id)
-    }))
+    let (rows, next_page_token) =
+        paging::finish(rows, limit, &fingerprint, |r| (r.matched_value(), r.id));
+    Ok((rows.iter().map(present).collect(), next_page_token))
 }
 
 fn parse_address(field: &str, value: &str) -> Result<String> {
@@ -224,25 +241,28 @@ impl PolicyApi {
         &self,
         request: pb::ListEmailAddressesRequest,
     ) -> Result<pb::ListEmailAddressesResponse> {
+        let common = EntryFilters::common(
+            &request.security_policy_id,
+            &request.forwarding_user_id,
+            request.ready,
+        )?;
         let filters = EntryFilters {
-            policy: parse_opt_id("security_policy_id", &request.security_policy_id)?,
-            forwarding_user: parse_opt_id("forwarding_user_id", &request.forwarding_user_id)?,
-            ready: request.ready,
             import: parse_opt_id("import_id", &request.import_id)?,
             query: request.query.clone(),
-            ..EntryFilters::default()
+            ..common
         };
-        let (rows, next_page_token) = list_entries(
+        let (email_addresses, next_page_token) = list_entries(
             &self.pool,
             EntryKind::Email,
             &request.company_id,
             filters,
             request.page_size,
             &request.page_token,
+            EntryRow::to_email,
         )
         .await?;
         Ok(pb::ListEmailAddressesResponse {
-            email_addresses: rows.iter().map(EntryRow::to_email).collect(),
+            email_addresses,
             next_page_token,
         })
     }
@@ -436,23 +456,25 @@ impl PolicyApi {
             )
         };
         let filters = EntryFilters {
-            policy: parse_opt_id("security_policy_id", &request.security_policy_id)?,
-            forwarding_user: parse_opt_id("forwarding_user_id", &request.forwarding_user_id)?,
-            ready: request.ready,
             contains_ip,
-            ..EntryFilters::default()
+            ..EntryFilters::common(
+                &request.security_policy_id,
+                &request.forwarding_user_id,
+                request.ready,
+            )?
         };
-        let (rows, next_page_token) = list_entries(
+        let (ip_addresses, next_page_token) = list_entries(
             &self.pool,
             EntryKind::Ip,
             &request.company_id,
             filters,
             request.page_size,
             &request.page_token,
+            EntryRow::to_ip,
         )
         .await?;
         Ok(pb::ListIpAddressesResponse {
-            ip_addresses: rows.iter().map(EntryRow::to_ip).collect(),
+            ip_addresses,
             next_page_token,
         })
     }
@@ -561,24 +583,26 @@ impl PolicyApi {
             )
         })?;
         let filters = EntryFilters {
-            policy: parse_opt_id("security_policy_id", &request.security_policy_id)?,
-            forwarding_user: parse_opt_id("forwarding_user_id", &request.forwarding_user_id)?,
-            ready: request.ready,
             state: verification_state_text(state),
             query: request.query.clone(),
-            ..EntryFilters::default()
+            ..EntryFilters::common(
+                &request.security_policy_id,
+                &request.forwarding_user_id,
+                request.ready,
+            )?
         };
-        let (rows, next_page_token) = list_entries(
+        let (domains, next_page_token) = list_entries(
             &self.pool,
             EntryKind::Domain,
             &request.company_id,
             filters,
             request.page_size,
             &request.page_token,
+            EntryRow::to_domain,
         )
         .await?;
         Ok(pb::ListDomainsResponse {
-            domains: rows.iter().map(EntryRow::to_domain).collect(),
+            domains,
             next_page_token,
         })
     }
