@@ -4,7 +4,8 @@
 //! `message_id` lets consumers drop the duplicate.
 //!
 //! The table (one per service schema) has the columns `id, message_id, routing_key, payload,
-//! created_at, published_at, attempts, last_error`.
+//! created_at, published_at, attempts, last_error`. A row is deleted once the broker has confirmed
+//! it; what stays is what has not gone out yet, with the last error of each try.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -150,13 +151,12 @@ impl OutboxRelay {
                 }
             }
         }
-        sqlx::query(
-            "UPDATE outbox SET published_at = now(), attempts = attempts + 1, last_error = NULL
-             WHERE id = ANY($1)",
-        )
-        .bind(&published)
-        .execute(&mut *tx)
-        .await?;
+        // Published rows go: keeping them would cost a new row version (and its index entries) per
+        // event, which at dispatch's rate is a large share of the database's work.
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+            .bind(&published)
+            .execute(&mut *tx)
+            .await?;
         if !failed_ids.is_empty() {
             sqlx::query(
                 "UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.error

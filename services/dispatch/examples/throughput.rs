@@ -285,17 +285,17 @@ async fn main() {
     println!("submits beyond one per job: {duplicates}");
     // The status events trail the jobs: the outbox relay publishes them after each commit.
     loop {
-        let waiting: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
         if waiting == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+    // One event per recorded state change; the relay deletes each outbox row once confirmed.
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM sms_job_events")
         .fetch_one(&pool)
         .await
         .unwrap();

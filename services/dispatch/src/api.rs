@@ -13,7 +13,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::error::{Error, FieldProblem};
+use crate::error::{Error, Violation};
 use crate::jobs::JobState;
 
 /// Default and maximum page sizes of ListMessages.
@@ -73,11 +73,11 @@ fn timestamp(time: DateTime<Utc>) -> Timestamp {
     }
 }
 
-fn from_timestamp(field: &'static str, ts: &Timestamp) -> Result<DateTime<Utc>, FieldProblem> {
+fn from_timestamp(field: &'static str, ts: &Timestamp) -> Result<DateTime<Utc>, Violation> {
     u32::try_from(ts.nanos)
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
-        .ok_or_else(|| FieldProblem::new(field, "not a valid timestamp"))
+        .ok_or_else(|| Violation::without_reason(field, "not a valid timestamp"))
 }
 
 impl From<JobRow> for SmsMessage {
@@ -125,11 +125,11 @@ impl From<JobRow> for SmsMessage {
     }
 }
 
-fn parse_uuid(field: &'static str, text: &str) -> Result<Uuid, FieldProblem> {
+fn parse_uuid(field: &'static str, text: &str) -> Result<Uuid, Violation> {
     if text.is_empty() {
-        return Err(FieldProblem::new(field, "required"));
+        return Err(Violation::without_reason(field, "required"));
     }
-    Uuid::parse_str(text).map_err(|_| FieldProblem::new(field, "must be a UUID"))
+    Uuid::parse_str(text).map_err(|_| Violation::without_reason(field, "must be a UUID"))
 }
 
 /// The database states a public state filter covers (SUBMITTING includes jobs under review, as
@@ -161,7 +161,7 @@ struct ListFilter {
 }
 
 impl ListFilter {
-    fn parse(request: &ListMessagesRequest) -> Result<ListFilter, Vec<FieldProblem>> {
+    fn parse(request: &ListMessagesRequest) -> Result<ListFilter, Vec<Violation>> {
         let mut problems = Vec::new();
         let company_id = parse_uuid("company_id", &request.company_id)
             .map_err(|p| problems.push(p))
@@ -169,7 +169,10 @@ impl ListFilter {
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             size if size < 0 => {
-                problems.push(FieldProblem::new("page_size", "must not be negative"));
+                problems.push(Violation::without_reason(
+                    "page_size",
+                    "must not be negative",
+                ));
                 DEFAULT_PAGE_SIZE
             }
             size => i64::from(size).min(MAX_PAGE_SIZE),
@@ -190,7 +193,7 @@ impl ListFilter {
                 {
                     Some(compact)
                 } else {
-                    problems.push(FieldProblem::new(
+                    problems.push(Violation::without_reason(
                         "recipient",
                         "use the international E.164 form, e.g. +64211234567",
                     ));
@@ -207,7 +210,7 @@ impl ListFilter {
         let mut states = Vec::new();
         for (index, value) in request.states.iter().enumerate() {
             match SmsState::try_from(*value) {
-                Ok(SmsState::Unspecified) | Err(_) => problems.push(FieldProblem::new(
+                Ok(SmsState::Unspecified) | Err(_) => problems.push(Violation::without_reason(
                     format!("states[{index}]"),
                     "not a known state",
                 )),
@@ -233,7 +236,10 @@ impl ListFilter {
         if let (Some(start), Some(end)) = (start, end)
             && start >= end
         {
-            problems.push(FieldProblem::new("end_time", "must be after start_time"));
+            problems.push(Violation::without_reason(
+                "end_time",
+                "must be after start_time",
+            ));
         }
         let email_message_id = Some(
             request
@@ -368,7 +374,7 @@ async fn list_messages(
         text => match PageToken::decode(text) {
             Some(token) if token.fingerprint == filter.fingerprint() => Some(token),
             _ => {
-                return Err(Error::InvalidArgument(vec![FieldProblem::new(
+                return Err(Error::InvalidArgument(vec![Violation::without_reason(
                     "page_token",
                     "not a token from a previous response with the same filters",
                 )]));
@@ -406,7 +412,7 @@ async fn list_messages(
     if let Some(token) = &after {
         let created_at =
             DateTime::from_timestamp_micros(token.created_at_micros).ok_or_else(|| {
-                Error::InvalidArgument(vec![FieldProblem::new("page_token", "corrupt")])
+                Error::InvalidArgument(vec![Violation::without_reason("page_token", "corrupt")])
             })?;
         query
             .push(" AND (created_at, job_id) < (")

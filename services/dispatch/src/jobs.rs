@@ -185,6 +185,11 @@ struct NewJob {
 }
 
 impl NewJob {
+    /// After this the job is worthless (ingest's `expire_time`).
+    fn valid_until(&self) -> Option<DateTime<Utc>> {
+        self.job.expire_time.as_ref().and_then(timestamp_to_chrono)
+    }
+
     /// Checks the payload; `Err` says why it can never be sent.
     fn validate(job: SmsJob) -> Result<NewJob, String> {
         let job_id = Uuid::parse_str(&job.job_id).map_err(|_| "job_id is not a UUID")?;
@@ -326,49 +331,61 @@ impl Admit {
         }
 
         let mut tx = self.pool.begin().await?;
-        let created = insert_new_jobs(&mut tx, &unique).await?;
-        let creations: Vec<JobChange> = created
-            .iter()
-            .map(|job| {
-                JobChange::new(job.job_id, None, JobState::Queued).detail("received from the queue")
-            })
-            .collect();
-        announce(&mut tx, &creations.iter().zip(&created).collect::<Vec<_>>()).await?;
         let ids: Vec<Uuid> = unique.iter().map(|job| job.job_id).collect();
-        let rows: Vec<(Uuid, String, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT job_id, state, attempts, valid_until FROM sms_jobs
-             WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?;
+        let known: std::collections::HashMap<Uuid, (String, i32, Option<DateTime<Utc>>)> =
+            sqlx::query_as::<_, (Uuid, String, i32, Option<DateTime<Utc>>)>(
+                "SELECT job_id, state, attempts, valid_until FROM sms_jobs
+                 WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|(id, state, attempts, valid_until)| (id, (state, attempts, valid_until)))
+            .collect();
         let now = Utc::now();
+        // A job seen for the first time is inserted straight in the state it is admitted to (one
+        // row version instead of two); its history still shows it queued first.
+        let mut created: Vec<(&NewJob, JobChange)> = Vec::new();
         let mut changes = Vec::new();
         let mut sendable = Vec::new();
         let mut decided = std::collections::HashMap::with_capacity(unique.len());
-        for ((job_id, state, attempts, valid_until), job) in rows.into_iter().zip(&unique) {
-            debug_assert_eq!(job_id, job.job_id);
-            let state = JobState::parse(&state).unwrap_or(JobState::NeedsReview);
-            let attempts = u32::try_from(attempts).unwrap_or(0);
-            let from = Some(state);
+        for job in &unique {
+            let (state, attempts, valid_until) = match known.get(&job.job_id) {
+                Some((state, attempts, valid_until)) => (
+                    JobState::parse(state).unwrap_or(JobState::NeedsReview),
+                    u32::try_from(*attempts).unwrap_or(0),
+                    *valid_until,
+                ),
+                None => (JobState::Queued, 0, job.valid_until()),
+            };
+            let is_new = !known.contains_key(&job.job_id);
             let settled = match state {
                 JobState::Queued if valid_until.is_some_and(|until| until <= now) => {
-                    changes.push(JobChange::new(job_id, from, JobState::Expired).failure(
-                        FailureKind::Permanent,
-                        Some("expired"),
-                        "its validity period ended before it could be sent",
-                    ));
+                    let change = JobChange::new(job.job_id, Some(state), JobState::Expired)
+                        .failure(
+                            FailureKind::Permanent,
+                            Some("expired"),
+                            "its validity period ended before it could be sent",
+                        );
+                    if is_new {
+                        created.push((job, change));
+                    } else {
+                        changes.push(change);
+                    }
                     Outcome::Permanent("validity period ended".into())
                 }
                 JobState::Queued => {
-                    sendable.push((job, from, attempts, valid_until));
+                    sendable.push((*job, is_new, attempts, valid_until));
                     continue;
                 }
                 JobState::Submitting => {
-                    changes.push(JobChange::new(job_id, from, JobState::NeedsReview).detail(
-                        "found in submitting when delivered again: it may already have reached \
-                         the SMSC, so it is not resent",
-                    ));
+                    changes.push(
+                        JobChange::new(job.job_id, Some(state), JobState::NeedsReview).detail(
+                            "found in submitting when delivered again: it may already have \
+                             reached the SMSC, so it is not resent",
+                        ),
+                    );
                     Outcome::Done
                 }
                 // Already sent, final, or waiting for an operator: never send again.
@@ -378,7 +395,7 @@ impl Admit {
                 | JobState::Expired
                 | JobState::NeedsReview => Outcome::Done,
             };
-            decided.insert(job_id, Admission::Settled(settled));
+            decided.insert(job.job_id, Admission::Settled(settled));
         }
         // Asked only now, for jobs that will really be sent: a redelivered duplicate must not use
         // up its user's tokens.
@@ -390,8 +407,9 @@ impl Admit {
             )
         }))
         .await;
-        for ((job, from, attempts, valid_until), decision) in sendable.into_iter().zip(decisions) {
-            let admission = match decision {
+        for ((job, is_new, attempts, valid_until), decision) in sendable.into_iter().zip(decisions)
+        {
+            let (change, admission) = match decision {
                 Decision::Wait { scope, wait } => {
                     let reason = format!(
                         "over the {} send rate; next token in {} ms",
@@ -400,34 +418,77 @@ impl Admit {
                     );
                     // Stays queued: a wait, not a failed attempt (attempts unchanged), and no
                     // state change to announce.
-                    changes.push(
-                        JobChange::new(job.job_id, from, JobState::Queued)
+                    let change =
+                        JobChange::new(job.job_id, Some(JobState::Queued), JobState::Queued)
                             .failure(FailureKind::Throttled, None, &reason)
-                            .quiet(),
-                    );
-                    Admission::Settled(Outcome::RetryLater(Retry {
+                            .quiet();
+                    let retry = Retry {
                         throttled: true,
                         attempts,
                         reason,
-                    }))
+                    };
+                    (change, Admission::Settled(Outcome::RetryLater(retry)))
                 }
                 Decision::Send => {
                     let mut change =
-                        JobChange::new(job.job_id, from, JobState::Submitting).detail(format!(
-                            "handing to the {} connector (attempt {})",
-                            self.connector,
-                            attempts + 1
-                        ));
+                        JobChange::new(job.job_id, Some(JobState::Queued), JobState::Submitting)
+                            .detail(format!(
+                                "handing to the {} connector (attempt {})",
+                                self.connector,
+                                attempts + 1
+                            ));
                     change.connector = Some(self.connector.to_owned());
-                    changes.push(change);
-                    Admission::Send {
+                    let send = Admission::Send {
                         attempts,
                         valid_until,
-                    }
+                    };
+                    (change, send)
                 }
             };
+            if is_new {
+                created.push((job, change));
+            } else {
+                changes.push(change);
+            }
             decided.insert(job.job_id, admission);
         }
+
+        let inserted = insert_new_jobs(&mut tx, &created).await?;
+        if inserted.len() < created.len() {
+            // Inserted meanwhile by a concurrent delivery of the same job, which handles it.
+            let inserted_ids: std::collections::HashSet<Uuid> =
+                inserted.iter().map(|job| job.job_id).collect();
+            for (job, _) in &created {
+                if !inserted_ids.contains(&job.job_id) {
+                    decided.insert(job.job_id, Admission::Settled(Outcome::Done));
+                }
+            }
+        }
+        let by_id: std::collections::HashMap<Uuid, &ChangedJob> =
+            inserted.iter().map(|job| (job.job_id, job)).collect();
+        let receptions: Vec<(JobChange, ChangedJob)> = created
+            .iter()
+            .filter_map(|(job, _)| {
+                let row = by_id.get(&job.job_id)?;
+                let reception = JobChange::new(job.job_id, None, JobState::Queued)
+                    .detail("received from the queue");
+                Some((
+                    reception,
+                    ChangedJob {
+                        status_sequence: 1,
+                        ..(*row).clone()
+                    },
+                ))
+            })
+            .collect();
+        let mut announced: Vec<(&JobChange, &ChangedJob)> = receptions
+            .iter()
+            .map(|(change, row)| (change, row))
+            .collect();
+        announced.extend(created.iter().filter_map(|(job, change)| {
+            Some((change, *by_id.get(&job.job_id)?)).filter(|(change, _)| change.announce)
+        }));
+        announce(&mut tx, &announced).await?;
         apply_changes(&mut tx, &changes).await?;
         tx.commit().await?;
         Ok(answers
@@ -444,64 +505,112 @@ impl Admit {
     }
 }
 
-/// Inserts the jobs not recorded yet, in state queued, and returns them (their creation is their
-/// first state change, so they start at status sequence 1).
+/// Inserts jobs seen for the first time, each directly in the state `change` admits it to, and
+/// returns the rows inserted (a job a concurrent delivery inserted first is left out). Its status
+/// sequence counts the reception and, when announced, the change.
 async fn insert_new_jobs(
     conn: &mut PgConnection,
-    jobs: &[&NewJob],
+    jobs: &[(&NewJob, JobChange)],
 ) -> Result<Vec<ChangedJob>, JobError> {
-    let origin = |job: &&NewJob| job.job.origin.clone();
-    let column = |f: fn(&NewJob) -> Option<String>| jobs.iter().map(|j| f(j)).collect::<Vec<_>>();
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text =
+        |f: fn(&NewJob) -> Option<String>| jobs.iter().map(|(j, _)| f(j)).collect::<Vec<_>>();
+    let failures: Vec<(Option<&str>, Option<&str>, Option<&str>)> = jobs
+        .iter()
+        .map(|(_, change)| match &change.failure {
+            FailureUpdate::Set {
+                kind,
+                code,
+                message,
+            } => (
+                failure_kind_str(*kind),
+                code.as_deref(),
+                Some(message.as_str()),
+            ),
+            FailureUpdate::Keep | FailureUpdate::Clear => (None, None, None),
+        })
+        .collect();
     let inserted: Vec<ChangedJob> = sqlx::query_as(
         "INSERT INTO sms_jobs (job_id, company_id, forwarding_user_id, sender_id, sender_email,
                                email_message_id, recipient, text, encoding, segments,
-                               valid_until, truncated, origin, job_created_at, status_sequence)
+                               valid_until, truncated, origin, job_created_at, state, connector,
+                               failure_kind, error_code, last_error, final_at, status_sequence)
          SELECT job_id, company_id, forwarding_user_id, NULLIF(sender_id, ''),
                 NULLIF(sender_email, ''), NULLIF(email_message_id, ''), recipient, text, encoding,
-                segments, valid_until, truncated, origin, job_created_at, 1
+                segments, valid_until, truncated, origin, job_created_at, state, connector,
+                failure_kind, error_code, last_error,
+                CASE WHEN is_final THEN now() END, status_sequence
          FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
                      $7::text[], $8::text[], $9::text[], $10::int4[], $11::timestamptz[],
-                     $12::bool[], $13::bytea[], $14::timestamptz[]) WITH ORDINALITY
+                     $12::bool[], $13::bytea[], $14::timestamptz[], $15::text[], $16::text[],
+                     $17::text[], $18::text[], $19::text[], $20::bool[], $21::int8[])
+              WITH ORDINALITY
               AS n(job_id, company_id, forwarding_user_id, sender_id, sender_email,
                    email_message_id, recipient, text, encoding, segments, valid_until, truncated,
-                   origin, job_created_at, position)
+                   origin, job_created_at, state, connector, failure_kind, error_code, last_error,
+                   is_final, status_sequence, position)
          ORDER BY position
          ON CONFLICT (job_id) DO NOTHING
          RETURNING job_id, company_id, forwarding_user_id, recipient, attempts, connector,
                    provider_message_id, status_sequence",
     )
-    .bind(jobs.iter().map(|j| j.job_id).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.company_id).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|(j, _)| j.job_id).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|(j, _)| j.company_id).collect::<Vec<_>>())
     .bind(
         jobs.iter()
-            .map(|j| j.forwarding_user_id)
+            .map(|(j, _)| j.forwarding_user_id)
             .collect::<Vec<_>>(),
     )
-    .bind(column(|j| Some(j.job.sender_id.clone())))
-    .bind(column(|j| {
+    .bind(text(|j| Some(j.job.sender_id.clone())))
+    .bind(text(|j| {
         j.job.origin.as_ref().map(|o| o.from_address.clone())
     }))
-    .bind(column(|j| {
+    .bind(text(|j| {
         j.job.origin.as_ref().map(|o| o.message_id.clone())
     }))
-    .bind(column(|j| Some(j.job.recipient.clone())))
-    .bind(column(|j| Some(j.job.text.clone())))
-    .bind(jobs.iter().map(|j| j.encoding).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.segments).collect::<Vec<_>>())
+    .bind(text(|j| Some(j.job.recipient.clone())))
+    .bind(text(|j| Some(j.job.text.clone())))
+    .bind(jobs.iter().map(|(j, _)| j.encoding).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|(j, _)| j.segments).collect::<Vec<_>>())
     .bind(
         jobs.iter()
-            .map(|j| j.job.expire_time.as_ref().and_then(timestamp_to_chrono))
-            .collect::<Vec<_>>(),
-    )
-    .bind(jobs.iter().map(|j| j.job.truncated).collect::<Vec<_>>())
-    .bind(
-        jobs.iter()
-            .map(|j| origin(j).map(|o| o.encode_to_vec()))
+            .map(|(j, _)| j.valid_until())
             .collect::<Vec<_>>(),
     )
     .bind(
         jobs.iter()
-            .map(|j| j.job.create_time.as_ref().and_then(timestamp_to_chrono))
+            .map(|(j, _)| j.job.truncated)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        jobs.iter()
+            .map(|(j, _)| j.job.origin.as_ref().map(|o| o.encode_to_vec()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        jobs.iter()
+            .map(|(j, _)| j.job.create_time.as_ref().and_then(timestamp_to_chrono))
+            .collect::<Vec<_>>(),
+    )
+    .bind(jobs.iter().map(|(_, c)| c.to.as_str()).collect::<Vec<_>>())
+    .bind(
+        jobs.iter()
+            .map(|(_, c)| c.connector.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(failures.iter().map(|f| f.0).collect::<Vec<_>>())
+    .bind(failures.iter().map(|f| f.1).collect::<Vec<_>>())
+    .bind(failures.iter().map(|f| f.2).collect::<Vec<_>>())
+    .bind(
+        jobs.iter()
+            .map(|(_, c)| c.to.is_final())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        jobs.iter()
+            .map(|(_, c)| 1 + i64::from(c.announce))
             .collect::<Vec<_>>(),
     )
     .fetch_all(&mut *conn)
@@ -705,7 +814,7 @@ impl JobChange {
 }
 
 /// A job row as a change left it: what its status event reports.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 struct ChangedJob {
     job_id: Uuid,
     company_id: Uuid,
