@@ -251,10 +251,10 @@ trait BatchWrite: Send + Sync + 'static {
     type Item: Send + Sync + 'static;
     type Answer: Send + 'static;
     /// Writes every item in one transaction and answers each, in order; all or nothing.
-    fn write<'a>(
-        &'a self,
-        items: &'a [Self::Item],
-    ) -> impl Future<Output = Result<Vec<Self::Answer>, JobError>> + Send + 'a;
+    fn write(
+        &self,
+        items: &[Self::Item],
+    ) -> impl Future<Output = Result<Vec<Self::Answer>, JobError>> + Send;
 }
 
 /// Writes the batch in one transaction; when that fails, each item in its own, so one bad job (or
@@ -303,16 +303,7 @@ impl BatchWrite for Admit {
     type Item = NewJob;
     type Answer = Admission;
 
-    fn write<'a>(
-        &'a self,
-        jobs: &'a [NewJob],
-    ) -> impl Future<Output = Result<Vec<Admission>, JobError>> + Send + 'a {
-        self.admit(jobs)
-    }
-}
-
-impl Admit {
-    async fn admit(&self, jobs: &[NewJob]) -> Result<Vec<Admission>, JobError> {
+    async fn write(&self, jobs: &[NewJob]) -> Result<Vec<Admission>, JobError> {
         // Sorted by job id, so two batches that share a (redelivered) job lock in the same order.
         let mut order: Vec<usize> = (0..jobs.len()).collect();
         order.sort_by_key(|&i| jobs[i].job_id);
@@ -629,16 +620,7 @@ impl BatchWrite for RecordAccepted {
     type Item = Accepted;
     type Answer = ();
 
-    fn write<'a>(
-        &'a self,
-        accepted: &'a [Accepted],
-    ) -> impl Future<Output = Result<Vec<()>, JobError>> + Send + 'a {
-        self.record(accepted)
-    }
-}
-
-impl RecordAccepted {
-    async fn record(&self, accepted: &[Accepted]) -> Result<Vec<()>, JobError> {
+    async fn write(&self, accepted: &[Accepted]) -> Result<Vec<()>, JobError> {
         let connector = self.connector;
         let mut sorted: Vec<&Accepted> = accepted.iter().collect();
         sorted.sort_by_key(|a| a.job_id);
@@ -1218,16 +1200,7 @@ impl BatchWrite for RecordReceipts {
     type Item = DeliveryReceipt;
     type Answer = ();
 
-    fn write<'a>(
-        &'a self,
-        receipts: &'a [DeliveryReceipt],
-    ) -> impl Future<Output = Result<Vec<()>, JobError>> + Send + 'a {
-        self.record(receipts)
-    }
-}
-
-impl RecordReceipts {
-    async fn record(&self, receipts: &[DeliveryReceipt]) -> Result<Vec<()>, JobError> {
+    async fn write(&self, receipts: &[DeliveryReceipt]) -> Result<Vec<()>, JobError> {
         let mut tx = self.pool.begin().await?;
         // Every id of the batch is locked before any job row, in one sorted pass per connector.
         let mut connectors: Vec<&str> = receipts.iter().map(|r| r.connector.as_str()).collect();

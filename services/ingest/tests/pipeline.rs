@@ -1239,3 +1239,144 @@ async fn concurrent_publishes_each_get_their_own_confirm() {
     assert_eq!(h.jobs().await.len(), WORKERS * JOBS_EACH);
     h.cleanup().await;
 }
+
+/// Runs `program` (Postfix's `smtp-source`) against ingest with `args` (the address is
+/// appended); at most 60 s, then it is killed.
+async fn run_smtp_source<const N: usize>(
+    program: &std::path::Path,
+    addr: SocketAddr,
+    args: [String; N],
+) -> std::process::Output {
+    let child = tokio::process::Command::new(program)
+        .args(&args)
+        .arg(addr.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!(
+                "cannot run {}: {error}; run `eval \"$(scripts/ensure-tools)\"`",
+                program.display()
+            )
+        });
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("smtp-source {args:?} did not finish within 60 s"))
+        .unwrap()
+}
+
+/// Postfix's `smtp-source`, a real MTA's client code: two parallel sessions, each sending
+/// message after message on its connection (`-d`), from an authorised sender. Every message is
+/// answered 250 (smtp-source exits 0 only then) and is exactly one job; an unauthorised sender's
+/// mail is refused with the 550 smtp-source reports, and nothing is queued.
+#[tokio::test]
+async fn smtp_source_sessions_queue_one_job_per_message_and_an_unknown_sender_is_refused() {
+    const SESSIONS: usize = 2;
+    const MESSAGES: usize = 20;
+    const RECIPIENT: &str = "+64211234567@sms.example.net";
+    // First, so that without it the test fails (pointing at scripts/ensure-tools) before it
+    // leaves anything in Redis or RabbitMQ.
+    let smtp_source = common::smtp_source();
+    let dns = dns_with_zones().await;
+    let mut h = harness(&dns, &[]).await;
+    h.put_email(
+        "load@corp.test",
+        &entry(
+            MatchKind::EmailAddress,
+            "load@corp.test",
+            SecurityType::ByIpAddresses,
+        ),
+    )
+    .await;
+    let (sessions, messages) = (SESSIONS.to_string(), MESSAGES.to_string());
+    // As smtp_bench.rs runs it: `-d` keeps each session's connection for its next message.
+    let load = |from: &'static str| {
+        let args = [
+            "-d",
+            "-s",
+            &sessions,
+            "-m",
+            &messages,
+            "-l",
+            "1024",
+            "-M",
+            "smtp-source.client.test",
+            "-f",
+            from,
+            "-t",
+            RECIPIENT,
+        ]
+        .map(str::to_owned);
+        run_smtp_source(&smtp_source, h.addr, args)
+    };
+
+    let output = load("load@corp.test").await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "smtp-source from an authorised sender: {}; stderr {stderr:?}",
+        output.status
+    );
+    // Every 250 was given after the broker confirmed the job, so they are all there; poll anyway
+    // (bounded) rather than trust one read of the queue.
+    let mut jobs = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while jobs.len() < MESSAGES && tokio::time::Instant::now() < deadline {
+        jobs.extend(h.jobs().await);
+        if jobs.len() < MESSAGES {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    jobs.extend(h.jobs().await);
+    assert_eq!(jobs.len(), MESSAGES, "jobs in the queue: {jobs:?}");
+    let job_ids: BTreeSet<&str> = jobs.iter().map(|j| j.job_id.as_str()).collect();
+    assert_eq!(job_ids.len(), MESSAGES, "job ids not distinct: {job_ids:?}");
+    let message_ids: BTreeSet<&str> = jobs
+        .iter()
+        .map(|j| j.origin.as_ref().unwrap().message_id.as_str())
+        .collect();
+    assert_eq!(
+        message_ids.len(),
+        MESSAGES,
+        "Message-IDs not distinct: {message_ids:?}"
+    );
+    for job in &jobs {
+        assert_eq!(
+            uuid::Uuid::parse_str(&job.job_id)
+                .unwrap()
+                .get_version_num(),
+            7,
+            "{job:?}"
+        );
+        assert_eq!(job.recipient, "+64211234567", "{job:?}");
+        assert_eq!(job.recipient_address, RECIPIENT, "{job:?}");
+        assert_eq!(job.match_kind(), MatchKind::EmailAddress, "{job:?}");
+        assert!(!job.text.is_empty(), "{job:?}");
+        let origin = job.origin.as_ref().unwrap();
+        assert_eq!(origin.from_address, "load@corp.test", "{job:?}");
+        assert_eq!(origin.client_ip, "127.0.0.1", "{job:?}");
+        assert_eq!(origin.helo, "smtp-source.client.test", "{job:?}");
+    }
+
+    // No policy knows unknown.test (nor 127.0.0.1): refused, and smtp-source (without -A) stops
+    // at the first refusal, exits non-zero and prints the server's reply.
+    let output = load("intruder@unknown.test").await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!(
+        "smtp-source from an unauthorised sender: {} {stderr}",
+        output.status
+    );
+    assert!(
+        !output.status.success(),
+        "smtp-source from an unauthorised sender succeeded; stderr {stderr:?}"
+    );
+    assert!(
+        stderr.contains("rejected: 550 5.7.1 intruder@unknown.test is not authorised"),
+        "smtp-source did not report ingest's refusal: {stderr:?}"
+    );
+    let jobs = h.jobs().await;
+    assert!(jobs.is_empty(), "refused mail was queued: {jobs:?}");
+    h.cleanup().await;
+}

@@ -4,6 +4,7 @@
 
 pub mod proxy;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -150,4 +151,22 @@ pub fn expect(reply: &str, prefix: &str) {
         reply.starts_with(prefix),
         "expected a reply starting with {prefix:?}, got {reply:?}"
     );
+}
+
+/// Postfix's `smtp-source`: the first on PATH, else /usr/sbin/smtp-source (where the postfix
+/// package installs it; /usr/sbin is not on every user's PATH). Panics, pointing at
+/// scripts/ensure-tools, when it is in neither place: the tests that drive it must not pass
+/// without having run it.
+pub fn smtp_source() -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("smtp-source"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "smtp-source (Postfix) is not on PATH nor in /usr/sbin: run `eval \"$(scripts/ensure-tools)\"`, which installs it"
+            )
+        })
 }
