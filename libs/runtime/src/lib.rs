@@ -1,11 +1,13 @@
 //! What every Email2SMS binary shares: configuration errors and exit codes, telemetry, the gRPC server
-//! with health, reflection, bearer-token auth and graceful shutdown, and per-service Postgres migrations.
+//! with health, reflection, bearer-token auth and graceful shutdown, the building blocks of
+//! the services' gRPC error statuses, and per-service Postgres migrations.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod config;
 pub mod db;
 pub mod grpc;
+pub mod grpc_error;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

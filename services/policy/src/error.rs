@@ -6,33 +6,11 @@
 //! product's uniqueness and tenancy rules itself, and a constraint name is what tells us which
 //! rule collided without ever reading (or leaking) the other company's row.
 
+use email2sms_runtime::grpc_error::{self, INTERNAL_MESSAGE, describe};
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 /// A problem with one request field, reported in a `google.rpc.BadRequest` detail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    /// Dotted path of the field in the request, e.g. `email_address.email_address`.
-    pub field: String,
-    /// Stable SCREAMING_SNAKE_CASE reason, e.g. `EMAIL_MULTIPLE_AT`.
-    pub reason: String,
-    /// A sentence for the admin.
-    pub description: String,
-}
-
-impl Violation {
-    pub fn new(
-        field: impl Into<String>,
-        reason: impl Into<String>,
-        description: impl Into<String>,
-    ) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-            description: description.into(),
-        }
-    }
-}
+pub use email2sms_runtime::grpc_error::Violation;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -64,14 +42,6 @@ pub enum Error {
     Internal(String),
 }
 
-fn describe(violations: &[Violation]) -> String {
-    violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -94,18 +64,7 @@ impl From<Error> for Status {
     fn from(error: Error) -> Status {
         match error {
             Error::InvalidArgument(violations) => {
-                let message = describe(&violations);
-                let details = ErrorDetails::with_bad_request(
-                    violations
-                        .into_iter()
-                        .map(|v| {
-                            let mut fv = FieldViolation::new(v.field, v.description);
-                            fv.reason = v.reason;
-                            fv
-                        })
-                        .collect::<Vec<_>>(),
-                );
-                Status::with_error_details(Code::InvalidArgument, message, details)
+                grpc_error::bad_request(describe(&violations), violations)
             }
             Error::NotFound(what) => Status::not_found(format!("{what} not found")),
             Error::AlreadyExists(rule) => Status::already_exists(rule),
@@ -127,14 +86,12 @@ impl From<Error> for Status {
                     Status::unavailable("the verification service is unavailable; retry shortly")
                 }
             },
-            Error::Unavailable(why) => {
-                tracing::warn!(error = %why, "policy store unavailable");
-                Status::unavailable("the policy store is unavailable; retry shortly")
-            }
-            Error::Internal(why) => {
-                tracing::error!(error = %why, "internal error");
-                Status::internal("internal error; the details are in the server log")
-            }
+            Error::Unavailable(why) => grpc_error::unavailable(
+                "policy store unavailable",
+                &why,
+                "the policy store is unavailable; retry shortly",
+            ),
+            Error::Internal(why) => grpc_error::internal("internal error", &why, INTERNAL_MESSAGE),
         }
     }
 }
@@ -225,9 +182,7 @@ impl From<sqlx::Error> for Error {
                     _ => Error::Internal(error.to_string()),
                 }
             }
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Error::Unavailable(error.to_string())
-            }
+            _ if grpc_error::sqlx_unavailable(&error) => Error::Unavailable(error.to_string()),
             _ => Error::Internal(error.to_string()),
         }
     }
@@ -236,6 +191,7 @@ impl From<sqlx::Error> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic_types::StatusExt;
 
     #[test]
     fn invalid_argument_carries_bad_request_field_violations() {

@@ -8,7 +8,7 @@ use email2sms_proto::policy::v1 as pb;
 use email2sms_proto::tonic::Code;
 use support::{Service, assert_code};
 
-use pb::{ImportRowStatus as S, SecurityType, SentFromKind};
+use pb::ImportRowStatus as S;
 
 async fn preview(
     s: &mut Service,
@@ -51,22 +51,8 @@ async fn csv_with_every_kind_of_bad_row_shows_each_at_its_line() {
     s.user(&company, "james.smith", true).await;
     s.user(&company, "gone", false).await;
     let rival = s.user(&other, "rival", true).await;
-    let policy = s
-        .policy(
-            &company,
-            SentFromKind::EmailAddress,
-            SecurityType::ViaSpf,
-            &[],
-        )
-        .await;
-    let other_policy = s
-        .policy(
-            &other,
-            SentFromKind::EmailAddress,
-            SecurityType::ViaSpf,
-            &[],
-        )
-        .await;
+    let policy = s.email_policy(&company).await;
+    let other_policy = s.email_policy(&other).await;
     s.email(&company, &policy, "already@example.com", "")
         .await
         .unwrap();
@@ -164,14 +150,7 @@ async fn commit_applies_the_ok_rows_once_and_committing_twice_creates_nothing() 
     let mut s = Service::start().await;
     let company = s.company("Acme").await;
     let jane = s.user(&company, "jane.smith", true).await;
-    let policy = s
-        .policy(
-            &company,
-            SentFromKind::EmailAddress,
-            SecurityType::ViaSpf,
-            &[],
-        )
-        .await;
+    let policy = s.email_policy(&company).await;
     let csv = "Email,Username\n\
                james.smith@example.com,jane.smith\n\
                jason.jones@example.com,jane.smith\n\
@@ -244,14 +223,7 @@ async fn hundred_thousand_rows_preview_and_commit() {
     for i in 0..10 {
         s.user(&company, &format!("user{i}"), true).await;
     }
-    let policy = s
-        .policy(
-            &company,
-            SentFromKind::EmailAddress,
-            SecurityType::ViaSpf,
-            &[],
-        )
-        .await;
+    let policy = s.email_policy(&company).await;
     let mut csv = String::from("Email,Username\n");
     for i in 0..100_000 {
         csv.push_str(&format!("person{i}@big.example,user{}\n", i % 10));

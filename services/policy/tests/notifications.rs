@@ -8,10 +8,10 @@ use std::time::Duration;
 use email2sms_proto::policy::v1 as pb;
 use email2sms_proto::tonic::Code;
 use support::sink::{Sink, free_port};
-use support::{Service, assert_code};
+use support::{Service, assert_code, assert_each_not_found};
 use uuid::Uuid;
 
-use pb::{NotificationOutcome as O, NotificationState, SecurityType, SentFromKind};
+use pb::{NotificationOutcome as O, NotificationState};
 
 async fn start(relay: &str) -> Service {
     Service::start_with(&[
@@ -53,14 +53,7 @@ async fn commit_with_notify_emails_each_address_once() {
     let company = s.company("Acme").await;
     s.user(&company, "james.smith", true).await;
     s.user(&company, "mary.jones", true).await;
-    let policy = s
-        .policy(
-            &company,
-            SentFromKind::EmailAddress,
-            SecurityType::ViaSpf,
-            &[],
-        )
-        .await;
+    let policy = s.email_policy(&company).await;
     let csv = "Email,Username\njames@example.com,james.smith\nMary@Example.com,mary.jones\nbad-row,james.smith\n";
     let preview = s
         .policy
@@ -155,44 +148,27 @@ async fn commit_with_notify_emails_each_address_once() {
 
     // Another company sees none of it.
     let other = s.company("Rival").await;
-    assert_code(
-        s.policy
-            .get_notification(pb::GetNotificationRequest {
-                company_id: other.clone(),
-                notification_id: notification.notification_id.clone(),
-            })
-            .await,
-        Code::NotFound,
-    );
-    assert_code(
-        s.policy
-            .list_notification_results(pb::ListNotificationResultsRequest {
-                company_id: other.clone(),
-                notification_id: notification.notification_id.clone(),
-                ..Default::default()
-            })
-            .await,
-        Code::NotFound,
-    );
-    assert_code(
-        s.policy
-            .retry_notification(pb::RetryNotificationRequest {
-                company_id: other.clone(),
-                notification_id: notification.notification_id.clone(),
-            })
-            .await,
-        Code::NotFound,
-    );
-    assert_code(
-        s.policy
-            .send_notification(pb::SendNotificationRequest {
-                company_id: other,
-                target: Some(pb::send_notification_request::Target::ImportId(import)),
-                request_id: Uuid::new_v4().to_string(),
-                page_size: 0,
-            })
-            .await,
-        Code::NotFound,
+    assert_each_not_found!(
+        s.policy,
+        get_notification(pb::GetNotificationRequest {
+            company_id: other.clone(),
+            notification_id: notification.notification_id.clone(),
+        }),
+        list_notification_results(pb::ListNotificationResultsRequest {
+            company_id: other.clone(),
+            notification_id: notification.notification_id.clone(),
+            ..Default::default()
+        }),
+        retry_notification(pb::RetryNotificationRequest {
+            company_id: other.clone(),
+            notification_id: notification.notification_id.clone(),
+        }),
+        send_notification(pb::SendNotificationRequest {
+            company_id: other,
+            target: Some(pb::send_notification_request::Target::ImportId(import)),
+            request_id: Uuid::new_v4().to_string(),
+            page_size: 0,
+        }),
     );
     s.stop().await;
 }
@@ -204,14 +180,7 @@ async fn failed_sends_are_kept_and_retry_sends_only_those() {
     let mut s = start(&format!("smtp://127.0.0.1:{port}")).await;
     let company = s.company("Acme").await;
     let user = s.user(&company, "james.smith", true).await;
-    let policy = s
-        .policy(
-            &company,
-            SentFromKind::EmailAddress,
-            SecurityType::ViaSpf,
-            &[],
-        )
-        .await;
+    let policy = s.email_policy(&company).await;
     let mut ids = Vec::new();
     for address in ["a@example.com", "b@example.com", "c@example.com"] {
         ids.push(

@@ -17,14 +17,7 @@ async fn email_address_flow_resolves_to_the_forwarding_user() {
     let company = s.company("Acme").await;
     let james = s.user(&company, "james.smith", true).await;
     // "Configure 'Emails Sent From' to 'Email Addresses'", "Security Type: Via SPF".
-    let policy = s
-        .policy(
-            &company,
-            SentFromKind::EmailAddress,
-            SecurityType::ViaSpf,
-            &[],
-        )
-        .await;
+    let policy = s.email_policy(&company).await;
     // "Click 'Create Email' and select an email address … and the Messenger user".
     let entry = s
         .email(&company, &policy, " James.Smith@Example.COM ", &james)
@@ -267,24 +260,8 @@ async fn subdomains_are_not_covered_by_a_verified_domain() {
     let policy = s
         .policy(&company, SentFromKind::Domain, SecurityType::ViaSpf, &[])
         .await;
-    let (domain_id, token) = s.pending_domain(&company, &policy, "example.com").await;
-    s.verification_event(
-        &company,
-        "example.com",
-        &token,
-        VerificationState::Verified,
-        1,
-    )
-    .await
-    .unwrap();
-    s.policy
-        .allocate_domain(pb::AllocateDomainRequest {
-            company_id: company.clone(),
-            domain_id,
-            forwarding_user_id: user,
-        })
-        .await
-        .unwrap();
+    s.allocated_domain(&company, &policy, "example.com", &user)
+        .await;
     assert!(s.resolve("bob@example.com", "192.0.2.1").await.is_some());
     assert!(
         s.resolve("bob@sales.example.com", "192.0.2.1")
@@ -311,24 +288,8 @@ async fn email_entry_wins_over_domain_and_not_ready_entry_still_wins() {
             &[],
         )
         .await;
-    let (domain_id, token) = s.pending_domain(&company, &domains, "example.com").await;
-    s.verification_event(
-        &company,
-        "example.com",
-        &token,
-        VerificationState::Verified,
-        1,
-    )
-    .await
-    .unwrap();
-    s.policy
-        .allocate_domain(pb::AllocateDomainRequest {
-            company_id: company.clone(),
-            domain_id,
-            forwarding_user_id: active,
-        })
-        .await
-        .unwrap();
+    s.allocated_domain(&company, &domains, "example.com", &active)
+        .await;
     s.email(&company, &emails, "ceo@example.com", &inactive)
         .await
         .unwrap();
@@ -350,14 +311,7 @@ async fn readiness_follows_the_forwarding_user_and_policy_default() {
     let mut s = Service::start().await;
     let company = s.company("Acme").await;
     let user = s.user(&company, "jane", true).await;
-    let policy = s
-        .policy(
-            &company,
-            SentFromKind::EmailAddress,
-            SecurityType::ViaSpf,
-            &[],
-        )
-        .await;
+    let policy = s.email_policy(&company).await;
     let entry = s
         .email(&company, &policy, "jane@example.com", "")
         .await
@@ -476,14 +430,7 @@ async fn policy_with_entries_is_not_deleted_without_force() {
     let mut s = Service::start().await;
     let company = s.company("Acme").await;
     let user = s.user(&company, "jane", true).await;
-    let policy = s
-        .policy(
-            &company,
-            SentFromKind::EmailAddress,
-            SecurityType::ViaSpf,
-            &[],
-        )
-        .await;
+    let policy = s.email_policy(&company).await;
     s.email(&company, &policy, "jane@example.com", &user)
         .await
         .unwrap();
@@ -560,14 +507,7 @@ async fn validation_failures_carry_field_violations() {
             .await,
         Code::InvalidArgument,
     );
-    let policy = s
-        .policy(
-            &company,
-            SentFromKind::EmailAddress,
-            SecurityType::ViaSpf,
-            &[],
-        )
-        .await;
+    let policy = s.email_policy(&company).await;
     let status = assert_code(
         s.email(&company, &policy, "a@b@example.com", "").await,
         Code::InvalidArgument,
@@ -605,14 +545,7 @@ async fn validation_failures_carry_field_violations() {
 async fn lists_page_through_every_entry_once_in_order() {
     let mut s = Service::start().await;
     let company = s.company("Acme").await;
-    let policy = s
-        .policy(
-            &company,
-            SentFromKind::EmailAddress,
-            SecurityType::ViaSpf,
-            &[],
-        )
-        .await;
+    let policy = s.email_policy(&company).await;
     let mut expected = Vec::new();
     for i in 0..23 {
         let address = format!("user{i:02}@example.com");

@@ -5,7 +5,7 @@ mod support;
 use email2sms_proto::policy::v1 as pb;
 use email2sms_proto::tonic::Code;
 use email2sms_proto::verification::v1::VerificationState;
-use support::{Service, assert_code, mask};
+use support::{Service, assert_code, assert_each_not_found, mask};
 
 use pb::{SecurityType, SentFromKind};
 
@@ -40,49 +40,31 @@ async fn another_company_gets_not_found_for_every_id_of_the_first() {
         .ip_address_id;
     let (domain, _) = s.pending_domain(&a, &a_domains, "acme.example").await;
     let p = &mut s.policy;
-    let nf = Code::NotFound;
 
     // Reads.
-    assert_code(
-        p.get_messenger_user(pb::GetMessengerUserRequest {
+    assert_each_not_found!(
+        p,
+        get_messenger_user(pb::GetMessengerUserRequest {
             company_id: b.clone(),
             messenger_user_id: a_user.clone(),
-        })
-        .await,
-        nf,
-    );
-    assert_code(
-        p.get_security_policy(pb::GetSecurityPolicyRequest {
+        }),
+        get_security_policy(pb::GetSecurityPolicyRequest {
             company_id: b.clone(),
             security_policy_id: a_emails.clone(),
-        })
-        .await,
-        nf,
-    );
-    assert_code(
-        p.get_email_address(pb::GetEmailAddressRequest {
+        }),
+        get_email_address(pb::GetEmailAddressRequest {
             company_id: b.clone(),
             email_address_id: email.clone(),
-        })
-        .await,
-        nf,
-    );
-    assert_code(
-        p.get_ip_address(pb::GetIpAddressRequest {
+        }),
+        get_ip_address(pb::GetIpAddressRequest {
             company_id: b.clone(),
             ip_address_id: ip.clone(),
-        })
-        .await,
-        nf,
-    );
-    assert_code(
-        p.get_domain(pb::GetDomainRequest {
+        }),
+        get_domain(pb::GetDomainRequest {
             company_id: b.clone(),
             domain_id: domain.clone(),
             include_recent_checks: false,
-        })
-        .await,
-        nf,
+        }),
     );
 
     // Lists never show or count another company's rows.
@@ -153,8 +135,9 @@ async fn another_company_gets_not_found_for_every_id_of_the_first() {
     );
 
     // Writes.
-    assert_code(
-        p.update_security_policy(pb::UpdateSecurityPolicyRequest {
+    assert_each_not_found!(
+        p,
+        update_security_policy(pb::UpdateSecurityPolicyRequest {
             company_id: b.clone(),
             security_policy: Some(pb::SecurityPolicy {
                 security_policy_id: a_emails.clone(),
@@ -162,12 +145,8 @@ async fn another_company_gets_not_found_for_every_id_of_the_first() {
                 ..Default::default()
             }),
             update_mask: mask(&["display_name"]),
-        })
-        .await,
-        nf,
-    );
-    assert_code(
-        p.update_email_address(pb::UpdateEmailAddressRequest {
+        }),
+        update_email_address(pb::UpdateEmailAddressRequest {
             company_id: b.clone(),
             email_address: Some(pb::EmailAddress {
                 email_address_id: email.clone(),
@@ -175,12 +154,8 @@ async fn another_company_gets_not_found_for_every_id_of_the_first() {
                 ..Default::default()
             }),
             update_mask: mask(&["forwarding_user_id"]),
-        })
-        .await,
-        nf,
-    );
-    assert_code(
-        p.update_ip_address(pb::UpdateIpAddressRequest {
+        }),
+        update_ip_address(pb::UpdateIpAddressRequest {
             company_id: b.clone(),
             ip_address: Some(pb::IpAddress {
                 ip_address_id: ip.clone(),
@@ -188,67 +163,37 @@ async fn another_company_gets_not_found_for_every_id_of_the_first() {
                 ..Default::default()
             }),
             update_mask: mask(&["description"]),
-        })
-        .await,
-        nf,
-    );
-    assert_code(
-        p.allocate_domain(pb::AllocateDomainRequest {
+        }),
+        allocate_domain(pb::AllocateDomainRequest {
             company_id: b.clone(),
             domain_id: domain.clone(),
             forwarding_user_id: b_user.clone(),
-        })
-        .await,
-        nf,
-    );
-    assert_code(
-        p.verify_domain(pb::VerifyDomainRequest {
+        }),
+        verify_domain(pb::VerifyDomainRequest {
             company_id: b.clone(),
             domain_id: domain.clone(),
-        })
-        .await,
-        nf,
-    );
-    assert_code(
-        p.rotate_domain_token(pb::RotateDomainTokenRequest {
+        }),
+        rotate_domain_token(pb::RotateDomainTokenRequest {
             company_id: b.clone(),
             domain_id: domain.clone(),
-        })
-        .await,
-        nf,
-    );
-    assert_code(
-        p.delete_email_address(pb::DeleteEmailAddressRequest {
+        }),
+        delete_email_address(pb::DeleteEmailAddressRequest {
             company_id: b.clone(),
             email_address_id: email.clone(),
-        })
-        .await,
-        nf,
-    );
-    assert_code(
-        p.delete_ip_address(pb::DeleteIpAddressRequest {
+        }),
+        delete_ip_address(pb::DeleteIpAddressRequest {
             company_id: b.clone(),
             ip_address_id: ip.clone(),
-        })
-        .await,
-        nf,
-    );
-    assert_code(
-        p.delete_domain(pb::DeleteDomainRequest {
+        }),
+        delete_domain(pb::DeleteDomainRequest {
             company_id: b.clone(),
             domain_id: domain.clone(),
-        })
-        .await,
-        nf,
-    );
-    assert_code(
-        p.delete_security_policy(pb::DeleteSecurityPolicyRequest {
+        }),
+        delete_security_policy(pb::DeleteSecurityPolicyRequest {
             company_id: b.clone(),
             security_policy_id: a_emails.clone(),
             force: true,
-        })
-        .await,
-        nf,
+        }),
     );
 
     // Imports: another company's import is NOT_FOUND for every import RPC.
@@ -266,34 +211,22 @@ async fn another_company_gets_not_found_for_every_id_of_the_first() {
         .import
         .unwrap()
         .import_id;
-    assert_code(
-        s.policy
-            .get_import(pb::GetImportRequest {
-                company_id: b.clone(),
-                import_id: import.clone(),
-            })
-            .await,
-        nf,
-    );
-    assert_code(
-        s.policy
-            .list_import_rows(pb::ListImportRowsRequest {
-                company_id: b.clone(),
-                import_id: import.clone(),
-                ..Default::default()
-            })
-            .await,
-        nf,
-    );
-    assert_code(
-        s.policy
-            .commit_import(pb::CommitImportRequest {
-                company_id: b.clone(),
-                import_id: import.clone(),
-                notify: false,
-            })
-            .await,
-        nf,
+    assert_each_not_found!(
+        s.policy,
+        get_import(pb::GetImportRequest {
+            company_id: b.clone(),
+            import_id: import.clone(),
+        }),
+        list_import_rows(pb::ListImportRowsRequest {
+            company_id: b.clone(),
+            import_id: import.clone(),
+            ..Default::default()
+        }),
+        commit_import(pb::CommitImportRequest {
+            company_id: b.clone(),
+            import_id: import.clone(),
+            notify: false,
+        }),
     );
     // Previewing into another company's policy is refused.
     assert_code(
@@ -358,13 +291,11 @@ async fn another_company_gets_not_found_for_every_id_of_the_first() {
         .unwrap();
     assert_eq!(ip_entry.description, "Office Exchange server");
     // An unknown company is NOT_FOUND too.
-    assert_code(
-        s.policy
-            .get_company(pb::GetCompanyRequest {
-                company_id: uuid::Uuid::new_v4().to_string(),
-            })
-            .await,
-        nf,
+    assert_each_not_found!(
+        s.policy,
+        get_company(pb::GetCompanyRequest {
+            company_id: uuid::Uuid::new_v4().to_string(),
+        }),
     );
     s.stop().await;
 }

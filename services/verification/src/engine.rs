@@ -43,43 +43,43 @@ impl ChallengeKey {
         let mut violations = Vec::new();
         let company = match company_id.trim() {
             "" => {
-                violations.push(Violation {
-                    field: "company_id",
-                    reason: "REQUIRED",
-                    description: "company_id is required".into(),
-                });
+                violations.push(Violation::new(
+                    "company_id",
+                    "REQUIRED",
+                    "company_id is required",
+                ));
                 None
             }
             text => match Uuid::parse_str(text) {
                 Ok(id) => Some(id),
                 Err(_) => {
-                    violations.push(Violation {
-                        field: "company_id",
-                        reason: "COMPANY_ID_NOT_UUID",
-                        description: format!(
+                    violations.push(Violation::new(
+                        "company_id",
+                        "COMPANY_ID_NOT_UUID",
+                        format!(
                             "{text:?} is not a company id; company ids are UUIDs such as 3f2504e0-4f89-41d3-9a0c-0305e82c3301"
                         ),
-                    });
+                    ));
                     None
                 }
             },
         };
         let domain = if domain_name.is_empty() {
-            violations.push(Violation {
-                field: "domain_name",
-                reason: "REQUIRED",
-                description: "domain_name is required, e.g. example.com".into(),
-            });
+            violations.push(Violation::new(
+                "domain_name",
+                "REQUIRED",
+                "domain_name is required, e.g. example.com",
+            ));
             None
         } else {
             match DomainName::parse(domain_name) {
                 Ok(domain) => Some(domain),
                 Err(error) => {
-                    violations.push(Violation {
-                        field: "domain_name",
-                        reason: error.code(),
-                        description: error.to_string(),
-                    });
+                    violations.push(Violation::new(
+                        "domain_name",
+                        error.code(),
+                        error.to_string(),
+                    ));
                     None
                 }
             }

@@ -4,19 +4,11 @@
 //! silently become INTERNAL. DNS failures are not errors here: they are check results, recorded
 //! and shown to the customer.
 
-use email2sms_proto::tonic::{Code, Status};
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use email2sms_proto::tonic::Status;
+use email2sms_runtime::grpc_error::{self, INTERNAL_MESSAGE, describe};
 
 /// A problem with one request field, reported in a `google.rpc.BadRequest` detail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    /// The request field, e.g. `domain_name`.
-    pub field: &'static str,
-    /// Stable SCREAMING_SNAKE_CASE reason, e.g. `DOMAIN_WILDCARD`.
-    pub reason: &'static str,
-    /// A sentence for the admin.
-    pub description: String,
-}
+pub use email2sms_runtime::grpc_error::Violation;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -38,23 +30,16 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-fn describe(violations: &[Violation]) -> String {
-    violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Error::StoreUnavailable(error),
-            other => Error::Internal(other.to_string()),
+        // Beyond what every service counts as unreachable, a failed TLS handshake or a crashed
+        // connection worker is worth retrying here too.
+        if grpc_error::sqlx_unavailable(&error)
+            || matches!(error, sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed)
+        {
+            Error::StoreUnavailable(error)
+        } else {
+            Error::Internal(error.to_string())
         }
     }
 }
@@ -63,28 +48,15 @@ impl From<Error> for Status {
     fn from(error: Error) -> Status {
         match error {
             Error::InvalidArgument(violations) => {
-                let message = describe(&violations);
-                let details = ErrorDetails::with_bad_request(
-                    violations
-                        .into_iter()
-                        .map(|v| {
-                            let mut violation = FieldViolation::new(v.field, v.description);
-                            violation.reason = v.reason.to_owned();
-                            violation
-                        })
-                        .collect::<Vec<_>>(),
-                );
-                Status::with_error_details(Code::InvalidArgument, message, details)
+                grpc_error::bad_request(describe(&violations), violations)
             }
             error @ Error::ChallengeNotFound { .. } => Status::not_found(error.to_string()),
-            Error::StoreUnavailable(source) => {
-                tracing::warn!(error = %source, "verification store unavailable");
-                Status::unavailable("the verification store is unavailable; retry shortly")
-            }
-            Error::Internal(why) => {
-                tracing::error!(error = %why, "internal error");
-                Status::internal("internal error; the details are in the server log")
-            }
+            Error::StoreUnavailable(source) => grpc_error::unavailable(
+                "verification store unavailable",
+                &source,
+                "the verification store is unavailable; retry shortly",
+            ),
+            Error::Internal(why) => grpc_error::internal("internal error", &why, INTERNAL_MESSAGE),
         }
     }
 }

@@ -97,23 +97,13 @@ async fn challenge_api_end_to_end() {
 
     // The scheduler runs the first check on its own, right after creation.
     world.dns.set_zone("example.com", "www A 192.0.2.1").await;
-    let status = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let status = client
-                .get_status(GetStatusRequest {
-                    company_id: a.clone(),
-                    domain_name: "example.com".into(),
-                    check_history_limit: 0,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if !status.recent_checks.is_empty() {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    let status = wait_for_status(
+        client,
+        &a,
+        "example.com",
+        Duration::from_secs(10),
+        |status| !status.recent_checks.is_empty(),
+    )
     .await
     .expect("the scheduler checks a new challenge at once");
     assert_eq!(status.recent_checks[0].trigger(), CheckTrigger::Created);

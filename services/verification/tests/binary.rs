@@ -1,5 +1,7 @@
 //! The `email2sms-verification` binary as an operator runs it.
 
+mod common;
+
 use std::path::Path;
 
 use email2sms_proto::tonic::{Code, Request};
@@ -97,26 +99,17 @@ async fn the_scheduler_verifies_a_published_token_with_settings_from_the_environ
         &format!("@ TXT \"{}\"", challenge.txt_record_value),
     )
     .await;
-    let verified = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        loop {
-            let status = client
-                .get_status(GetStatusRequest {
-                    company_id: company.clone(),
-                    domain_name: "example.com".into(),
-                    check_history_limit: 0,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            let challenge = status.challenge.unwrap();
-            if challenge.state() == VerificationState::Verified {
-                return challenge;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
+    let verified = common::wait_for_status(
+        &mut client,
+        &company,
+        "example.com",
+        std::time::Duration::from_secs(10),
+        |status| status.challenge.as_ref().unwrap().state() == VerificationState::Verified,
+    )
     .await
-    .unwrap_or_else(|_| panic!("not verified in time; stderr:\n{}", process.stderr()));
+    .unwrap_or_else(|_| panic!("not verified in time; stderr:\n{}", process.stderr()))
+    .challenge
+    .unwrap();
     assert_eq!(
         verified.state_reason,
         "found the verification token at example.com"

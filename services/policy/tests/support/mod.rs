@@ -194,6 +194,18 @@ impl Service {
             .security_policy_id
     }
 
+    /// A policy for mail "Sent From" email addresses, security type Via SPF: the set-up most
+    /// tests start from.
+    pub async fn email_policy(&mut self, company: &str) -> String {
+        self.policy(
+            company,
+            pb::SentFromKind::EmailAddress,
+            pb::SecurityType::ViaSpf,
+            &[],
+        )
+        .await
+    }
+
     pub async fn email(
         &mut self,
         company: &str,
@@ -269,6 +281,30 @@ impl Service {
         (id.to_string(), token)
     }
 
+    /// A domain entry verified (by the verification service's first event) and allocated to
+    /// `user`, ready to route mail; its id.
+    pub async fn allocated_domain(
+        &mut self,
+        company: &str,
+        policy: &str,
+        name: &str,
+        user: &str,
+    ) -> String {
+        let (domain_id, token) = self.pending_domain(company, policy, name).await;
+        self.verification_event(company, name, &token, VerificationState::Verified, 1)
+            .await
+            .expect("verify domain");
+        self.policy
+            .allocate_domain(pb::AllocateDomainRequest {
+                company_id: company.into(),
+                domain_id: domain_id.clone(),
+                forwarding_user_id: user.into(),
+            })
+            .await
+            .expect("allocate domain");
+        domain_id
+    }
+
     /// The verification service's event for `domain` of `company`, applied as the queue
     /// consumer will.
     pub async fn verification_event(
@@ -326,11 +362,41 @@ pub fn mask(paths: &[&str]) -> Option<FieldMask> {
 }
 
 pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    expect_code("", result, code)
+}
+
+/// [`assert_code`] for the answer of the RPC `rpc`, which a failure names.
+pub fn assert_rpc_code<T: std::fmt::Debug>(
+    rpc: &str,
+    result: Result<T, Status>,
+    code: Code,
+) -> Status {
+    expect_code(&format!("{rpc}: "), result, code)
+}
+
+fn expect_code<T: std::fmt::Debug>(prefix: &str, result: Result<T, Status>, code: Code) -> Status {
     match result {
-        Ok(value) => panic!("expected {code:?}, got {value:?}"),
+        Ok(value) => panic!("{prefix}expected {code:?}, got {value:?}"),
         Err(status) => {
-            assert_eq!(status.code(), code, "{status:?}");
+            assert_eq!(status.code(), code, "{prefix}{status:?}");
             status
         }
     }
 }
+
+/// Calls each `rpc(request)` on `client` in turn and asserts that every one answers NOT_FOUND,
+/// naming the RPC that did not: `assert_each_not_found!(s.policy, get_domain(request), …)`.
+#[allow(unused_macros)]
+macro_rules! assert_each_not_found {
+    ($client:expr, $($rpc:ident($request:expr)),+ $(,)?) => {
+        $(
+            $crate::support::assert_rpc_code(
+                stringify!($rpc),
+                $client.$rpc($request).await,
+                email2sms_proto::tonic::Code::NotFound,
+            );
+        )+
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use assert_each_not_found;

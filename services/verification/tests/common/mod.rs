@@ -7,11 +7,15 @@ use clap::Parser;
 use email2sms_domain::DomainName;
 use email2sms_proto::prost::Message;
 use email2sms_proto::queue::v1::DomainVerificationChanged;
+use email2sms_proto::tonic::transport::Channel;
+use email2sms_proto::verification::v1::verification_service_client::VerificationServiceClient;
+use email2sms_proto::verification::v1::{GetStatusRequest, GetStatusResponse};
 use email2sms_runtime::db;
 use email2sms_testkit::TestDb;
 use email2sms_testkit::dns::DnsServer;
 use email2sms_verification::engine::{ChallengeKey, Verifier};
-use email2sms_verification::model::ChallengeRow;
+use email2sms_verification::model::{ChallengeRow, State};
+use email2sms_verification::scheduler::Scheduler;
 use email2sms_verification::{Config, MIGRATOR, SCHEMA};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -104,4 +108,62 @@ pub fn seconds(n: i64) -> chrono::Duration {
 /// equal to the ones given.
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
+}
+
+/// Asks GetStatus for `domain_name` of `company_id` every 50 ms until `done` accepts the answer,
+/// and returns that answer; `Err` when `within` passes first.
+pub async fn wait_for_status(
+    client: &mut VerificationServiceClient<Channel>,
+    company_id: &str,
+    domain_name: &str,
+    within: std::time::Duration,
+    mut done: impl FnMut(&GetStatusResponse) -> bool,
+) -> Result<GetStatusResponse, tokio::time::error::Elapsed> {
+    tokio::time::timeout(within, async {
+        loop {
+            let status = client
+                .get_status(GetStatusRequest {
+                    company_id: company_id.into(),
+                    domain_name: domain_name.into(),
+                    check_history_limit: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if done(&status) {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// Runs `scheduler`'s rounds for the challenge of `key`, the first at `start` and each next one
+/// when the challenge is due again, while the challenge stays in `state`. Returns the rounds that
+/// kept it there and then the round that moved it on, each as the time it ran at and the
+/// challenge as it left it.
+pub async fn rounds_while(
+    world: &World,
+    scheduler: &Scheduler,
+    key: &ChallengeKey,
+    state: State,
+    start: DateTime<Utc>,
+) -> (
+    Vec<(DateTime<Utc>, ChallengeRow)>,
+    (DateTime<Utc>, ChallengeRow),
+) {
+    let mut rounds = Vec::new();
+    let mut at = start;
+    loop {
+        scheduler.run_round(at).await.unwrap();
+        let row = world.verifier.find(key).await.unwrap();
+        if row.state() != state {
+            return (rounds, (at, row));
+        }
+        assert!(rounds.len() < 100, "still {state:?} after 100 rounds");
+        let next = row.next_check_at.expect("still scheduled");
+        rounds.push((at, row));
+        at = next;
+    }
 }
