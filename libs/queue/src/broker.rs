@@ -173,7 +173,122 @@ impl Publisher {
         outcome
     }
 
-    async fn publish_on(&self, channel: &Channel, message: Outgoing<'_>) -> Result<(), QueueError> {
+    /// Publishes `messages` in this order on one channel, without waiting for each confirm before
+    /// the next publish, and returns each message's outcome (as [`Publisher::publish`] would).
+    /// RabbitMQ keeps the order of one channel, so consumers see them in this order.
+    ///
+    /// The confirms are told apart by message id, which must therefore differ: with several
+    /// messages in flight on one channel lapin may hand a returned (unroutable) message to another
+    /// message's confirm, so a message counts as unroutable when a return *with its id* came back
+    /// on any of the batch's confirms. RabbitMQ sends a message's return before its ack, so by the
+    /// time every confirm of the batch is in, every return of the batch is too.
+    pub async fn publish_in_order(
+        &self,
+        messages: Vec<Outgoing<'_>>,
+    ) -> Vec<Result<(), QueueError>> {
+        if messages.is_empty() {
+            return Vec::new();
+        }
+        let _slot = self
+            .in_flight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let channel = match self.confirm_channel().await {
+            Ok(channel) => channel,
+            Err(error) => {
+                return messages
+                    .iter()
+                    .map(|m| {
+                        Err(QueueError::NotSent {
+                            routing_key: m.routing_key.to_owned(),
+                            cause: error.to_string(),
+                        })
+                    })
+                    .collect();
+            }
+        };
+        let mut pending = Vec::with_capacity(messages.len());
+        let mut broken = None;
+        for message in messages {
+            let routing_key = message.routing_key.to_owned();
+            let message_id = message.message_id.clone();
+            if let Some(cause) = &broken {
+                pending.push((
+                    routing_key.clone(),
+                    message_id,
+                    Err(QueueError::NotSent {
+                        routing_key,
+                        cause: String::clone(cause),
+                    }),
+                ));
+                continue;
+            }
+            match self.send(&channel, message).await {
+                Ok(confirm) => pending.push((routing_key, message_id, Ok(confirm))),
+                Err(error) => {
+                    broken = Some(error.to_string());
+                    pending.push((routing_key, message_id, Err(error)));
+                }
+            }
+        }
+        let mut returned = std::collections::HashSet::new();
+        let mut confirmed = Vec::with_capacity(pending.len());
+        let mut channel_sound = broken.is_none();
+        for (routing_key, message_id, sent) in pending {
+            let outcome = match sent {
+                Err(error) => Err(error),
+                Ok(confirm) => match tokio::time::timeout(self.confirm_timeout, confirm).await {
+                    Err(_) => Err(QueueError::ConfirmTimeout {
+                        routing_key: routing_key.clone(),
+                        seconds: self.confirm_timeout.as_secs(),
+                    }),
+                    Ok(Err(error)) => Err(error.into()),
+                    Ok(Ok(confirmation)) => Ok(confirmation),
+                },
+            };
+            if matches!(
+                outcome,
+                Err(QueueError::Amqp(_)) | Err(QueueError::ConfirmTimeout { .. })
+            ) {
+                channel_sound = false;
+            }
+            let outcome = outcome.map(|confirmation| match confirmation {
+                Confirmation::Ack(ret) => {
+                    if let Some(id) = ret
+                        .as_ref()
+                        .and_then(|r| r.delivery.properties.message_id().clone())
+                    {
+                        returned.insert(id.to_string());
+                    }
+                    true
+                }
+                Confirmation::Nack(_) | Confirmation::NotRequested => false,
+            });
+            confirmed.push((routing_key, message_id, outcome));
+        }
+        if channel_sound && channel.status().connected() {
+            self.idle().push(channel);
+        }
+        confirmed
+            .into_iter()
+            .map(|(routing_key, message_id, outcome)| match outcome {
+                Err(error) => Err(error),
+                Ok(false) => Err(QueueError::Nacked { routing_key }),
+                Ok(true) if returned.contains(&message_id) => {
+                    Err(QueueError::Unroutable { routing_key })
+                }
+                Ok(true) => Ok(()),
+            })
+            .collect()
+    }
+
+    /// Sends `message` (persistent, mandatory) and returns its confirm.
+    async fn send(
+        &self,
+        channel: &Channel,
+        message: Outgoing<'_>,
+    ) -> Result<lapin::PublisherConfirm, QueueError> {
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(email2sms_proto::queue::v1::CONTENT_TYPE.into())
@@ -186,8 +301,7 @@ impl Publisher {
                     .unwrap_or(0),
             )
             .with_headers(message.headers);
-        let routing_key = message.routing_key.to_owned();
-        let confirm = channel
+        Ok(channel
             .basic_publish(
                 message.exchange.into(),
                 message.routing_key.into(),
@@ -198,7 +312,12 @@ impl Publisher {
                 message.payload,
                 properties,
             )
-            .await?;
+            .await?)
+    }
+
+    async fn publish_on(&self, channel: &Channel, message: Outgoing<'_>) -> Result<(), QueueError> {
+        let routing_key = message.routing_key.to_owned();
+        let confirm = self.send(channel, message).await?;
         match tokio::time::timeout(self.confirm_timeout, confirm).await {
             Err(_) => Err(QueueError::ConfirmTimeout {
                 routing_key,

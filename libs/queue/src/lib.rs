@@ -23,6 +23,8 @@ pub enum QueueError {
     Unroutable { routing_key: String },
     #[error("RabbitMQ did not confirm the message for {routing_key} within {seconds} s")]
     ConfirmTimeout { routing_key: String, seconds: u64 },
+    #[error("the message for {routing_key} was not sent: {cause}")]
+    NotSent { routing_key: String, cause: String },
     #[error("no message type is known for routing key {0}")]
     UnknownRoutingKey(String),
     #[error("outbox: {0}")]

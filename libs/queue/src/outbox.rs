@@ -107,9 +107,9 @@ impl OutboxRelay {
     /// claimed with `SKIP LOCKED`, so several replicas can relay at once without publishing the same
     /// row twice; a row whose publish fails stays unpublished with its error recorded.
     ///
-    /// The batch is published on one channel without waiting for each confirm in turn (the
-    /// messages leave in order; the confirms are awaited together), so a busy service's events do
-    /// not queue up behind one broker round trip each.
+    /// The batch is published in order on one channel without waiting for each confirm in turn
+    /// (the confirms are awaited together), so a busy service's events do not queue up behind one
+    /// broker round trip each, and consumers still get them in the order they were written.
     pub async fn publish_pending(&self) -> Result<usize, QueueError> {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<(i64, Uuid, String, Vec<u8>)> = sqlx::query_as(
@@ -120,23 +120,43 @@ impl OutboxRelay {
         .fetch_all(&mut *tx)
         .await?;
         let exchange = self.topology.events_exchange();
-        let outcomes = futures::future::join_all(rows.iter().map(
-            |(_, message_id, routing_key, payload)| async {
-                let message_type = message_type(routing_key)
-                    .ok_or_else(|| QueueError::UnknownRoutingKey(routing_key.clone()))?;
-                self.publisher
-                    .publish(Outgoing {
+        // Rows whose routing key has no event type cannot go out (a programming error); they stay,
+        // with the reason, and do not hold up the others.
+        let mut outcomes: Vec<Option<Result<(), QueueError>>> = Vec::with_capacity(rows.len());
+        let mut messages = Vec::with_capacity(rows.len());
+        for (_, message_id, routing_key, payload) in &rows {
+            match message_type(routing_key) {
+                None => outcomes.push(Some(Err(QueueError::UnknownRoutingKey(
+                    routing_key.clone(),
+                )))),
+                Some(message_type) => {
+                    outcomes.push(None);
+                    messages.push(Outgoing {
                         exchange: &exchange,
                         routing_key,
                         payload,
                         message_id: message_id.to_string(),
                         message_type,
                         headers: FieldTable::default(),
+                    });
+                }
+            }
+        }
+        // In order on one channel: consumers see a subject's events in the order they were written.
+        let mut sent = self.publisher.publish_in_order(messages).await.into_iter();
+        let outcomes: Vec<Result<(), QueueError>> = outcomes
+            .into_iter()
+            .map(|known| {
+                known.unwrap_or_else(|| {
+                    sent.next().unwrap_or_else(|| {
+                        Err(QueueError::NotSent {
+                            routing_key: String::new(),
+                            cause: "no outcome was reported for it".into(),
+                        })
                     })
-                    .await
-            },
-        ))
-        .await;
+                })
+            })
+            .collect();
         let mut published = Vec::new();
         let mut failed_ids = Vec::new();
         let mut failed_errors = Vec::new();

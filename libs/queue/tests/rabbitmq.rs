@@ -206,6 +206,62 @@ async fn a_message_no_queue_takes_is_an_error_not_a_success() {
 }
 
 #[tokio::test]
+async fn a_batch_in_order_reports_exactly_the_unroutable_messages_and_keeps_the_order() {
+    let topology = topology(vec![], 5);
+    let broker = broker("in-order");
+    let channel = broker.channel().await.unwrap();
+    // Only sender.ip_seen has a queue: the status events in between are unroutable.
+    let queue = format!("{}ip-seen", topology.prefix);
+    topology
+        .declare_event_queue(&channel, &queue, &[EVENT])
+        .await
+        .unwrap();
+    let unroutable = email2sms_proto::queue::v1::SMS_STATUS_CHANGED_ROUTING_KEY;
+    let exchange = topology.events_exchange();
+    let keys: Vec<&str> = (0..60)
+        .map(|n| if n % 3 == 1 { unroutable } else { EVENT })
+        .collect();
+    let payloads: Vec<Vec<u8>> = (0..60u8).map(|n| vec![n]).collect();
+    let messages = keys
+        .iter()
+        .zip(&payloads)
+        .enumerate()
+        .map(|(n, (key, payload))| Outgoing {
+            exchange: &exchange,
+            routing_key: key,
+            payload,
+            message_id: format!("event-{n}"),
+            message_type: "t",
+            headers: FieldTable::default(),
+        })
+        .collect();
+    let publisher = Publisher::new(broker.clone(), Duration::from_secs(5));
+    let outcomes = publisher.publish_in_order(messages).await;
+    for (n, outcome) in outcomes.iter().enumerate() {
+        if n % 3 == 1 {
+            assert!(
+                matches!(outcome, Err(QueueError::Unroutable { .. })),
+                "message {n} has no queue: {outcome:?}"
+            );
+        } else {
+            assert!(outcome.is_ok(), "message {n} was routed: {outcome:?}");
+        }
+    }
+    let mut received = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+    {
+        message.ack(BasicAckOptions::default()).await.unwrap();
+        received.push(message.delivery.data[0]);
+    }
+    let expected: Vec<u8> = (0..60u8).filter(|n| n % 3 != 1).collect();
+    assert_eq!(received, expected, "every routed message, once, in order");
+    cleanup(&channel, &topology, &[queue]).await;
+}
+
+#[tokio::test]
 async fn a_retry_tier_returns_the_job_to_the_queue_after_its_delay() {
     let delay = Duration::from_millis(300);
     let topology = topology(vec![delay], 5);

@@ -79,7 +79,17 @@ pub struct Dispatcher {
     settings: DispatchSettings,
     admissions: BatchWriter<Admit>,
     acceptances: BatchWriter<RecordAccepted>,
+    /// Jobs claimed ("submitting" committed) and not yet answered by the connector, at most: see
+    /// [`CLAIMED_PER_WINDOW_SLOT`].
+    claims: Option<Arc<tokio::sync::Semaphore>>,
 }
+
+/// A job is claimed only shortly before a window slot frees up for it: at most this many claimed
+/// jobs per slot of the connector's window. A dispatcher that dies leaves every claimed job it had
+/// not sent in "submitting", and each of those goes to review instead of being sent (nothing tells
+/// it apart from one the SMSC took). Without a bound, that would be the whole prefetch; with it,
+/// one window more than is in flight, enough to keep the window full while the next claims commit.
+pub const CLAIMED_PER_WINDOW_SLOT: usize = 2;
 
 /// The job states as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -994,6 +1004,11 @@ impl Dispatcher {
                 pool: pool.clone(),
                 connector: connector.name(),
             }),
+            claims: connector.window().map(|window| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    window.max(1) * CLAIMED_PER_WINDOW_SLOT,
+                ))
+            }),
             pool,
             connector,
             settings,
@@ -1048,6 +1063,16 @@ impl Dispatcher {
             text: job.job.text.clone(),
             valid_until: None,
         };
+        let claim = match &self.claims {
+            Some(claims) => Some(
+                claims
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| JobError::Stopping)?,
+            ),
+            None => None,
+        };
         // Recorded, and claimed ("submitting" committed) before anything is sent.
         let (attempts, valid_until) = match self.admissions.call(job).await {
             None => return Err(JobError::Stopping),
@@ -1060,7 +1085,10 @@ impl Dispatcher {
             },
         };
         let sms = OutgoingSms { valid_until, ..sms };
-        match self.connector.submit(&sms).await {
+        let submitted = self.connector.submit(&sms).await;
+        // Answered: whatever happens now, this job is no longer one that might not have been sent.
+        drop(claim);
+        match submitted {
             // If recording fails even after the retries, the job stays in "submitting"; its
             // redelivery then parks it for review instead of sending it again.
             Ok(submitted) => {

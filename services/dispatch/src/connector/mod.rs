@@ -110,6 +110,11 @@ pub trait Connector: Send + Sync + fmt::Debug {
     /// `http`); receipts are matched by (name, provider message id).
     fn name(&self) -> &'static str;
 
+    /// Submits the connector keeps in flight at most (the SMPP window), when it has such a limit.
+    fn window(&self) -> Option<usize> {
+        None
+    }
+
     /// Hands one SMS to the provider. Returns once the provider accepted or refused every part.
     async fn submit(&self, sms: &OutgoingSms) -> Result<Submitted, ConnectorError>;
 

@@ -439,6 +439,10 @@ impl Connector for SmppConnector {
         NAME
     }
 
+    fn window(&self) -> Option<usize> {
+        Some(self.inner.settings.window)
+    }
+
     async fn submit(&self, sms: &OutgoingSms) -> Result<Submitted, ConnectorError> {
         let reference = (self.inner.reference.fetch_add(1, Ordering::Relaxed) % 256) as u8;
         let pdus = submit_pdus(
