@@ -51,9 +51,115 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     db_connections: u32,
     /// Have the SMSC send a delivery receipt for every submit, and wait until every job is
-    /// recorded delivered.
+    /// recorded delivered (the Python simulator always sends them).
     #[arg(long)]
     receipts: bool,
+    /// The SMSC: `rust` (the smpp34 server in this process) or `python` (the tests' simulator,
+    /// services/dispatch/tests/sim/smsc.py, a separate process: run scripts/ensure-tools first).
+    #[arg(long, default_value = "rust")]
+    smsc: String,
+}
+
+/// The SMSC both clients send to.
+enum Target {
+    Rust(Smsc),
+    Python {
+        port: u16,
+        submits: Arc<std::sync::atomic::AtomicUsize>,
+        _child: tokio::process::Child,
+    },
+}
+
+impl Target {
+    async fn start(kind: &str) -> Target {
+        match kind {
+            "rust" => Target::Rust(Smsc::start().await),
+            "python" => {
+                use tokio::io::AsyncBufReadExt;
+                let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+                let python = dir.join("../../target/tools/py/bin/python");
+                let mut child = tokio::process::Command::new(&python)
+                    .arg(dir.join("tests/sim/smsc.py"))
+                    .stdout(std::process::Stdio::piped())
+                    // The bare client hangs up with receipts still on their way: the simulator
+                    // complains on stderr, which is noise here.
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .unwrap_or_else(|e| {
+                        panic!("start {} (scripts/ensure-tools): {e}", python.display())
+                    });
+                let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+                let first = lines
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("the simulator's port");
+                let port = first
+                    .strip_prefix("listening ")
+                    .and_then(|p| p.parse().ok())
+                    .expect("listening PORT");
+                let submits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let counted = submits.clone();
+                tokio::spawn(async move {
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if line.starts_with("submit ") {
+                            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                });
+                Target::Python {
+                    port,
+                    submits,
+                    _child: child,
+                }
+            }
+            other => panic!("--smsc {other}: rust or python"),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Target::Rust(smsc) => smsc.port,
+            Target::Python { port, .. } => *port,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Rust(_) => "the in-process smpp34 SMSC",
+            Target::Python { .. } => "the Python simulator (its own process)",
+        }
+    }
+
+    /// Submits the SMSC accepted so far.
+    fn accepted(&self) -> usize {
+        match self {
+            Target::Rust(smsc) => smsc.state.accepted.lock().unwrap().len(),
+            Target::Python { submits, .. } => submits.load(std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+
+    fn reset(&self) {
+        match self {
+            Target::Rust(smsc) => smsc.state.accepted.lock().unwrap().clear(),
+            Target::Python { submits, .. } => submits.store(0, std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+
+    /// Whether every submit gets a delivery receipt.
+    fn receipts(&self, wanted: bool) -> bool {
+        match self {
+            Target::Rust(smsc) => {
+                smsc.state
+                    .behaviour
+                    .receipts
+                    .store(wanted, std::sync::atomic::Ordering::SeqCst);
+                wanted
+            }
+            Target::Python { .. } => true,
+        }
+    }
 }
 
 fn peak_rss_kib() -> u64 {
@@ -87,10 +193,10 @@ async fn commits(pool: &sqlx::PgPool) -> i64 {
     .unwrap()
 }
 
-async fn bare_client(smsc: &Smsc, count: usize, window: usize) -> Duration {
+async fn bare_client(smsc: &Target, count: usize, window: usize) -> Duration {
     let (client, mut events) = ConnectionBuilder::new()
         .disable_interface_version_check()
-        .connect(format!("smpp://127.0.0.1:{}", smsc.port))
+        .connect(format!("smpp://127.0.0.1:{}", smsc.port()))
         .await
         .expect("connect");
     // rusmppc needs its event stream polled.
@@ -133,7 +239,7 @@ async fn bare_client(smsc: &Smsc, count: usize, window: usize) -> Duration {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let smsc = Smsc::start().await;
+    let smsc = Target::start(&args.smsc).await;
     println!(
         "machine: {} cores, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -150,8 +256,10 @@ async fn main() {
             .unwrap_or_default()
     );
     println!(
-        "jobs: {}, window: {}, no throughput limit",
-        args.jobs, args.window
+        "jobs: {}, window: {}, no throughput limit, SMSC: {}",
+        args.jobs,
+        args.window,
+        smsc.name()
     );
 
     // Phase 1: the bare client.
@@ -165,7 +273,7 @@ async fn main() {
         bare_rate,
         peak_rss_kib() / 1024
     );
-    smsc.state.accepted.lock().unwrap().clear();
+    smsc.reset();
 
     // Phase 2: queue → dispatch → SMSC. The jobs are queued first (not timed).
     let (db, pool) = email2sms_testkit::TestDb::migrated(
@@ -175,7 +283,11 @@ async fn main() {
     )
     .await;
     let prefix = format!("bench.{}.", uuid::Uuid::new_v4().simple());
-    let connector = smsc.url(&format!("window={}", args.window));
+    let connector = format!(
+        "smpp://test:secret@127.0.0.1:{}?window={}",
+        smsc.port(),
+        args.window
+    );
     let prefetch = args.prefetch.to_string();
     let config = Config::try_parse_from([
         "email2sms-dispatch",
@@ -208,10 +320,7 @@ async fn main() {
         .declare_event_queue(&setup, &status_queue, &[SMS_STATUS_CHANGED_ROUTING_KEY])
         .await
         .expect("declare the status queue");
-    smsc.state
-        .behaviour
-        .receipts
-        .store(args.receipts, std::sync::atomic::Ordering::SeqCst);
+    let receipts = smsc.receipts(args.receipts);
     let publisher = Arc::new(Publisher::new(broker, Duration::from_secs(30)));
     let queued = Instant::now();
     let exchange = topology.jobs_exchange();
@@ -255,46 +364,49 @@ async fn main() {
         .await
     });
     let mut at_smsc = None;
-    loop {
-        let accepted = smsc.state.accepted.lock().unwrap().len();
-        if accepted >= args.jobs && at_smsc.is_none() {
+    let mut submitted_at = None;
+    let delivered_at = loop {
+        if at_smsc.is_none() && smsc.accepted() >= args.jobs {
             at_smsc = Some(started.elapsed());
         }
         if at_smsc.is_some() {
-            let done_state = if args.receipts {
-                "delivered"
-            } else {
-                "submitted"
-            };
-            let done: i64 = sqlx::query_scalar("SELECT count(*) FROM sms_jobs WHERE state = $1")
-                .bind(done_state)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            if done as usize >= args.jobs {
-                break;
+            let (sent, delivered): (i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE state IN ('submitted', 'delivered')),
+                        count(*) FILTER (WHERE state = 'delivered')
+                 FROM sms_jobs",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if submitted_at.is_none() && sent as usize >= args.jobs {
+                submitted_at = Some(started.elapsed());
+            }
+            if submitted_at.is_some() && (!receipts || delivered as usize >= args.jobs) {
+                break receipts.then(|| started.elapsed());
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let recorded = started.elapsed();
+    };
+    let recorded = submitted_at.unwrap();
     let at_smsc = at_smsc.unwrap();
     let rate = args.jobs as f64 / recorded.as_secs_f64();
     println!(
-        "queue → dispatch → SMPP: {} jobs at the SMSC after {:.2} s, all recorded {} after \
+        "queue → dispatch → SMPP: {} jobs at the SMSC after {:.2} s, all recorded submitted after \
          {:.2} s = {:.0} jobs/s ({:.0}% of the bare client), peak RSS {} MiB",
         args.jobs,
         at_smsc.as_secs_f64(),
-        if args.receipts {
-            "delivered"
-        } else {
-            "submitted"
-        },
         recorded.as_secs_f64(),
         rate,
         100.0 * rate / bare_rate,
         peak_rss_kib() / 1024
     );
+    if let Some(delivered_at) = delivered_at {
+        println!(
+            "every delivery receipt recorded (all jobs delivered) after {:.2} s = {:.0} receipts/s",
+            delivered_at.as_secs_f64(),
+            args.jobs as f64 / delivered_at.as_secs_f64()
+        );
+    }
     // Group commit at work: transactions per job in the dispatch database (the relay's included).
     // Other sessions flush their statistics at most once a second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -303,7 +415,7 @@ async fn main() {
         "database transactions: {commits} ({:.2} per job)",
         commits as f64 / args.jobs as f64
     );
-    let duplicates = smsc.state.accepted.lock().unwrap().len() - args.jobs;
+    let duplicates = smsc.accepted() - args.jobs;
     println!("submits beyond one per job: {duplicates}");
     // The status events trail the jobs: the outbox relay publishes them after each commit.
     loop {
