@@ -722,13 +722,20 @@ impl BatchWrite for RecordAccepted {
         .await?;
         waiting.sort_by_key(|row| row.0);
         for (_, received_as, status, error_code, raw) in waiting {
-            let (Some(status), Some(id)) = (
+            let (Some(status), Some(part)) = (
                 ReceiptStatus::from_db(&status),
                 candidates.get(&received_as),
             ) else {
                 continue;
             };
-            apply_receipt(&mut tx, connector, id, status, error_code.as_deref(), &raw).await?;
+            let receipt = DeliveryReceipt {
+                connector: connector.to_owned(),
+                provider_message_id: received_as,
+                status,
+                error_code,
+                raw,
+            };
+            apply_receipt(&mut tx, &receipt, part).await?;
         }
         tx.commit().await?;
         Ok(accepted.iter().map(|_| ()).collect())
@@ -1242,109 +1249,208 @@ impl BatchWrite for RecordReceipts {
                 .collect();
             lock_message_ids(&mut tx, connector, &ids).await?;
         }
-        for receipt in receipts {
-            record_receipt(&mut tx, receipt).await?;
+        let parts = find_parts(&mut tx, receipts).await?;
+        let mut seen = std::collections::HashSet::new();
+        let repeats_a_part = parts
+            .iter()
+            .zip(receipts)
+            .filter_map(|(part, receipt)| Some((receipt.connector.as_str(), part.as_deref()?)))
+            .any(|key| !seen.insert(key));
+        if repeats_a_part {
+            // Two receipts for one part (say "enroute", then "delivered") apply in their order.
+            for (receipt, part) in receipts.iter().zip(&parts) {
+                match part {
+                    Some(part) => apply_receipt(&mut tx, receipt, part).await?,
+                    None => keep_unmatched(&mut tx, &[receipt]).await?,
+                }
+            }
+        } else {
+            apply_receipts(&mut tx, receipts, &parts).await?;
         }
         tx.commit().await?;
         Ok(receipts.iter().map(|_| ()).collect())
     }
 }
 
-/// Records a delivery receipt (its id locked by the caller): applied to its part (and the job) when
-/// the part is known, else kept in `unmatched_delivery_receipts` until the submit response is
-/// recorded.
-async fn record_receipt(
+/// The recorded part each receipt is for (under any hex/decimal form of its id), if any.
+async fn find_parts(
     conn: &mut PgConnection,
-    receipt: &DeliveryReceipt,
-) -> Result<(), JobError> {
-    let candidates = message_id_candidates(&receipt.provider_message_id);
-    let part: Option<String> = sqlx::query_scalar(
-        "SELECT provider_message_id FROM sms_job_parts
-         WHERE connector = $1 AND provider_message_id = ANY($2) LIMIT 1",
-    )
-    .bind(&receipt.connector)
-    .bind(&candidates)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match part {
-        Some(id) => {
-            apply_receipt(
-                conn,
-                &receipt.connector,
-                &id,
-                receipt.status,
-                receipt.error_code.as_deref(),
-                &receipt.raw,
-            )
-            .await?;
-        }
-        None => {
-            sqlx::query(
-                "INSERT INTO unmatched_delivery_receipts
-                     (connector, provider_message_id, status, error_code, raw)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&receipt.connector)
-            .bind(&receipt.provider_message_id)
-            .bind(receipt.status.as_str())
-            .bind(&receipt.error_code)
-            .bind(&receipt.raw)
-            .execute(&mut *conn)
-            .await?;
-        }
+    receipts: &[DeliveryReceipt],
+) -> Result<Vec<Option<String>>, JobError> {
+    let candidates: Vec<Vec<String>> = receipts
+        .iter()
+        .map(|r| message_id_candidates(&r.provider_message_id))
+        .collect();
+    let mut known = std::collections::HashSet::new();
+    let mut connectors: Vec<&str> = receipts.iter().map(|r| r.connector.as_str()).collect();
+    connectors.sort_unstable();
+    connectors.dedup();
+    for connector in connectors {
+        let wanted: Vec<&str> = receipts
+            .iter()
+            .zip(&candidates)
+            .filter(|(r, _)| r.connector == connector)
+            .flat_map(|(_, c)| c.iter().map(String::as_str))
+            .collect();
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT provider_message_id FROM sms_job_parts
+             WHERE connector = $1 AND provider_message_id = ANY($2)",
+        )
+        .bind(connector)
+        .bind(&wanted)
+        .fetch_all(&mut *conn)
+        .await?;
+        known.extend(found.into_iter().map(|id| (connector.to_owned(), id)));
     }
+    Ok(receipts
+        .iter()
+        .zip(candidates)
+        .map(|(receipt, candidates)| {
+            candidates
+                .into_iter()
+                .find(|c| known.contains(&(receipt.connector.clone(), c.clone())))
+        })
+        .collect())
+}
+
+/// Keeps receipts whose part is not recorded yet, until its submit response is.
+async fn keep_unmatched(
+    conn: &mut PgConnection,
+    receipts: &[&DeliveryReceipt],
+) -> Result<(), JobError> {
+    if receipts.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO unmatched_delivery_receipts
+             (connector, provider_message_id, status, error_code, raw)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])",
+    )
+    .bind(
+        receipts
+            .iter()
+            .map(|r| r.connector.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        receipts
+            .iter()
+            .map(|r| r.provider_message_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        receipts
+            .iter()
+            .map(|r| r.status.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        receipts
+            .iter()
+            .map(|r| r.error_code.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(receipts.iter().map(|r| r.raw.as_str()).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
-/// Applies a receipt to the part with `provider_message_id` and moves the job to its aggregate
-/// state once every part has a final receipt: delivered when all were delivered, expired when the
-/// failures are all expiries, failed otherwise.
-async fn apply_receipt(
+/// Applies receipts for distinct parts in a few statements however many there are: the parts, the
+/// jobs every part of which now has a final receipt, and the receipts still waiting for their part.
+async fn apply_receipts(
     conn: &mut PgConnection,
-    connector: &str,
-    provider_message_id: &str,
-    status: ReceiptStatus,
-    error_code: Option<&str>,
-    raw: &str,
+    receipts: &[DeliveryReceipt],
+    parts: &[Option<String>],
 ) -> Result<(), JobError> {
-    let job_id: Option<Uuid> = sqlx::query_scalar(
-        "UPDATE sms_job_parts SET receipt_status = $3, receipt_error_code = $4, receipt_at = now()
-         WHERE connector = $1 AND provider_message_id = $2
-           AND (receipt_status IS NULL
-                OR receipt_status NOT IN ('delivered', 'expired', 'deleted', 'undeliverable', 'rejected', 'skipped'))
-         RETURNING job_id",
-    )
-    .bind(connector)
-    .bind(provider_message_id)
-    .bind(status.as_str())
-    .bind(error_code)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(job_id) = job_id else {
-        // A duplicate receipt for a part already final: nothing changes.
-        return Ok(());
-    };
-    let state: String =
-        sqlx::query_scalar("SELECT state FROM sms_jobs WHERE job_id = $1 FOR UPDATE")
-            .bind(job_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    let from = JobState::parse(&state).unwrap_or(JobState::Submitted);
-    if !matches!(from, JobState::Submitted | JobState::NeedsReview) {
+    let unmatched: Vec<&DeliveryReceipt> = receipts
+        .iter()
+        .zip(parts)
+        .filter(|(_, part)| part.is_none())
+        .map(|(r, _)| r)
+        .collect();
+    keep_unmatched(conn, &unmatched).await?;
+    let matched: Vec<(&DeliveryReceipt, &str)> = receipts
+        .iter()
+        .zip(parts)
+        .filter_map(|(r, part)| Some((r, part.as_deref()?)))
+        .collect();
+    if matched.is_empty() {
         return Ok(());
     }
-    let statuses: Vec<Option<String>> =
-        sqlx::query_scalar("SELECT receipt_status FROM sms_job_parts WHERE job_id = $1")
-            .bind(job_id)
+    // A part whose receipt was final already keeps it (a duplicate receipt changes nothing).
+    let updated: Vec<(Uuid, String, String)> = sqlx::query_as(
+        "UPDATE sms_job_parts p
+         SET receipt_status = r.status, receipt_error_code = r.error_code, receipt_at = now()
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+              AS r(connector, provider_message_id, status, error_code)
+         WHERE p.connector = r.connector AND p.provider_message_id = r.provider_message_id
+           AND (p.receipt_status IS NULL
+                OR p.receipt_status NOT IN ('delivered', 'expired', 'deleted', 'undeliverable', 'rejected', 'skipped'))
+         RETURNING p.job_id, p.connector, p.provider_message_id",
+    )
+    .bind(matched.iter().map(|(r, _)| r.connector.as_str()).collect::<Vec<_>>())
+    .bind(matched.iter().map(|(_, part)| *part).collect::<Vec<_>>())
+    .bind(matched.iter().map(|(r, _)| r.status.as_str()).collect::<Vec<_>>())
+    .bind(matched.iter().map(|(r, _)| r.error_code.as_deref()).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    // The receipt that last touched each job speaks for it.
+    let by_part: std::collections::HashMap<(&str, &str), &DeliveryReceipt> = matched
+        .iter()
+        .map(|(r, part)| ((r.connector.as_str(), *part), *r))
+        .collect();
+    let mut last: std::collections::BTreeMap<Uuid, &DeliveryReceipt> = Default::default();
+    for (job_id, connector, part) in &updated {
+        if let Some(receipt) = by_part.get(&(connector.as_str(), part.as_str())) {
+            last.insert(*job_id, receipt);
+        }
+    }
+    let job_ids: Vec<Uuid> = last.keys().copied().collect();
+    let states: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT job_id, state FROM sms_jobs WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE",
+    )
+    .bind(&job_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut statuses: std::collections::HashMap<Uuid, Vec<Option<String>>> = Default::default();
+    let rows: Vec<(Uuid, Option<String>)> =
+        sqlx::query_as("SELECT job_id, receipt_status FROM sms_job_parts WHERE job_id = ANY($1)")
+            .bind(&job_ids)
             .fetch_all(&mut *conn)
             .await?;
-    let finals: Vec<ReceiptStatus> = statuses
+    for (job_id, status) in rows {
+        statuses.entry(job_id).or_default().push(status);
+    }
+    let changes: Vec<JobChange> = states
+        .into_iter()
+        .filter_map(|(job_id, state)| {
+            let from = JobState::parse(&state).unwrap_or(JobState::Submitted);
+            receipt_change(job_id, from, statuses.get(&job_id)?, last.get(&job_id)?)
+        })
+        .collect();
+    apply_changes(conn, &changes).await
+}
+
+/// The job's change once every part has a final receipt: delivered when all were delivered,
+/// expired when the failures are all expiries, failed otherwise; `None` while parts are pending
+/// or when the job is not waiting for receipts.
+fn receipt_change(
+    job_id: Uuid,
+    from: JobState,
+    part_statuses: &[Option<String>],
+    receipt: &DeliveryReceipt,
+) -> Option<JobChange> {
+    if !matches!(from, JobState::Submitted | JobState::NeedsReview) {
+        return None;
+    }
+    let finals: Vec<ReceiptStatus> = part_statuses
         .iter()
         .filter_map(|s| s.as_deref().and_then(ReceiptStatus::from_db))
         .filter(|s| s.is_final())
         .collect();
-    if finals.len() < statuses.len() {
-        return Ok(());
+    if finals.len() < part_statuses.len() {
+        return None;
     }
     let to = if finals.iter().all(|s| *s == ReceiptStatus::Delivered) {
         JobState::Delivered
@@ -1356,15 +1462,60 @@ async fn apply_receipt(
     } else {
         JobState::Failed
     };
-    let detail = format!("delivery receipt: {raw}");
+    let detail = format!("delivery receipt: {}", receipt.raw);
     let mut change = if to == JobState::Delivered {
         JobChange::new(job_id, Some(from), to).detail(detail)
     } else {
-        JobChange::new(job_id, Some(from), to).failure(FailureKind::Permanent, error_code, &detail)
+        JobChange::new(job_id, Some(from), to).failure(
+            FailureKind::Permanent,
+            receipt.error_code.as_deref(),
+            &detail,
+        )
     };
     // A receipt for a job under review proves it was submitted.
     change.mark_submitted = true;
-    apply_changes(conn, &[change]).await
+    Some(change)
+}
+
+/// Applies one receipt to its recorded `part` (its id locked by the caller) and moves the job on
+/// when that completes it.
+async fn apply_receipt(
+    conn: &mut PgConnection,
+    receipt: &DeliveryReceipt,
+    part: &str,
+) -> Result<(), JobError> {
+    let job_id: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE sms_job_parts SET receipt_status = $3, receipt_error_code = $4, receipt_at = now()
+         WHERE connector = $1 AND provider_message_id = $2
+           AND (receipt_status IS NULL
+                OR receipt_status NOT IN ('delivered', 'expired', 'deleted', 'undeliverable', 'rejected', 'skipped'))
+         RETURNING job_id",
+    )
+    .bind(&receipt.connector)
+    .bind(part)
+    .bind(receipt.status.as_str())
+    .bind(&receipt.error_code)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(job_id) = job_id else {
+        // A duplicate receipt for a part already final: nothing changes.
+        return Ok(());
+    };
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM sms_jobs WHERE job_id = $1 FOR UPDATE")
+            .bind(job_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let statuses: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT receipt_status FROM sms_job_parts WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    let from = JobState::parse(&state).unwrap_or(JobState::Submitted);
+    match receipt_change(job_id, from, &statuses, receipt) {
+        Some(change) => apply_changes(conn, &[change]).await,
+        None => Ok(()),
+    }
 }
 
 /// Deletes receipts that never matched a part and are older than `older_than` (a receipt for a

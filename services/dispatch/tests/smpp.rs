@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use email2sms_dispatch::connector::receipt::{DeliveryReceipt, ReceiptStatus};
 use email2sms_dispatch::connector::smpp::{SmppConnector, SmppSettings};
 use email2sms_dispatch::connector::{Connector, OutgoingSms, ReceiptDelivery};
 use email2sms_dispatch::jobs::{DispatchSettings, Dispatcher, Outcome, run_receipt_recorder};
@@ -128,6 +129,108 @@ async fn receipts_move_jobs_to_delivered_even_before_the_submit_is_recorded() {
     .await
     .unwrap();
     assert_eq!(history, ["queued", "submitting", "submitted", "delivered"]);
+}
+
+#[tokio::test]
+async fn a_burst_of_receipts_completes_each_job_by_all_its_parts() {
+    let smsc = Smsc::start().await;
+    let (_db, pool) = database().await;
+    let (dispatcher, _smpp) = dispatcher(&smsc, "window=8", &pool);
+    let long = "Two parts: ".to_owned() + &"x".repeat(200);
+    let jobs = vec![
+        job("+64211234567", "all delivered"),
+        job("+64211234567", &long),
+        job("+64211234567", "undeliverable"),
+        job("+64211234567", "still on its way"),
+    ];
+    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    process_all(&dispatcher, jobs).await;
+    let parts: Vec<(String, i32, String)> = sqlx::query_as(
+        "SELECT job_id::text, part_number, provider_message_id FROM sms_job_parts
+         ORDER BY job_id, part_number",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let part = |job: usize, number: i32| {
+        parts
+            .iter()
+            .find(|(id, n, _)| *id == ids[job] && *n == number)
+            .map(|(_, _, provider)| provider.clone())
+            .unwrap_or_else(|| panic!("job {job} has a part {number}: {parts:?}"))
+    };
+    let receipt = |id: String, status: ReceiptStatus, error: Option<&str>| DeliveryReceipt {
+        connector: "smpp".into(),
+        provider_message_id: id,
+        status,
+        error_code: error.map(str::to_owned),
+        raw: format!("stat:{status:?}"),
+    };
+    let burst = vec![
+        receipt(part(0, 1), ReceiptStatus::Delivered, None),
+        receipt(part(1, 1), ReceiptStatus::Delivered, None),
+        // The same part twice in one burst: the later, final one wins.
+        receipt(part(1, 2), ReceiptStatus::Enroute, None),
+        receipt(part(1, 2), ReceiptStatus::Delivered, None),
+        receipt(part(2, 1), ReceiptStatus::Undeliverable, Some("00B")),
+        receipt(part(3, 1), ReceiptStatus::Enroute, None),
+        // For a message this dispatcher never sent (or whose submit is not recorded yet).
+        receipt("FFFF0001".into(), ReceiptStatus::Delivered, None),
+    ];
+    let (sink, receipts) = mpsc::channel(64);
+    tokio::spawn(run_receipt_recorder(pool.clone(), receipts));
+    let mut answers = Vec::new();
+    for receipt in burst {
+        let (recorded, answer) = tokio::sync::oneshot::channel();
+        sink.send(ReceiptDelivery { receipt, recorded })
+            .await
+            .unwrap();
+        answers.push(answer);
+    }
+    for answer in answers {
+        assert!(answer.await.unwrap(), "every receipt is recorded");
+    }
+
+    assert_eq!(job_state(&pool, &ids[0]).await, "delivered");
+    assert_eq!(
+        job_state(&pool, &ids[1]).await,
+        "delivered",
+        "both parts delivered"
+    );
+    assert_eq!(job_state(&pool, &ids[2]).await, "failed");
+    assert_eq!(
+        job_state(&pool, &ids[3]).await,
+        "submitted",
+        "no final receipt yet"
+    );
+    let (kind, code): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT failure_kind, error_code FROM sms_jobs WHERE job_id = $1::uuid")
+            .bind(&ids[2])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (kind.as_deref(), code.as_deref()),
+        (Some("permanent"), Some("00B"))
+    );
+    let waiting: Vec<String> =
+        sqlx::query_scalar("SELECT provider_message_id FROM unmatched_delivery_receipts")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(waiting, ["FFFF0001"]);
+    let finals: Vec<(String, String)> = sqlx::query_as(
+        "SELECT job_id::text, to_state FROM sms_job_events
+         WHERE to_state IN ('delivered', 'failed') ORDER BY job_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        finals.len(),
+        3,
+        "one final event per completed job: {finals:?}"
+    );
 }
 
 #[tokio::test]
