@@ -183,6 +183,11 @@ const MAX_BATCH: usize = 128;
 /// Batches being written at once, per kind of write: one fills while others commit.
 const BATCH_WORKERS: usize = 3;
 
+/// One column of a batch, bound as an array parameter (`UNNEST($n::type[])`).
+fn column<'a, T, U>(rows: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(value).collect()
+}
+
 /// A job from the queue whose payload is usable, ready to be recorded.
 #[derive(Debug)]
 struct NewJob {
@@ -557,13 +562,9 @@ async fn insert_new_jobs(
          RETURNING job_id, company_id, forwarding_user_id, recipient, attempts, connector,
                    provider_message_id, status_sequence",
     )
-    .bind(jobs.iter().map(|(j, _)| j.job_id).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|(j, _)| j.company_id).collect::<Vec<_>>())
-    .bind(
-        jobs.iter()
-            .map(|(j, _)| j.forwarding_user_id)
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(jobs, |(j, _)| j.job_id))
+    .bind(column(jobs, |(j, _)| j.company_id))
+    .bind(column(jobs, |(j, _)| j.forwarding_user_id))
     .bind(text(|j| Some(j.job.sender_id.clone())))
     .bind(text(|j| {
         j.job.origin.as_ref().map(|o| o.from_address.clone())
@@ -573,47 +574,23 @@ async fn insert_new_jobs(
     }))
     .bind(text(|j| Some(j.job.recipient.clone())))
     .bind(text(|j| Some(j.job.text.clone())))
-    .bind(jobs.iter().map(|(j, _)| j.encoding).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|(j, _)| j.segments).collect::<Vec<_>>())
-    .bind(
-        jobs.iter()
-            .map(|(j, _)| j.valid_until())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        jobs.iter()
-            .map(|(j, _)| j.job.truncated)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        jobs.iter()
-            .map(|(j, _)| j.job.origin.as_ref().map(|o| o.encode_to_vec()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        jobs.iter()
-            .map(|(j, _)| j.job.create_time.as_ref().and_then(timestamp_to_chrono))
-            .collect::<Vec<_>>(),
-    )
-    .bind(jobs.iter().map(|(_, c)| c.to.as_str()).collect::<Vec<_>>())
-    .bind(
-        jobs.iter()
-            .map(|(_, c)| c.connector.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(failures.iter().map(|f| f.0).collect::<Vec<_>>())
-    .bind(failures.iter().map(|f| f.1).collect::<Vec<_>>())
-    .bind(failures.iter().map(|f| f.2).collect::<Vec<_>>())
-    .bind(
-        jobs.iter()
-            .map(|(_, c)| c.to.is_final())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        jobs.iter()
-            .map(|(_, c)| 1 + i64::from(c.announce))
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(jobs, |(j, _)| j.encoding))
+    .bind(column(jobs, |(j, _)| j.segments))
+    .bind(column(jobs, |(j, _)| j.valid_until()))
+    .bind(column(jobs, |(j, _)| j.job.truncated))
+    .bind(column(jobs, |(j, _)| {
+        j.job.origin.as_ref().map(|o| o.encode_to_vec())
+    }))
+    .bind(column(jobs, |(j, _)| {
+        j.job.create_time.as_ref().and_then(timestamp_to_chrono)
+    }))
+    .bind(column(jobs, |(_, c)| c.to.as_str()))
+    .bind(column(jobs, |(_, c)| c.connector.as_deref()))
+    .bind(column(&failures, |f| f.0))
+    .bind(column(&failures, |f| f.1))
+    .bind(column(&failures, |f| f.2))
+    .bind(column(jobs, |(_, c)| c.to.is_final()))
+    .bind(column(jobs, |(_, c)| 1 + i64::from(c.announce)))
     .fetch_all(&mut *conn)
     .await?;
     Ok(inserted)
@@ -870,33 +847,20 @@ async fn apply_changes(conn: &mut PgConnection, changes: &[JobChange]) -> Result
              RETURNING j.job_id, j.company_id, j.forwarding_user_id, j.recipient, j.attempts,
                        j.connector, j.provider_message_id, j.status_sequence",
     )
-    .bind(changes.iter().map(|c| c.job_id).collect::<Vec<_>>())
-    .bind(changes.iter().map(|c| c.to.as_str()).collect::<Vec<_>>())
-    .bind(
-        changes
-            .iter()
-            .map(|c| c.connector.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        changes
-            .iter()
-            .map(|c| c.provider_message_id.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(changes.iter().map(|c| c.count_attempt).collect::<Vec<_>>())
-    .bind(changes.iter().map(|c| c.mark_submitted).collect::<Vec<_>>())
-    .bind(
-        changes
-            .iter()
-            .map(|c| !matches!(c.failure, FailureUpdate::Keep))
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(changes, |c| c.job_id))
+    .bind(column(changes, |c| c.to.as_str()))
+    .bind(column(changes, |c| c.connector.as_deref()))
+    .bind(column(changes, |c| c.provider_message_id.as_deref()))
+    .bind(column(changes, |c| c.count_attempt))
+    .bind(column(changes, |c| c.mark_submitted))
+    .bind(column(changes, |c| {
+        !matches!(c.failure, FailureUpdate::Keep)
+    }))
     .bind(&kinds)
     .bind(&codes)
     .bind(&messages)
-    .bind(changes.iter().map(|c| c.announce).collect::<Vec<_>>())
-    .bind(changes.iter().map(|c| c.to.is_final()).collect::<Vec<_>>())
+    .bind(column(changes, |c| c.announce))
+    .bind(column(changes, |c| c.to.is_final()))
     .fetch_all(&mut *conn)
     .await?;
     let rows: std::collections::HashMap<Uuid, ChangedJob> =
@@ -926,31 +890,11 @@ async fn announce(
               AS e(job_id, from_state, to_state, attempt, detail, position)
          ORDER BY position",
     )
-    .bind(announced.iter().map(|(c, _)| c.job_id).collect::<Vec<_>>())
-    .bind(
-        announced
-            .iter()
-            .map(|(c, _)| c.from.map(JobState::as_str))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        announced
-            .iter()
-            .map(|(c, _)| c.to.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        announced
-            .iter()
-            .map(|(_, job)| job.attempts)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        announced
-            .iter()
-            .map(|(c, _)| c.detail.as_str())
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(announced, |(c, _)| c.job_id))
+    .bind(column(announced, |(c, _)| c.from.map(JobState::as_str)))
+    .bind(column(announced, |(c, _)| c.to.as_str()))
+    .bind(column(announced, |(_, job)| job.attempts))
+    .bind(column(announced, |(c, _)| c.detail.as_str()))
     .execute(&mut *conn)
     .await?;
 
@@ -1326,31 +1270,11 @@ async fn keep_unmatched(
              (connector, provider_message_id, status, error_code, raw)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])",
     )
-    .bind(
-        receipts
-            .iter()
-            .map(|r| r.connector.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        receipts
-            .iter()
-            .map(|r| r.provider_message_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        receipts
-            .iter()
-            .map(|r| r.status.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        receipts
-            .iter()
-            .map(|r| r.error_code.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(receipts.iter().map(|r| r.raw.as_str()).collect::<Vec<_>>())
+    .bind(column(receipts, |r| r.connector.as_str()))
+    .bind(column(receipts, |r| r.provider_message_id.as_str()))
+    .bind(column(receipts, |r| r.status.as_str()))
+    .bind(column(receipts, |r| r.error_code.as_deref()))
+    .bind(column(receipts, |r| r.raw.as_str()))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -1389,10 +1313,10 @@ async fn apply_receipts(
                 OR p.receipt_status NOT IN ('delivered', 'expired', 'deleted', 'undeliverable', 'rejected', 'skipped'))
          RETURNING p.job_id, p.connector, p.provider_message_id",
     )
-    .bind(matched.iter().map(|(r, _)| r.connector.as_str()).collect::<Vec<_>>())
-    .bind(matched.iter().map(|(_, part)| *part).collect::<Vec<_>>())
-    .bind(matched.iter().map(|(r, _)| r.status.as_str()).collect::<Vec<_>>())
-    .bind(matched.iter().map(|(r, _)| r.error_code.as_deref()).collect::<Vec<_>>())
+    .bind(column(&matched, |(r, _)| r.connector.as_str()))
+    .bind(column(&matched, |(_, part)| *part))
+    .bind(column(&matched, |(r, _)| r.status.as_str()))
+    .bind(column(&matched, |(r, _)| r.error_code.as_deref()))
     .fetch_all(&mut *conn)
     .await?;
     // The receipt that last touched each job speaks for it.
