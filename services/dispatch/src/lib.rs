@@ -132,7 +132,8 @@ pub struct Config {
     /// each bind on its own).
     #[arg(long, env = "EMAIL2SMS_THROTTLE_PER_CONNECTOR", default_value = "0", value_parser = throttle::Rate::parse)]
     pub throttle_per_connector: throttle::Rate,
-    /// Jobs taken from the queue at once: at least the SMPP window, so the window stays full.
+    /// Jobs taken from the queue at once; raised to twice the SMPP window when lower, so the window
+    /// stays full.
     #[arg(long, env = "EMAIL2SMS_DISPATCH_PREFETCH", default_value_t = 32)]
     pub prefetch: u16,
 
@@ -192,6 +193,24 @@ pub async fn start(config: Config) -> Result<(), StartError> {
 }
 
 /// Serves on `listener` until `shutdown` resolves.
+/// Jobs taken from the queue at once: the configured prefetch, raised when it could not keep the
+/// connector's window full (each window slot needs one job being sent and one being claimed).
+pub fn prefetch_for(configured: u16, window: Option<usize>) -> u16 {
+    let needed = window.map_or(0, |window| {
+        u16::try_from(window.saturating_mul(jobs::CLAIMED_PER_WINDOW_SLOT)).unwrap_or(u16::MAX)
+    });
+    if needed > configured {
+        tracing::info!(
+            configured,
+            prefetch = needed,
+            "EMAIL2SMS_DISPATCH_PREFETCH is below twice the SMPP window; raised so the window stays full"
+        );
+        needed
+    } else {
+        configured
+    }
+}
+
 pub async fn run(
     config: &Config,
     auth: &Auth,
@@ -200,13 +219,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let (dispatcher, receipts) = build_dispatcher(config, pool.clone()).await?;
+    let prefetch = prefetch_for(config.prefetch, dispatcher.connector().window());
     let dispatcher = Arc::new(dispatcher);
     let stop_consuming = tokio_util::sync::CancellationToken::new();
     let consumer = tokio::spawn(consumer::consume_jobs(
         dispatcher.clone(),
         config.queue.amqp_url.clone(),
         config.queue.topology(),
-        config.prefetch,
+        prefetch,
         stop_consuming.clone(),
     ));
     let relay = email2sms_queue::outbox::spawn_relay(pool.clone(), &config.queue, BINARY);
@@ -305,7 +325,15 @@ pub async fn build_dispatcher(
 
 #[cfg(test)]
 mod tests {
-    use super::ConnectorSetting;
+    use super::{ConnectorSetting, prefetch_for};
+
+    #[test]
+    fn prefetch_keeps_the_smpp_window_full() {
+        assert_eq!(prefetch_for(32, None), 32, "no window: as configured");
+        assert_eq!(prefetch_for(32, Some(10)), 32, "already enough");
+        assert_eq!(prefetch_for(32, Some(50)), 100, "two per window slot");
+        assert_eq!(prefetch_for(1, Some(100_000)), u16::MAX);
+    }
 
     #[test]
     fn connector_settings() {
