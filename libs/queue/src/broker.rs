@@ -235,10 +235,12 @@ impl Publisher {
         let mut returned = std::collections::HashSet::new();
         let mut confirmed = Vec::with_capacity(pending.len());
         let mut channel_sound = broken.is_none();
+        // One deadline for the batch, so a stalled broker costs one timeout, not one per message.
+        let deadline = tokio::time::Instant::now() + self.confirm_timeout;
         for (routing_key, message_id, sent) in pending {
             let outcome = match sent {
                 Err(error) => Err(error),
-                Ok(confirm) => match tokio::time::timeout(self.confirm_timeout, confirm).await {
+                Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
                     Err(_) => Err(QueueError::ConfirmTimeout {
                         routing_key: routing_key.clone(),
                         seconds: self.confirm_timeout.as_secs(),
@@ -253,20 +255,23 @@ impl Publisher {
             ) {
                 channel_sound = false;
             }
-            let outcome = outcome.map(|confirmation| match confirmation {
-                Confirmation::Ack(ret) => {
-                    if let Some(id) = ret
-                        .as_ref()
-                        .and_then(|r| r.delivery.properties.message_id().clone())
-                    {
-                        returned.insert(id.to_string());
-                    }
-                    true
+            // lapin hands a return to whichever completion comes next, a nack included.
+            let outcome = outcome.map(|confirmation| {
+                let (acked, ret) = match confirmation {
+                    Confirmation::Ack(ret) => (true, ret),
+                    Confirmation::Nack(ret) => (false, ret),
+                    Confirmation::NotRequested => (false, None),
+                };
+                if let Some(id) = ret.and_then(|r| r.delivery.properties.message_id().clone()) {
+                    returned.insert(id.to_string());
                 }
-                Confirmation::Nack(_) | Confirmation::NotRequested => false,
+                acked
             });
             confirmed.push((routing_key, message_id, outcome));
         }
+        // A confirm that never came may have carried another message's return: then no ack of
+        // the batch proves its message was stored.
+        let returns_lost = !channel_sound;
         if channel_sound && channel.status().connected() {
             self.idle().push(channel);
         }
@@ -274,6 +279,7 @@ impl Publisher {
             .into_iter()
             .map(|(routing_key, message_id, outcome)| match outcome {
                 Err(error) => Err(error),
+                Ok(true) if returns_lost => Err(QueueError::Unsettled { routing_key }),
                 Ok(false) => Err(QueueError::Nacked { routing_key }),
                 Ok(true) if returned.contains(&message_id) => {
                     Err(QueueError::Unroutable { routing_key })

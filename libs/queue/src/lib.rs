@@ -25,6 +25,11 @@ pub enum QueueError {
     ConfirmTimeout { routing_key: String, seconds: u64 },
     #[error("the message for {routing_key} was not sent: {cause}")]
     NotSent { routing_key: String, cause: String },
+    #[error(
+        "RabbitMQ acked the message for {routing_key}, but another confirm of its batch never came, \
+         so whether it was routed is unknown"
+    )]
+    Unsettled { routing_key: String },
     #[error("no message type is known for routing key {0}")]
     UnknownRoutingKey(String),
     #[error("outbox: {0}")]

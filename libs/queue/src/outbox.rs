@@ -105,7 +105,10 @@ pub struct OutboxRelay {
 impl OutboxRelay {
     /// Publishes one batch of unpublished rows, oldest first, and returns how many went out. Rows are
     /// claimed with `SKIP LOCKED`, so several replicas can relay at once without publishing the same
-    /// row twice; a row whose publish fails stays unpublished with its error recorded.
+    /// row twice; a row whose publish fails stays unpublished with its error recorded, and so do the
+    /// rows after it (they go again next time, in order). A row nobody can take (no queue bound to
+    /// its routing key) therefore holds back the rest until a consumer declares its queue: events
+    /// wait rather than vanish.
     ///
     /// The batch is published in order on one channel without waiting for each confirm in turn
     /// (the confirms are awaited together), so a busy service's events do not queue up behind one
@@ -163,7 +166,11 @@ impl OutboxRelay {
         let mut failure = None;
         for ((id, ..), outcome) in rows.iter().zip(outcomes) {
             match outcome {
-                Ok(()) => published.push(*id),
+                // Only the rows before the first failure count as out: the ones after it go again
+                // next round, behind the failed one, so no consumer sees a subject's events out
+                // of order (the repeats carry their ids, so consumers drop them).
+                Ok(()) if failure.is_none() => published.push(*id),
+                Ok(()) => {}
                 Err(error) => {
                     failed_ids.push(*id);
                     failed_errors.push(error.to_string());

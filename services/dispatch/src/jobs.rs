@@ -157,6 +157,21 @@ pub enum JobError {
     Database(#[from] sqlx::Error),
     #[error("dispatch is stopping; the job's write did not run")]
     Stopping,
+    #[error("the job's batch could not be written: {0}")]
+    BatchFailed(String),
+}
+
+impl JobError {
+    /// Whether the failure may come from one job of a batch (a deadlock with another batch, a
+    /// constraint or a value one row breaks), so that writing the jobs one by one is worth it.
+    fn may_be_one_items_fault(&self) -> bool {
+        match self {
+            JobError::Database(sqlx::Error::Database(error)) => error.code().is_some_and(|code| {
+                code.starts_with("40") || code.starts_with("23") || code.starts_with("22")
+            }),
+            JobError::Database(_) | JobError::Stopping | JobError::BatchFailed(_) => false,
+        }
+    }
 }
 
 /// A job that cannot be processed at all (poison): it goes to the dead-letter queue.
@@ -281,6 +296,13 @@ async fn write_each_or_alone<W: BatchWrite>(
     match writer.write(&items).await {
         Ok(answers) => answers.into_iter().map(Ok).collect(),
         Err(error) if items.len() == 1 => vec![Err(error)],
+        // The database itself is unreachable: one by one would only wait out the pool N times.
+        Err(error) if !error.may_be_one_items_fault() => {
+            let cause = error.to_string();
+            let mut answers = vec![Err(error)];
+            answers.extend((1..items.len()).map(|_| Err(JobError::BatchFailed(cause.clone()))));
+            answers
+        }
         Err(error) => {
             tracing::debug!(%error, jobs = items.len(), "a batch write failed; writing its jobs one by one");
             let mut answers = Vec::with_capacity(items.len());
@@ -504,7 +526,15 @@ impl BatchWrite for Admit {
                 answer.unwrap_or_else(|| {
                     decided
                         .remove(&job.job_id)
-                        .unwrap_or(Admission::Settled(Outcome::Done))
+                        // Every job is decided above; should one ever not be, it is tried again
+                        // rather than acked unsent.
+                        .unwrap_or_else(|| {
+                            Admission::Settled(Outcome::RetryLater(Retry {
+                                throttled: false,
+                                attempts: 0,
+                                reason: "its admission was not decided".into(),
+                            }))
+                        })
                 })
             })
             .collect())
