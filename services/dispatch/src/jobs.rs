@@ -644,6 +644,12 @@ impl BatchWrite for RecordAccepted {
         sorted.dedup_by_key(|a| a.job_id);
         let ids: Vec<Uuid> = sorted.iter().map(|a| a.job_id).collect();
         let mut tx = self.pool.begin().await?;
+        // Provider ids first, job rows second: the order receipts take them in too.
+        let all_provider_ids: Vec<&str> = sorted
+            .iter()
+            .flat_map(|a| a.provider_message_ids.iter().map(String::as_str))
+            .collect();
+        lock_message_ids(&mut tx, connector, &all_provider_ids).await?;
         let states: Vec<(Uuid, String)> = sqlx::query_as(
             "SELECT job_id, state FROM sms_jobs WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE",
         )
@@ -667,7 +673,6 @@ impl BatchWrite for RecordAccepted {
             .iter()
             .flat_map(|(a, _)| a.provider_message_ids.iter().map(String::as_str))
             .collect();
-        lock_message_ids(&mut tx, connector, &provider_ids).await?;
 
         let mut part_jobs = Vec::new();
         let mut part_numbers = Vec::new();
@@ -1231,7 +1236,17 @@ impl BatchWrite for RecordReceipts {
             .filter_map(|(part, receipt)| Some((receipt.connector.as_str(), part.as_deref()?)))
             .any(|key| !seen.insert(key));
         if repeats_a_part {
-            // Two receipts for one part (say "enroute", then "delivered") apply in their order.
+            // Two receipts for one part (say "enroute", then "delivered") apply in their order;
+            // their jobs are locked first, in id order like every other batch locks them.
+            let matched: Vec<&str> = parts.iter().flatten().map(String::as_str).collect();
+            sqlx::query(
+                "SELECT job_id FROM sms_jobs
+                 WHERE job_id IN (SELECT job_id FROM sms_job_parts WHERE provider_message_id = ANY($1))
+                 ORDER BY job_id FOR UPDATE",
+            )
+            .bind(&matched)
+            .execute(&mut *tx)
+            .await?;
             for (receipt, part) in receipts.iter().zip(&parts) {
                 match part {
                     Some(part) => apply_receipt(&mut tx, receipt, part).await?,
