@@ -551,23 +551,7 @@ async fn insert_new_jobs(
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let text =
-        |f: fn(&NewJob) -> Option<String>| jobs.iter().map(|(j, _)| f(j)).collect::<Vec<_>>();
-    let failures: Vec<(Option<&str>, Option<&str>, Option<&str>)> = jobs
-        .iter()
-        .map(|(_, change)| match &change.failure {
-            FailureUpdate::Set {
-                kind,
-                code,
-                message,
-            } => (
-                failure_kind_str(*kind),
-                code.as_deref(),
-                Some(message.as_str()),
-            ),
-            FailureUpdate::Keep | FailureUpdate::Clear => (None, None, None),
-        })
-        .collect();
+    let failures = column(jobs, |(_, change)| change.failure.columns());
     let inserted: Vec<ChangedJob> = sqlx::query_as(
         "INSERT INTO sms_jobs (job_id, company_id, forwarding_user_id, sender_id, sender_email,
                                email_message_id, recipient, text, encoding, segments,
@@ -595,15 +579,15 @@ async fn insert_new_jobs(
     .bind(column(jobs, |(j, _)| j.job_id))
     .bind(column(jobs, |(j, _)| j.company_id))
     .bind(column(jobs, |(j, _)| j.forwarding_user_id))
-    .bind(text(|j| Some(j.job.sender_id.clone())))
-    .bind(text(|j| {
-        j.job.origin.as_ref().map(|o| o.from_address.clone())
+    .bind(column(jobs, |(j, _)| j.job.sender_id.as_str()))
+    .bind(column(jobs, |(j, _)| {
+        j.job.origin.as_ref().map(|o| o.from_address.as_str())
     }))
-    .bind(text(|j| {
-        j.job.origin.as_ref().map(|o| o.message_id.clone())
+    .bind(column(jobs, |(j, _)| {
+        j.job.origin.as_ref().map(|o| o.message_id.as_str())
     }))
-    .bind(text(|j| Some(j.job.recipient.clone())))
-    .bind(text(|j| Some(j.job.text.clone())))
+    .bind(column(jobs, |(j, _)| j.job.recipient.as_str()))
+    .bind(column(jobs, |(j, _)| j.job.text.as_str()))
     .bind(column(jobs, |(j, _)| j.encoding))
     .bind(column(jobs, |(j, _)| j.segments))
     .bind(column(jobs, |(j, _)| j.valid_until()))
@@ -767,6 +751,25 @@ enum FailureUpdate {
     },
 }
 
+impl FailureUpdate {
+    /// The values of `failure_kind`, `error_code` and `last_error` it writes (all NULL unless
+    /// `Set`; whether the columns are written at all is the caller's business).
+    fn columns(&self) -> (Option<&'static str>, Option<&str>, Option<&str>) {
+        match self {
+            FailureUpdate::Keep | FailureUpdate::Clear => (None, None, None),
+            FailureUpdate::Set {
+                kind,
+                code,
+                message,
+            } => (
+                failure_kind_str(*kind),
+                code.as_deref(),
+                Some(message.as_str()),
+            ),
+        }
+    }
+}
+
 /// One job's state change, applied by [`apply_changes`].
 #[derive(Debug)]
 struct JobChange {
@@ -843,21 +846,8 @@ async fn apply_changes(conn: &mut PgConnection, changes: &[JobChange]) -> Result
     if changes.is_empty() {
         return Ok(());
     }
-    let (kinds, codes, messages): (Vec<_>, Vec<_>, Vec<_>) = changes
-        .iter()
-        .map(|c| match &c.failure {
-            FailureUpdate::Keep | FailureUpdate::Clear => (None, None, None),
-            FailureUpdate::Set {
-                kind,
-                code,
-                message,
-            } => (
-                failure_kind_str(*kind),
-                code.as_deref(),
-                Some(message.as_str()),
-            ),
-        })
-        .collect();
+    let (kinds, codes, messages): (Vec<_>, Vec<_>, Vec<_>) =
+        changes.iter().map(|c| c.failure.columns()).collect();
     let rows: Vec<ChangedJob> = sqlx::query_as(
         "UPDATE sms_jobs AS j SET
                  state = c.to_state,
