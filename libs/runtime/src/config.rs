@@ -199,6 +199,49 @@ mod tests {
     }
 }
 
+/// The SMS domains: a recipient is `<number>@<domain>`. Ingest accepts mail only for these (no
+/// open relay); policy's notifications name the first as the address to write to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SmsDomainsArgs {
+    /// Comma-separated SMS domains: mail to any other domain is refused (no open relay), and
+    /// notifications name the first one as the address to send to (`<number>@<domain>`).
+    #[arg(
+        long,
+        env = "EMAIL2SMS_SMS_DOMAINS",
+        value_delimiter = ',',
+        default_value = "sms.localhost"
+    )]
+    pub sms_domains: Vec<String>,
+}
+
+impl SmsDomainsArgs {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sms_domains.iter().all(|d| d.trim().is_empty()) {
+            return Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_SMS_DOMAINS",
+                reason: "at least one SMS domain is needed, e.g. sms.example.net".into(),
+            });
+        }
+        for domain in &self.sms_domains {
+            email2sms_domain::DomainName::parse(domain.trim()).map_err(|error| {
+                ConfigError::Invalid {
+                    name: "EMAIL2SMS_SMS_DOMAINS",
+                    reason: error.to_string(),
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The domains, normalised (after `validate`, none is left out).
+    pub fn names(&self) -> Vec<email2sms_domain::DomainName> {
+        self.sms_domains
+            .iter()
+            .filter_map(|domain| email2sms_domain::DomainName::parse(domain.trim()).ok())
+            .collect()
+    }
+}
+
 /// The Redis connection, for the services that cache or throttle through it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedisArgs {

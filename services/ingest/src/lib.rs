@@ -26,8 +26,8 @@ use email2sms_proto::ingest::v1::ingest_service_server::{self, IngestServiceServ
 use email2sms_proto::tonic::service::Routes;
 use email2sms_runtime::auth::{Auth, Scope};
 use email2sms_runtime::config::{
-    ClientTokenArgs, ConfigError, DnsArgs, RedisArgs, ServerArgs, check_url, parse_duration,
-    parse_listen_addr,
+    ClientTokenArgs, ConfigError, DnsArgs, RedisArgs, ServerArgs, SmsDomainsArgs, check_url,
+    parse_duration, parse_listen_addr,
 };
 use email2sms_runtime::grpc::{self, ApiServices};
 use email2sms_runtime::service::{ServiceConfig, StartError, bind_and_announce};
@@ -109,14 +109,8 @@ pub struct Config {
     #[arg(long, env = "EMAIL2SMS_INGEST_PROXY_WAIT", default_value = "300ms", value_parser = parse_duration)]
     pub proxy_wait: Duration,
 
-    /// Comma-separated recipient domains accepted; mail to any other domain is refused (no open relay).
-    #[arg(
-        long,
-        env = "EMAIL2SMS_SMS_DOMAINS",
-        value_delimiter = ',',
-        default_value = "sms.localhost"
-    )]
-    pub sms_domains: Vec<String>,
+    #[command(flatten)]
+    pub sms: SmsDomainsArgs,
 
     /// Comma-separated CIDRs of relays allowed to state the real client through XCLIENT or PROXY.
     #[arg(long, env = "EMAIL2SMS_TRUSTED_RELAYS", value_delimiter = ',')]
@@ -242,20 +236,7 @@ impl ServiceConfig for Config {
         self.client.validate()?;
         self.telemetry.validate()?;
         check_url("EMAIL2SMS_POLICY_URL", &self.policy_url, &["http", "https"])?;
-        if self.sms_domains.iter().all(|d| d.trim().is_empty()) {
-            return Err(ConfigError::Invalid {
-                name: "EMAIL2SMS_SMS_DOMAINS",
-                reason: "at least one SMS domain is needed, e.g. sms.example.net".into(),
-            });
-        }
-        for domain in &self.sms_domains {
-            email2sms_domain::DomainName::parse(domain.trim()).map_err(|error| {
-                ConfigError::Invalid {
-                    name: "EMAIL2SMS_SMS_DOMAINS",
-                    reason: error.to_string(),
-                }
-            })?;
-        }
+        self.sms.validate()?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid {
                 name: "EMAIL2SMS_INGEST_TLS_CERT",
@@ -354,14 +335,6 @@ pub fn api_services(auth: &Auth, api: IngestApi) -> ApiServices {
 }
 
 impl Config {
-    /// The SMS domains, normalised (validated by `validate`, so parsing cannot fail here).
-    fn sms_domain_names(&self) -> Vec<email2sms_domain::DomainName> {
-        self.sms_domains
-            .iter()
-            .filter_map(|domain| email2sms_domain::DomainName::parse(domain.trim()).ok())
-            .collect()
-    }
-
     /// The SMTP session settings, loading the TLS certificate when one is configured.
     pub fn smtp_session_config(&self) -> Result<SessionConfig, IngestError> {
         let tls = match (&self.tls_cert, &self.tls_key) {
@@ -371,7 +344,7 @@ impl Config {
         };
         Ok(SessionConfig {
             hostname: self.smtp_hostname.clone().unwrap_or_else(host_name),
-            sms_domains: self.sms_domain_names(),
+            sms_domains: self.sms.names(),
             trusted_relays: self.trusted_relays.clone(),
             tls,
             limits: Limits {

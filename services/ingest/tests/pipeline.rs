@@ -139,6 +139,24 @@ impl Harness {
         let _: () = self.redis.set(key, sender.encode_to_vec()).await.unwrap();
     }
 
+    /// Stores the compiled entry for `address` (an email-address rule with `security`).
+    async fn allow_email(&mut self, address: &str, security: SecurityType) {
+        let sender = entry(MatchKind::EmailAddress, address, security);
+        self.put_email(address, &sender).await;
+    }
+
+    /// Stores the compiled entry for `domain` (a domain rule with `security`).
+    async fn allow_domain(&mut self, domain: &str, security: SecurityType) {
+        let sender = entry(MatchKind::Domain, domain, security);
+        self.put_domain(domain, &sender).await;
+    }
+
+    /// Stores the compiled entry for `cidr` (an IP-address rule with `security`).
+    async fn allow_ip(&mut self, cidr: &str, security: SecurityType) {
+        let sender = entry(MatchKind::IpAddress, cidr, security);
+        self.put_ip(cidr, &sender).await;
+    }
+
     async fn put_ip(&mut self, cidr: &str, sender: &CompiledSender) {
         let key = format!("{}policy:ip", self.prefix);
         let _: () = self
@@ -298,20 +316,9 @@ fn mail(from: &str, message_id: &str, body: &str) -> String {
 async fn authorised_mail_becomes_exactly_the_expected_jobs() {
     let dns = dns_with_zones().await;
     let mut h = harness(&dns, &[]).await;
-    h.put_email(
-        "alice@corp.test",
-        &entry(
-            MatchKind::EmailAddress,
-            "alice@corp.test",
-            SecurityType::ByIpAddresses,
-        ),
-    )
-    .await;
-    h.put_domain(
-        "good.test",
-        &entry(MatchKind::Domain, "good.test", SecurityType::ViaSpf),
-    )
-    .await;
+    h.allow_email("alice@corp.test", SecurityType::ByIpAddresses)
+        .await;
+    h.allow_domain("good.test", SecurityType::ViaSpf).await;
 
     // By IP addresses, two recipients (national and international form), GSM-7.
     let reply = h
@@ -393,25 +400,9 @@ async fn authorised_mail_becomes_exactly_the_expected_jobs() {
 async fn spoofed_automatic_and_empty_mail_is_refused() {
     let dns = dns_with_zones().await;
     let mut h = harness(&dns, &[]).await;
-    h.put_domain(
-        "good.test",
-        &entry(MatchKind::Domain, "good.test", SecurityType::ViaSpf),
-    )
-    .await;
-    h.put_domain(
-        "strict.test",
-        &entry(MatchKind::Domain, "strict.test", SecurityType::ViaSpf),
-    )
-    .await;
-    h.put_ip(
-        "10.0.0.0/8",
-        &entry(
-            MatchKind::IpAddress,
-            "10.0.0.0/8",
-            SecurityType::ByIpAddresses,
-        ),
-    )
-    .await;
+    h.allow_domain("good.test", SecurityType::ViaSpf).await;
+    h.allow_domain("strict.test", SecurityType::ViaSpf).await;
+    h.allow_ip("10.0.0.0/8", SecurityType::ByIpAddresses).await;
     let rcpt = ["+64211234567@sms.example.net"];
     let cases: Vec<(&str, String, &str, &str)> = vec![
         // From a registered domain, sent from an IP outside its SPF.
@@ -493,20 +484,9 @@ async fn spoofed_automatic_and_empty_mail_is_refused() {
 async fn provider_security_types_use_the_configured_provider_domain() {
     let dns = dns_with_zones().await;
     let mut h = harness(&dns, &[]).await;
-    h.put_domain(
-        "gmail-corp.test",
-        &entry(
-            MatchKind::Domain,
-            "gmail-corp.test",
-            SecurityType::ByGoogleMail,
-        ),
-    )
-    .await;
-    h.put_domain(
-        "o365.test",
-        &entry(MatchKind::Domain, "o365.test", SecurityType::ByOutlook),
-    )
-    .await;
+    h.allow_domain("gmail-corp.test", SecurityType::ByGoogleMail)
+        .await;
+    h.allow_domain("o365.test", SecurityType::ByOutlook).await;
     let rcpt = ["+64211234567@sms.example.net"];
     let reply = h
         .send(
@@ -544,11 +524,7 @@ async fn unavailable_dependencies_give_451_and_nothing_is_queued() {
     let dns = dns_with_zones().await;
     // RabbitMQ unreachable.
     let mut h = harness(&dns, &["--amqp-url", "amqp://guest:guest@127.0.0.1:1/%2f"]).await;
-    h.put_domain(
-        "good.test",
-        &entry(MatchKind::Domain, "good.test", SecurityType::ViaSpf),
-    )
-    .await;
+    h.allow_domain("good.test", SecurityType::ViaSpf).await;
     let rcpt = ["+64211234567@sms.example.net"];
     let reply = h
         .send("a@good.test", &rcpt, &mail("a@good.test", "d1", "hi"))
@@ -586,11 +562,7 @@ async fn unavailable_dependencies_give_451_and_nothing_is_queued() {
 async fn diagnose_explains_accepted_and_refused_senders() {
     let dns = dns_with_zones().await;
     let mut h = harness(&dns, &[]).await;
-    h.put_domain(
-        "good.test",
-        &entry(MatchKind::Domain, "good.test", SecurityType::ViaSpf),
-    )
-    .await;
+    h.allow_domain("good.test", SecurityType::ViaSpf).await;
     let mut ip_entry = entry(
         MatchKind::IpAddress,
         "10.0.0.0/8",
@@ -843,16 +815,8 @@ async fn an_invalidation_message_clears_the_in_process_cache() {
 async fn the_first_mail_from_an_ip_publishes_sender_ip_seen_once() {
     let dns = dns_with_zones().await;
     let mut h = harness(&dns, &[]).await;
-    h.put_domain(
-        "good.test",
-        &entry(MatchKind::Domain, "good.test", SecurityType::ViaSpf),
-    )
-    .await;
-    h.put_domain(
-        "strict.test",
-        &entry(MatchKind::Domain, "strict.test", SecurityType::ViaSpf),
-    )
-    .await;
+    h.allow_domain("good.test", SecurityType::ViaSpf).await;
+    h.allow_domain("strict.test", SecurityType::ViaSpf).await;
     let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
         .await
         .unwrap();
@@ -907,11 +871,7 @@ async fn the_first_mail_from_an_ip_publishes_sender_ip_seen_once() {
 async fn real_world_message_formats_become_clean_text() {
     let dns = dns_with_zones().await;
     let mut h = harness(&dns, &[]).await;
-    h.put_domain(
-        "good.test",
-        &entry(MatchKind::Domain, "good.test", SecurityType::ViaSpf),
-    )
-    .await;
+    h.allow_domain("good.test", SecurityType::ViaSpf).await;
     let rcpt = ["+64211234567@sms.example.net"];
     let head = |id: &str, extra: &str| format!("From: a@good.test\nMessage-ID: <{id}>\n{extra}");
     let mut attachment = String::new();
@@ -1017,15 +977,8 @@ async fn nothing_lost_when_rabbitmq_goes_away_and_comes_back() {
     let amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
     let dns = DnsServer::start().await;
     let mut h = harness(&dns, &["--amqp-url", &amqp_url]).await;
-    h.put_email(
-        "alice@corp.test",
-        &entry(
-            MatchKind::EmailAddress,
-            "alice@corp.test",
-            SecurityType::ByIpAddresses,
-        ),
-    )
-    .await;
+    h.allow_email("alice@corp.test", SecurityType::ByIpAddresses)
+        .await;
 
     let mut relay = tokio::process::Command::new("python3")
         .args([
@@ -1281,15 +1234,8 @@ async fn smtp_source_sessions_queue_one_job_per_message_and_an_unknown_sender_is
     let smtp_source = common::smtp_source();
     let dns = dns_with_zones().await;
     let mut h = harness(&dns, &[]).await;
-    h.put_email(
-        "load@corp.test",
-        &entry(
-            MatchKind::EmailAddress,
-            "load@corp.test",
-            SecurityType::ByIpAddresses,
-        ),
-    )
-    .await;
+    h.allow_email("load@corp.test", SecurityType::ByIpAddresses)
+        .await;
     let (sessions, messages) = (SESSIONS.to_string(), MESSAGES.to_string());
     // As smtp_bench.rs runs it: `-d` keeps each session's connection for its next message.
     let load = |from: &'static str| {

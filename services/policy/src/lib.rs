@@ -56,8 +56,8 @@ use email2sms_proto::tonic::service::interceptor::InterceptedService;
 use email2sms_proto::tonic::{self, Request, Response, Status};
 use email2sms_runtime::auth::{Auth, Scope};
 use email2sms_runtime::config::{
-    ClientTokenArgs, ConfigError, DatabaseArgs, RedisArgs, ServerArgs, check_url, parse_duration,
-    parse_listen_addr,
+    ClientTokenArgs, ConfigError, DatabaseArgs, RedisArgs, ServerArgs, SmsDomainsArgs, check_url,
+    parse_duration, parse_listen_addr,
 };
 use email2sms_runtime::grpc::{self, ApiServices};
 use email2sms_runtime::service::{ServiceConfig, StartError, bind_and_announce};
@@ -110,15 +110,8 @@ pub struct Config {
     )]
     pub notify_from: String,
 
-    /// The SMS domains (comma-separated); notifications name the first one as the address to
-    /// send to (`<number>@<domain>`).
-    #[arg(
-        long,
-        env = "EMAIL2SMS_SMS_DOMAINS",
-        default_value = "sms.localhost",
-        value_delimiter = ','
-    )]
-    pub sms_domains: Vec<String>,
+    #[command(flatten)]
+    pub sms: SmsDomainsArgs,
 
     /// How often new-mail-server alerts that failed are tried again.
     #[arg(long, env = "EMAIL2SMS_SENDER_ALERT_RETRY_INTERVAL", default_value = "60s", value_parser = parse_duration)]
@@ -155,12 +148,8 @@ pub struct Config {
 impl Config {
     /// The smarthost client this configuration describes.
     pub fn mailer(&self) -> Result<mail::Mailer, ConfigError> {
-        let sms_domain = self
-            .sms_domains
-            .iter()
-            .map(|d| d.trim())
-            .find(|d| !d.is_empty())
-            .unwrap_or("sms.localhost");
+        let domains = self.sms.names();
+        let sms_domain = domains.first().map_or("sms.localhost", |d| d.as_str());
         mail::Mailer::new(&self.smtp_relay, &self.notify_from, sms_domain).map_err(|reason| {
             ConfigError::Invalid {
                 name: "EMAIL2SMS_SMTP_RELAY",
@@ -181,6 +170,7 @@ impl ServiceConfig for Config {
         self.queue.validate()?;
         self.client.validate()?;
         self.telemetry.validate()?;
+        self.sms.validate()?;
         check_url(
             "EMAIL2SMS_VERIFICATION_URL",
             &self.verification_url,
