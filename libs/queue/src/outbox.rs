@@ -1,11 +1,16 @@
-//! The transactional outbox: a service writes its event into its own `outbox` table in the same
-//! transaction as the state change, and the relay publishes it afterwards. A crash between the
-//! commit and the publish therefore loses nothing; it can only publish twice, and the event's
+//! The transactional outbox: a service writes its events into its own `outbox` table in the same
+//! transaction as the state change, and the relay publishes them afterwards. A crash between the
+//! commit and the publish therefore loses nothing; it can only publish twice, and each event's
 //! `message_id` lets consumers drop the duplicate.
 //!
-//! The table (one per service schema) has the columns `id, message_id, routing_key, payload,
-//! created_at, published_at, attempts, last_error`. A row is deleted once the broker has confirmed
-//! it; what stays is what has not gone out yet, with the last error of each try.
+//! One row holds all the events one [`enqueue_many`] call wrote, in order (`message_ids`,
+//! `routing_keys`, `payloads` are parallel arrays of `event_count` elements), so a service that
+//! records hundreds of state changes per transaction writes one row, not hundreds: at dispatch's
+//! rate a row per event (its insert, index entries, lock and delete) was the largest share of the
+//! database's work. The table (one per service schema) has the columns `id, message_ids,
+//! routing_keys, payloads, event_count, created_at, attempts, last_error`. A row is deleted once
+//! the broker has confirmed every event in it; what stays is what has not gone out yet, with the
+//! last error of each try.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,7 +53,7 @@ pub struct OutboxEvent<'a> {
     pub payload: Vec<u8>,
 }
 
-/// [`enqueue`] for many events at once: one statement however many there are, which is what lets a
+/// [`enqueue`] for many events at once: one row however many there are, which is what lets a
 /// service that records state changes in batches keep up. Events keep their order.
 pub async fn enqueue_many(
     conn: &mut PgConnection,
@@ -70,23 +75,21 @@ pub async fn enqueue_many(
     let ids: Vec<Uuid> = events.iter().map(|e| e.message_id).collect();
     let keys: Vec<&str> = events.iter().map(|e| e.routing_key).collect();
     let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
-    // WITH ORDINALITY keeps the identity column in the callers' order.
+    let count = i32::try_from(events.len()).unwrap_or(i32::MAX);
+    // NOTIFY is delivered at commit, and never if the transaction rolls back.
     sqlx::query(
-        "INSERT INTO outbox (message_id, routing_key, payload)
-         SELECT message_id, routing_key, payload
-         FROM UNNEST($1::uuid[], $2::text[], $3::bytea[]) WITH ORDINALITY
-              AS e(message_id, routing_key, payload, position)
-         ORDER BY position",
+        "WITH written AS (
+             INSERT INTO outbox (message_ids, routing_keys, payloads, event_count)
+             VALUES ($1, $2, $3, $4)
+         )
+         SELECT pg_notify(current_schema() || '_outbox', '')",
     )
     .bind(&ids)
     .bind(&keys)
     .bind(&payloads)
+    .bind(count)
     .execute(&mut *conn)
     .await?;
-    // NOTIFY is delivered at commit, and never if the transaction rolls back.
-    sqlx::query("SELECT pg_notify(current_schema() || '_outbox', '')")
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 
@@ -96,90 +99,167 @@ pub struct OutboxRelay {
     pub pool: PgPool,
     pub publisher: Arc<Publisher>,
     pub topology: Topology,
-    /// Rows published per transaction.
+    /// Events published per round (a row is never split, so a round holds at least one row
+    /// however many events it has).
     pub batch: i64,
     /// How often to look even without a notification (one may be missed while reconnecting).
     pub poll_interval: Duration,
 }
 
+/// One transaction's events, as [`enqueue_many`] wrote them.
+#[derive(Debug, sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    message_ids: Vec<Uuid>,
+    routing_keys: Vec<String>,
+    payloads: Vec<Vec<u8>>,
+}
+
+/// What one round of the relay did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Round {
+    /// Events confirmed and deleted.
+    published: usize,
+    /// Rows were left for the next round (the round was full, or another replica is relaying).
+    more: bool,
+}
+
 impl OutboxRelay {
-    /// Publishes one batch of unpublished rows, oldest first, and returns how many went out. Rows are
-    /// claimed with `SKIP LOCKED`, so several replicas can relay at once without publishing the same
-    /// row twice; a row whose publish fails stays unpublished with its error recorded, and so do the
-    /// rows after it (they go again next time, in order). A row nobody can take (no queue bound to
-    /// its routing key) therefore holds back the rest until a consumer declares its queue: events
-    /// wait rather than vanish.
+    /// Publishes one round of unpublished rows, oldest first, and returns how many events went
+    /// out. One relay at a time per schema (a transaction-level advisory lock): the others find
+    /// nothing to do, so no event goes out twice from two replicas and consumers get them in the
+    /// order they were written. A row whose publish fails stays with its error recorded, and so do
+    /// the rows after it (they go again next time, in order). A row nobody can take (no queue
+    /// bound to a routing key of it) therefore holds back the rest until a consumer declares its
+    /// queue: events wait rather than vanish.
     ///
-    /// The batch is published in order on one channel without waiting for each confirm in turn
+    /// The round is published in order on one channel without waiting for each confirm in turn
     /// (the confirms are awaited together), so a busy service's events do not queue up behind one
-    /// broker round trip each, and consumers still get them in the order they were written.
+    /// broker round trip each.
     pub async fn publish_pending(&self) -> Result<usize, QueueError> {
+        self.publish_round().await.map(|round| round.published)
+    }
+
+    async fn publish_round(&self) -> Result<Round, QueueError> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(i64, Uuid, String, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, message_id, routing_key, payload FROM outbox \
-             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        let relaying: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.outbox relay'))",
         )
-        .bind(self.batch)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !relaying {
+            // The replica holding the lock publishes these (it hears the same notifications).
+            return Ok(Round {
+                published: 0,
+                more: false,
+            });
+        }
+        let sizes: Vec<(i64, i32)> =
+            sqlx::query_as("SELECT id, event_count FROM outbox ORDER BY id LIMIT $1")
+                .bind(self.batch.max(1))
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut budget = self.batch.max(1);
+        let taken: Vec<i64> = sizes
+            .iter()
+            .enumerate()
+            .take_while(|(position, (_, count))| {
+                let fits = *position == 0 || i64::from(*count) <= budget;
+                budget -= i64::from(*count);
+                fits
+            })
+            .map(|(_, (id, _))| *id)
+            .collect();
+        let more = taken.len() < sizes.len() || sizes.len() as i64 == self.batch.max(1);
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT id, message_ids, routing_keys, payloads FROM outbox
+             WHERE id = ANY($1) ORDER BY id",
+        )
+        .bind(&taken)
         .fetch_all(&mut *tx)
         .await?;
         let exchange = self.topology.events_exchange();
-        // Rows whose routing key has no event type cannot go out (a programming error); they stay,
-        // with the reason, and do not hold up the others.
-        let mut outcomes: Vec<Option<Result<(), QueueError>>> = Vec::with_capacity(rows.len());
-        let mut messages = Vec::with_capacity(rows.len());
-        for (_, message_id, routing_key, payload) in &rows {
-            match message_type(routing_key) {
-                None => outcomes.push(Some(Err(QueueError::UnknownRoutingKey(
-                    routing_key.clone(),
-                )))),
-                Some(message_type) => {
-                    outcomes.push(None);
-                    messages.push(Outgoing {
-                        exchange: &exchange,
-                        routing_key,
-                        payload,
-                        message_id: message_id.to_string(),
-                        message_type,
-                        headers: FieldTable::default(),
-                    });
+        // Events whose routing key has no event type cannot go out (a programming error); they
+        // stay, with the reason, and do not hold up the others.
+        let mut outcomes: Vec<Vec<Option<Result<(), QueueError>>>> = Vec::with_capacity(rows.len());
+        let mut messages = Vec::new();
+        for OutboxRow {
+            message_ids,
+            routing_keys,
+            payloads,
+            ..
+        } in &rows
+        {
+            let mut row_outcomes = Vec::with_capacity(message_ids.len());
+            if message_ids.len() != routing_keys.len() || message_ids.len() != payloads.len() {
+                row_outcomes.push(Some(Err(QueueError::NotSent {
+                    routing_key: String::new(),
+                    cause: "the row's arrays differ in length".into(),
+                })));
+                outcomes.push(row_outcomes);
+                continue;
+            }
+            for ((message_id, routing_key), payload) in
+                message_ids.iter().zip(routing_keys).zip(payloads)
+            {
+                match message_type(routing_key) {
+                    None => row_outcomes.push(Some(Err(QueueError::UnknownRoutingKey(
+                        routing_key.clone(),
+                    )))),
+                    Some(message_type) => {
+                        row_outcomes.push(None);
+                        messages.push(Outgoing {
+                            exchange: &exchange,
+                            routing_key,
+                            payload,
+                            message_id: message_id.to_string(),
+                            message_type,
+                            headers: FieldTable::default(),
+                        });
+                    }
                 }
             }
+            outcomes.push(row_outcomes);
         }
         // In order on one channel: consumers see a subject's events in the order they were written.
         let mut sent = self.publisher.publish_in_order(messages).await.into_iter();
-        let outcomes: Vec<Result<(), QueueError>> = outcomes
-            .into_iter()
-            .map(|known| {
-                known.unwrap_or_else(|| {
+        let mut published = Vec::new();
+        let mut published_events = 0;
+        let mut failed_ids = Vec::new();
+        let mut failed_errors = Vec::new();
+        let mut failure = None;
+        for (OutboxRow { id, .. }, row_outcomes) in rows.iter().zip(outcomes) {
+            let events = row_outcomes.len();
+            let mut row_error = None;
+            for known in row_outcomes {
+                let outcome = known.unwrap_or_else(|| {
                     sent.next().unwrap_or_else(|| {
                         Err(QueueError::NotSent {
                             routing_key: String::new(),
                             cause: "no outcome was reported for it".into(),
                         })
                     })
-                })
-            })
-            .collect();
-        let mut published = Vec::new();
-        let mut failed_ids = Vec::new();
-        let mut failed_errors = Vec::new();
-        let mut failure = None;
-        for ((id, ..), outcome) in rows.iter().zip(outcomes) {
-            match outcome {
+                });
+                if let Err(error) = outcome {
+                    row_error.get_or_insert(error);
+                }
+            }
+            match row_error {
                 // Only the rows before the first failure count as out: the ones after it go again
                 // next round, behind the failed one, so no consumer sees a subject's events out
                 // of order (the repeats carry their ids, so consumers drop them).
-                Ok(()) if failure.is_none() => published.push(*id),
-                Ok(()) => {}
-                Err(error) => {
+                None if failure.is_none() => {
+                    published.push(*id);
+                    published_events += events;
+                }
+                None => {}
+                Some(error) => {
                     failed_ids.push(*id);
                     failed_errors.push(error.to_string());
                     failure.get_or_insert(error);
                 }
             }
         }
-        // Published rows go: keeping them would cost a new row version (and its index entries) per
-        // event, which at dispatch's rate is a large share of the database's work.
         sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
             .bind(&published)
             .execute(&mut *tx)
@@ -197,7 +277,10 @@ impl OutboxRelay {
         tx.commit().await?;
         match failure {
             Some(error) if published.is_empty() => Err(error),
-            _ => Ok(published.len()),
+            _ => Ok(Round {
+                published: published_events,
+                more: more && failure.is_none(),
+            }),
         }
     }
 
@@ -240,9 +323,9 @@ impl OutboxRelay {
                         }
                     }
                 }
-                match self.publish_pending().await {
-                    Ok(n) if n as i64 == self.batch => continue,
-                    Ok(_) => {
+                match self.publish_round().await {
+                    Ok(Round { more: true, .. }) => continue,
+                    Ok(Round { more: false, .. }) => {
                         backoff = Duration::from_millis(200);
                         break;
                     }

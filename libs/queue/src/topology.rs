@@ -164,6 +164,14 @@ impl Topology {
     pub fn dead_queue(&self) -> String {
         format!("{}sms.dead", self.prefix)
     }
+    /// Every queue [`Topology::declare_jobs`] declares: the job queue, each retry tier and the
+    /// dead-letter queue (what a test or benchmark deletes when it is done).
+    pub fn job_path_queues(&self) -> Vec<String> {
+        let mut queues = vec![self.jobs_queue()];
+        queues.extend(self.retry_delays.iter().map(|d| self.retry_queue(*d)));
+        queues.push(self.dead_queue());
+        queues
+    }
     pub fn events_exchange(&self) -> String {
         format!("{}events", self.prefix)
     }

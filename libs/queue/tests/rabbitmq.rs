@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use email2sms_queue::outbox::{OutboxRelay, enqueue};
+use email2sms_queue::outbox::{OutboxEvent, OutboxRelay, enqueue, enqueue_many};
 use email2sms_queue::topology::{SMS_JOB_ROUTING_KEY, Topology};
 use email2sms_queue::{Broker, Disposition, Outgoing, Publisher, QueueError, run_consumer};
 use email2sms_testkit::TestDb;
@@ -35,13 +35,7 @@ fn broker(name: &str) -> Arc<Broker> {
 /// Removes every queue and exchange of a test's topology (and `extra` queues), so repeated runs
 /// leave nothing behind on the broker.
 async fn cleanup(channel: &Channel, topology: &Topology, extra: &[String]) {
-    let mut queues = vec![topology.jobs_queue(), topology.dead_queue()];
-    queues.extend(
-        topology
-            .retry_delays
-            .iter()
-            .map(|d| topology.retry_queue(*d)),
-    );
+    let mut queues = topology.job_path_queues();
     queues.extend(extra.iter().cloned());
     for queue in queues {
         let _ = channel
@@ -474,13 +468,14 @@ async fn shutdown_lets_in_flight_deliveries_finish_and_settle() {
     cleanup(&channel, &topology, &[]).await;
 }
 
+/// The shape every service's migrations give their outbox.
 const OUTBOX_TABLE: &str = "CREATE TABLE outbox (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    message_id uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE,
-    routing_key text NOT NULL,
-    payload bytea NOT NULL,
+    message_ids uuid[] NOT NULL,
+    routing_keys text[] NOT NULL,
+    payloads bytea[] NOT NULL,
+    event_count integer NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
-    published_at timestamptz,
     attempts integer NOT NULL DEFAULT 0,
     last_error text)";
 
@@ -525,7 +520,7 @@ async fn outbox_events_survive_a_broker_outage_and_are_published_once() {
     };
     assert!(down.publish_pending().await.is_err());
     let (waiting, recorded): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE published_at IS NULL), count(*) FILTER (WHERE last_error IS NOT NULL) FROM outbox",
+        "SELECT sum(event_count), count(*) FILTER (WHERE last_error IS NOT NULL) FROM outbox",
     )
     .fetch_one(&pool)
     .await
@@ -543,8 +538,14 @@ async fn outbox_events_survive_a_broker_outage_and_are_published_once() {
     };
     assert_eq!(relay.publish_pending().await.unwrap(), 3);
     assert_eq!(relay.publish_pending().await.unwrap(), 0);
+    assert_eq!(drain_message_ids(&channel, &queue).await, ids);
+    cleanup(&channel, &topology, &[queue]).await;
+}
+
+/// The message ids of everything waiting in `queue`, in order.
+async fn drain_message_ids(channel: &Channel, queue: &str) -> Vec<String> {
     let mut received = Vec::new();
-    while let Some(message) = get(&channel, &queue, Duration::from_millis(500)).await {
+    while let Some(message) = get(channel, queue, Duration::from_millis(500)).await {
         received.push(
             message
                 .delivery
@@ -555,7 +556,68 @@ async fn outbox_events_survive_a_broker_outage_and_are_published_once() {
                 .to_string(),
         );
     }
-    assert_eq!(received, ids);
+    received
+}
+
+#[tokio::test]
+async fn rows_go_out_whole_and_in_order_within_the_event_budget_one_relay_at_a_time() {
+    let db = TestDb::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    sqlx::query(OUTBOX_TABLE).execute(&pool).await.unwrap();
+    let topology = topology(vec![], 5);
+    let broker = broker("outbox-rows");
+    let channel = broker.channel().await.unwrap();
+    let queue = format!("{}rows.events", topology.prefix);
+    topology
+        .declare_event_queue(&channel, &queue, &[EVENT])
+        .await
+        .unwrap();
+
+    // Three transactions of 3, 1 and 2 events: three rows.
+    let mut ids = Vec::new();
+    for size in [3u8, 1, 2] {
+        let events: Vec<OutboxEvent<'_>> = (0..size)
+            .map(|i| OutboxEvent {
+                message_id: uuid::Uuid::now_v7(),
+                routing_key: EVENT,
+                payload: vec![size, i],
+            })
+            .collect();
+        ids.extend(events.iter().map(|e| e.message_id.to_string()));
+        let mut tx = pool.begin().await.unwrap();
+        enqueue_many(&mut tx, &events).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 3, "one row per transaction");
+
+    let relay = OutboxRelay {
+        pool: pool.clone(),
+        publisher: Arc::new(Publisher::new(broker.clone(), Duration::from_secs(5))),
+        topology: topology.clone(),
+        batch: 2,
+        poll_interval: Duration::from_secs(1),
+    };
+    // Another replica is relaying: this one leaves the rows to it.
+    let mut other_replica = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.outbox relay'))")
+        .execute(&mut *other_replica)
+        .await
+        .unwrap();
+    assert_eq!(relay.publish_pending().await.unwrap(), 0);
+    assert!(drain_message_ids(&channel, &queue).await.is_empty());
+    other_replica.rollback().await.unwrap();
+
+    // A row is never split: the first round takes the 3-event row whole although the budget is 2;
+    // the next takes the 1-event row, and the 2-event row no longer fits behind it.
+    assert_eq!(relay.publish_pending().await.unwrap(), 3);
+    assert_eq!(relay.publish_pending().await.unwrap(), 1);
+    assert_eq!(relay.publish_pending().await.unwrap(), 2);
+    assert_eq!(relay.publish_pending().await.unwrap(), 0);
+    assert_eq!(drain_message_ids(&channel, &queue).await, ids);
     cleanup(&channel, &topology, &[queue]).await;
 }
 

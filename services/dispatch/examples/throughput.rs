@@ -428,19 +428,31 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // One event per recorded state change; the relay deletes each outbox row once confirmed.
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM sms_job_events")
-        .fetch_one(&pool)
+    // The relay deletes each outbox row once all its events are confirmed.
+    let published = started.elapsed();
+    let channel = publisher.broker().channel().await.unwrap();
+    let events = channel
+        .queue_declare(
+            status_queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
         .await
-        .unwrap();
+        .expect("the status queue")
+        .message_count();
     println!(
-        "{events} status events all published {:.2} s after the start",
-        started.elapsed().as_secs_f64()
+        "{events} status events ({:.2} per job) all published {:.2} s after the start",
+        f64::from(events) / args.jobs as f64,
+        published.as_secs_f64()
     );
     let _ = stop.send(());
     let _ = served.await;
-    let channel = publisher.broker().channel().await.unwrap();
-    for queue in [topology.jobs_queue(), topology.dead_queue(), status_queue] {
+    let mut queues = topology.job_path_queues();
+    queues.push(status_queue);
+    for queue in queues {
         let _ = channel
             .queue_delete(queue.as_str().into(), Default::default())
             .await;

@@ -344,7 +344,8 @@ async fn get_message(
     .await?;
     let row = row.ok_or_else(|| Error::NotFound(format!("message {job_id}")))?;
     let history: Vec<(String, DateTime<Utc>, Option<i32>, String)> = sqlx::query_as(
-        "SELECT to_state, at, attempt, detail FROM sms_job_events WHERE job_id = $1 ORDER BY id",
+        "SELECT to_state, at, attempt, detail FROM sms_job_history
+         WHERE job_id = $1 ORDER BY position",
     )
     .bind(job_id)
     .fetch_all(pool)

@@ -1,6 +1,7 @@
 //! The job state machine: every SMS job is recorded in `sms_jobs`, keyed by the job id ingest
 //! minted, and moves queued → submitting → submitted → delivered | failed | expired. Every change
-//! writes an `sms_job_events` row and an `sms.status.changed` outbox row in the same transaction.
+//! is appended to the job's `history` and written as an `sms.status.changed` event into the outbox
+//! in the same transaction.
 //!
 //! Exactly once towards the SMSC: the "submitting" state is committed *before* the connector is
 //! called and "submitted" right after it answers. A job found in "submitting" when it is delivered
@@ -481,6 +482,11 @@ impl BatchWrite for Admit {
             decided.insert(job.job_id, admission);
         }
 
+        // A new job is first committed in the state it is admitted to: that is its first event
+        // (no previous state), although its history shows the reception before it.
+        for (_, change) in &mut created {
+            change.from = None;
+        }
         let inserted = insert_new_jobs(&mut tx, &created).await?;
         if inserted.len() < created.len() {
             // Inserted meanwhile by a concurrent delivery of the same job, which handles it.
@@ -494,28 +500,21 @@ impl BatchWrite for Admit {
         }
         let by_id: std::collections::HashMap<Uuid, &ChangedJob> =
             inserted.iter().map(|job| (job.job_id, job)).collect();
-        let receptions: Vec<(JobChange, ChangedJob)> = created
+        // A job that stays queued (throttled) announces its reception instead.
+        let receptions: Vec<JobChange> = created
             .iter()
-            .filter_map(|(job, _)| {
-                let row = by_id.get(&job.job_id)?;
-                let reception = JobChange::new(job.job_id, None, JobState::Queued)
-                    .detail("received from the queue");
-                Some((
-                    reception,
-                    ChangedJob {
-                        status_sequence: 1,
-                        ..(*row).clone()
-                    },
-                ))
+            .filter(|(_, change)| !change.announce)
+            .map(|(job, _)| {
+                JobChange::new(job.job_id, None, JobState::Queued).detail("received from the queue")
             })
             .collect();
-        let mut announced: Vec<(&JobChange, &ChangedJob)> = receptions
+        let announced: Vec<(&JobChange, &ChangedJob)> = created
             .iter()
-            .map(|(change, row)| (change, row))
+            .map(|(_, change)| change)
+            .filter(|change| change.announce)
+            .chain(&receptions)
+            .filter_map(|change| Some((change, *by_id.get(&change.job_id)?)))
             .collect();
-        announced.extend(created.iter().filter_map(|(job, change)| {
-            Some((change, *by_id.get(&job.job_id)?)).filter(|(change, _)| change.announce)
-        }));
         announce(&mut tx, &announced).await?;
         apply_changes(&mut tx, &changes).await?;
         tx.commit().await?;
@@ -542,8 +541,9 @@ impl BatchWrite for Admit {
 }
 
 /// Inserts jobs seen for the first time, each directly in the state `change` admits it to, and
-/// returns the rows inserted (a job a concurrent delivery inserted first is left out). Its status
-/// sequence counts the reception and, when announced, the change.
+/// returns the rows inserted (a job a concurrent delivery inserted first is left out). Its history
+/// shows the reception and, when announced, the change from queued; it has one status event so
+/// far (the change, or the reception when the change is quiet).
 async fn insert_new_jobs(
     conn: &mut PgConnection,
     jobs: &[(&NewJob, JobChange)],
@@ -556,21 +556,30 @@ async fn insert_new_jobs(
         "INSERT INTO sms_jobs (job_id, company_id, forwarding_user_id, sender_id, sender_email,
                                email_message_id, recipient, text, encoding, segments,
                                valid_until, truncated, origin, job_created_at, state, connector,
-                               failure_kind, error_code, last_error, final_at, status_sequence)
+                               failure_kind, error_code, last_error, final_at, status_sequence,
+                               history)
          SELECT job_id, company_id, forwarding_user_id, NULLIF(sender_id, ''),
                 NULLIF(sender_email, ''), NULLIF(email_message_id, ''), recipient, text, encoding,
                 segments, valid_until, truncated, origin, job_created_at, state, connector,
                 failure_kind, error_code, last_error,
-                CASE WHEN is_final THEN now() END, status_sequence
+                CASE WHEN is_final THEN now() END, 1,
+                jsonb_build_array(jsonb_build_object(
+                    'from_state', NULL, 'to_state', 'queued', 'at', now(), 'attempt', 0,
+                    'detail', 'received from the queue'))
+                || CASE WHEN announce THEN jsonb_build_array(jsonb_build_object(
+                       'from_state', 'queued', 'to_state', state, 'at', now(), 'attempt', 0,
+                       'detail', detail))
+                   ELSE '[]' END
          FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
                      $7::text[], $8::text[], $9::text[], $10::int4[], $11::timestamptz[],
                      $12::bool[], $13::bytea[], $14::timestamptz[], $15::text[], $16::text[],
-                     $17::text[], $18::text[], $19::text[], $20::bool[], $21::int8[])
+                     $17::text[], $18::text[], $19::text[], $20::bool[], $21::bool[],
+                     $22::text[])
               WITH ORDINALITY
               AS n(job_id, company_id, forwarding_user_id, sender_id, sender_email,
                    email_message_id, recipient, text, encoding, segments, valid_until, truncated,
                    origin, job_created_at, state, connector, failure_kind, error_code, last_error,
-                   is_final, status_sequence, position)
+                   is_final, announce, detail, position)
          ORDER BY position
          ON CONFLICT (job_id) DO NOTHING
          RETURNING job_id, company_id, forwarding_user_id, recipient, attempts, connector,
@@ -604,7 +613,8 @@ async fn insert_new_jobs(
     .bind(column(&failures, |f| f.1))
     .bind(column(&failures, |f| f.2))
     .bind(column(jobs, |(_, c)| c.to.is_final()))
-    .bind(column(jobs, |(_, c)| 1 + i64::from(c.announce)))
+    .bind(column(jobs, |(_, c)| c.announce))
+    .bind(column(jobs, |(_, c)| c.detail.as_str()))
     .fetch_all(&mut *conn)
     .await?;
     Ok(inserted)
@@ -840,8 +850,8 @@ struct ChangedJob {
     status_sequence: i64,
 }
 
-/// Applies state changes (at most one per job) in three statements however many there are: the
-/// job rows, their `sms_job_events` rows and their `sms.status.changed` outbox rows.
+/// Applies state changes (at most one per job) in two statements however many there are: the job
+/// rows (their history included) and one outbox row with their `sms.status.changed` events.
 async fn apply_changes(conn: &mut PgConnection, changes: &[JobChange]) -> Result<(), JobError> {
     if changes.is_empty() {
         return Ok(());
@@ -862,12 +872,19 @@ async fn apply_changes(conn: &mut PgConnection, changes: &[JobChange]) -> Result
                  updated_at = now(),
                  final_at = CASE WHEN c.is_final THEN coalesce(j.final_at, now())
                                  ELSE j.final_at END,
-                 status_sequence = j.status_sequence + CASE WHEN c.announce THEN 1 ELSE 0 END
+                 status_sequence = j.status_sequence + CASE WHEN c.announce THEN 1 ELSE 0 END,
+                 history = CASE WHEN c.announce
+                     THEN j.history || jsonb_build_array(jsonb_build_object(
+                         'from_state', c.from_state, 'to_state', c.to_state, 'at', now(),
+                         'attempt', j.attempts + CASE WHEN c.count_attempt THEN 1 ELSE 0 END,
+                         'detail', c.detail))
+                     ELSE j.history END
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bool[],
-                         $7::bool[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::bool[])
+                         $7::bool[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::bool[],
+                         $13::text[], $14::text[])
                   AS c(job_id, to_state, connector, provider_message_id, count_attempt,
                        mark_submitted, set_failure, failure_kind, error_code, last_error, announce,
-                       is_final)
+                       is_final, from_state, detail)
              WHERE j.job_id = c.job_id
              RETURNING j.job_id, j.company_id, j.forwarding_user_id, j.recipient, j.attempts,
                        j.connector, j.provider_message_id, j.status_sequence",
@@ -886,6 +903,8 @@ async fn apply_changes(conn: &mut PgConnection, changes: &[JobChange]) -> Result
     .bind(&messages)
     .bind(column(changes, |c| c.announce))
     .bind(column(changes, |c| c.to.is_final()))
+    .bind(column(changes, |c| c.from.map(JobState::as_str)))
+    .bind(column(changes, |c| c.detail.as_str()))
     .fetch_all(&mut *conn)
     .await?;
     let rows: std::collections::HashMap<Uuid, ChangedJob> =
@@ -899,8 +918,8 @@ async fn apply_changes(conn: &mut PgConnection, changes: &[JobChange]) -> Result
     announce(conn, &announced).await
 }
 
-/// Writes the `sms_job_events` rows and the `sms.status.changed` outbox rows of changes already
-/// applied to their jobs (which are as the change left them).
+/// Writes the `sms.status.changed` events of changes already applied to their jobs (which are as
+/// the change left them) into the outbox.
 async fn announce(
     conn: &mut PgConnection,
     announced: &[(&JobChange, &ChangedJob)],
@@ -908,21 +927,6 @@ async fn announce(
     if announced.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO sms_job_events (job_id, from_state, to_state, attempt, detail)
-         SELECT job_id, from_state, to_state, attempt, detail
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[]) WITH ORDINALITY
-              AS e(job_id, from_state, to_state, attempt, detail, position)
-         ORDER BY position",
-    )
-    .bind(column(announced, |(c, _)| c.job_id))
-    .bind(column(announced, |(c, _)| c.from.map(JobState::as_str)))
-    .bind(column(announced, |(c, _)| c.to.as_str()))
-    .bind(column(announced, |(_, job)| job.attempts))
-    .bind(column(announced, |(c, _)| c.detail.as_str()))
-    .execute(&mut *conn)
-    .await?;
-
     let now = SystemTime::now();
     let events: Vec<email2sms_queue::outbox::OutboxEvent<'_>> = announced
         .iter()

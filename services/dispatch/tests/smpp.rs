@@ -122,7 +122,7 @@ async fn receipts_move_jobs_to_delivered_even_before_the_submit_is_recorded() {
         .unwrap();
     assert_eq!(unmatched, 0, "the early receipt was applied and removed");
     let history: Vec<String> = sqlx::query_scalar(
-        "SELECT to_state FROM sms_job_events WHERE job_id = $1::uuid ORDER BY id",
+        "SELECT to_state FROM sms_job_history WHERE job_id = $1::uuid ORDER BY position",
     )
     .bind(&early_id)
     .fetch_all(&pool)
@@ -220,7 +220,7 @@ async fn a_burst_of_receipts_completes_each_job_by_all_its_parts() {
             .unwrap();
     assert_eq!(waiting, ["FFFF0001"]);
     let finals: Vec<(String, String)> = sqlx::query_as(
-        "SELECT job_id::text, to_state FROM sms_job_events
+        "SELECT job_id::text, to_state FROM sms_job_history
          WHERE to_state IN ('delivered', 'failed') ORDER BY job_id",
     )
     .fetch_all(&pool)

@@ -590,10 +590,8 @@ async fn bench(args: Args) {
 
     // Clean up: this run's queues and Redis keys.
     let _ = child.kill().await;
-    let mut queues = vec![topology.jobs_queue(), topology.dead_queue(), events_queue];
-    for delay in &config.queue.retry_delays {
-        queues.push(topology.retry_queue(*delay));
-    }
+    let mut queues = topology.job_path_queues();
+    queues.push(events_queue);
     for queue in queues {
         let _ = channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())

@@ -35,7 +35,6 @@ const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 struct Harness {
     addr: SocketAddr,
     prefix: String,
-    config: Config,
     gateway: Arc<Gateway>,
     redis: redis::aio::MultiplexedConnection,
     _stop: oneshot::Sender<()>,
@@ -121,7 +120,6 @@ async fn harness(dns: &DnsServer, extra: &[&str]) -> Harness {
     Harness {
         addr,
         prefix,
-        config,
         gateway,
         redis,
         _stop: stop,
@@ -206,12 +204,7 @@ impl Harness {
             lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await
             && let Ok(channel) = connection.create_channel().await
         {
-            let topology = &self.gateway.topology;
-            let mut queues = vec![topology.jobs_queue(), topology.dead_queue()];
-            for delay in &self.config.queue.retry_delays {
-                queues.push(topology.retry_queue(*delay));
-            }
-            for queue in queues {
+            for queue in self.gateway.topology.job_path_queues() {
                 let _ = channel
                     .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                     .await;

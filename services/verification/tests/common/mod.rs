@@ -85,11 +85,12 @@ pub fn token_record(challenge: &ChallengeRow) -> String {
 
 /// Every `domain.verification.changed` event written so far, oldest first.
 pub async fn events(pool: &PgPool) -> Vec<DomainVerificationChanged> {
-    let rows: Vec<(String, Vec<u8>, Uuid)> =
-        sqlx::query_as("SELECT routing_key, payload, message_id FROM outbox ORDER BY id")
-            .fetch_all(pool)
-            .await
-            .unwrap();
+    let rows: Vec<(String, Vec<u8>, Uuid)> = sqlx::query_as(
+        "SELECT routing_key, payload, message_id FROM outbox_events ORDER BY outbox_id, position",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
     rows.into_iter()
         .map(|(routing_key, payload, message_id)| {
             assert_eq!(routing_key, "domain.verification.changed");
