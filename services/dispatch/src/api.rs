@@ -1,34 +1,76 @@
-//! The status API for the portal: GetMessage and ListMessages, always scoped to one company.
+//! The status API for the portal: GetMessage and ListMessages, and ResolveMessageReview for the SMS
+//! a crash left held for review; always scoped to one company.
 
 use chrono::{DateTime, Utc};
 use email2sms_proto::dispatch::v1::dispatch_service_server::DispatchService;
 use email2sms_proto::dispatch::v1::{
-    GetMessageRequest, GetMessageResponse, ListMessagesRequest, ListMessagesResponse, SmsMessage,
+    GetMessageRequest, GetMessageResponse, ListMessagesRequest, ListMessagesResponse,
+    ResolveMessageReviewRequest, ResolveMessageReviewResponse, ReviewResolution, SmsMessage,
     SmsStateChange,
 };
 use email2sms_proto::prost::Message;
 use email2sms_proto::prost_types::Timestamp;
-use email2sms_proto::queue::v1::{EmailOrigin, FailureKind, SmsEncoding, SmsState};
+use email2sms_proto::queue::v1::{
+    EmailOrigin, FailureKind, SMS_JOB_TYPE, SmsEncoding, SmsJob, SmsState,
+};
+use email2sms_queue::topology::SMS_JOB_ROUTING_KEY;
+use email2sms_queue::{Outgoing, Publisher, Topology};
+use std::sync::Arc;
+
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::error::{Error, Violation};
-use crate::jobs::JobState;
+use crate::jobs::{self, JobState};
 
 /// Default and maximum page sizes of ListMessages.
 const DEFAULT_PAGE_SIZE: i64 = 50;
 const MAX_PAGE_SIZE: i64 = 1000;
 
+/// Longest note a review resolution keeps.
+const MAX_REVIEW_NOTE_CHARS: usize = 500;
+
 /// The gRPC DispatchService.
 #[derive(Debug, Clone)]
 pub struct DispatchApi {
     pool: PgPool,
+    requeue: JobRequeue,
 }
 
 impl DispatchApi {
-    pub fn new(pool: PgPool) -> Self {
-        DispatchApi { pool }
+    pub fn new(pool: PgPool, requeue: JobRequeue) -> Self {
+        DispatchApi { pool, requeue }
+    }
+}
+
+/// Where a job resolved for resending goes: the job queue, as ingest publishes it.
+#[derive(Debug, Clone)]
+pub struct JobRequeue {
+    publisher: Arc<Publisher>,
+    topology: Topology,
+}
+
+impl JobRequeue {
+    pub fn new(publisher: Arc<Publisher>, topology: Topology) -> Self {
+        JobRequeue {
+            publisher,
+            topology,
+        }
+    }
+
+    /// Publishes `job` (confirmed, persistent, routable) to the job queue.
+    async fn publish(&self, job: &SmsJob) -> Result<(), email2sms_queue::QueueError> {
+        self.publisher
+            .publish(Outgoing {
+                exchange: &self.topology.jobs_exchange(),
+                routing_key: SMS_JOB_ROUTING_KEY,
+                payload: &job.encode_to_vec(),
+                message_id: job.job_id.clone(),
+                message_type: SMS_JOB_TYPE,
+                headers: lapin::types::FieldTable::default(),
+            })
+            .await
     }
 }
 
@@ -444,6 +486,99 @@ async fn list_messages(
     })
 }
 
+/// The job as ingest published it, rebuilt from its row for sending again: what dispatch reads of
+/// a job is all kept (the policy match and authentication results are not, and are not needed).
+fn job_from_row(row: &JobRow) -> SmsJob {
+    SmsJob {
+        job_id: row.job_id.to_string(),
+        create_time: Some(timestamp(row.job_created_at.unwrap_or(row.created_at))),
+        expire_time: row.valid_until.map(timestamp),
+        company_id: row.company_id.to_string(),
+        forwarding_user_id: row.forwarding_user_id.to_string(),
+        sender_id: row.sender_id.clone().unwrap_or_default(),
+        recipient: row.recipient.clone(),
+        text: row.text.clone(),
+        truncated: row.truncated,
+        origin: row
+            .origin
+            .as_deref()
+            .and_then(|bytes| EmailOrigin::decode(bytes).ok()),
+        ..SmsJob::default()
+    }
+}
+
+async fn resolve_message_review(
+    pool: &PgPool,
+    requeue: &JobRequeue,
+    request: ResolveMessageReviewRequest,
+) -> Result<ResolveMessageReviewResponse, Error> {
+    let mut problems = Vec::new();
+    let company_id = parse_uuid("company_id", &request.company_id)
+        .map_err(|p| problems.push(p))
+        .ok();
+    let job_id = parse_uuid("job_id", &request.job_id)
+        .map_err(|p| problems.push(p))
+        .ok();
+    let resolution = match ReviewResolution::try_from(request.resolution) {
+        Ok(ReviewResolution::Sent) => Some(jobs::ReviewResolution::Sent),
+        Ok(ReviewResolution::NotSent) => Some(jobs::ReviewResolution::NotSent),
+        Ok(ReviewResolution::Resend) => Some(jobs::ReviewResolution::Resend),
+        Ok(ReviewResolution::Unspecified) | Err(_) => {
+            problems.push(Violation::without_reason(
+                "resolution",
+                "say what happened: SENT (the provider has it), NOT_SENT or RESEND",
+            ));
+            None
+        }
+    };
+    let note = request.note.trim();
+    if note.chars().count() > MAX_REVIEW_NOTE_CHARS {
+        problems.push(Violation::without_reason(
+            "note",
+            format!("at most {MAX_REVIEW_NOTE_CHARS} characters"),
+        ));
+    }
+    let (Some(company_id), Some(job_id), Some(resolution), true) =
+        (company_id, job_id, resolution, problems.is_empty())
+    else {
+        return Err(Error::InvalidArgument(problems));
+    };
+    let select = format!(
+        "SELECT {JOB_COLUMNS} FROM sms_jobs WHERE job_id = $1 AND company_id = $2 FOR UPDATE"
+    );
+    let mut tx = pool.begin().await?;
+    let row: JobRow = sqlx::query_as(&select)
+        .bind(job_id)
+        .bind(company_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("message {job_id}")))?;
+    if row.state != JobState::NeedsReview.as_str() {
+        return Err(Error::FailedPrecondition(format!(
+            "message {job_id} is {}, not held for review: only a message held for review can be \
+             resolved",
+            row.state
+        )));
+    }
+    jobs::resolve_review(&mut tx, job_id, resolution, note).await?;
+    if resolution == jobs::ReviewResolution::Resend {
+        // Published before the commit, while the row is still locked: the consumer that takes it
+        // waits for the commit and then finds it queued. Should the publish fail, nothing changes.
+        requeue.publish(&job_from_row(&row)).await?;
+    }
+    tx.commit().await?;
+    let row: JobRow = sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM sms_jobs WHERE job_id = $1 AND company_id = $2"
+    ))
+    .bind(job_id)
+    .bind(company_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(ResolveMessageReviewResponse {
+        message: Some(row.into()),
+    })
+}
+
 #[tonic::async_trait]
 impl DispatchService for DispatchApi {
     async fn get_message(
@@ -461,6 +596,15 @@ impl DispatchService for DispatchApi {
     ) -> Result<Response<ListMessagesResponse>, Status> {
         Ok(Response::new(
             list_messages(&self.pool, request.into_inner()).await?,
+        ))
+    }
+
+    async fn resolve_message_review(
+        &self,
+        request: Request<ResolveMessageReviewRequest>,
+    ) -> Result<Response<ResolveMessageReviewResponse>, Status> {
+        Ok(Response::new(
+            resolve_message_review(&self.pool, &self.requeue, request.into_inner()).await?,
         ))
     }
 }

@@ -627,6 +627,48 @@ async fn insert_new_jobs(
     Ok(inserted)
 }
 
+/// How a job held for review is settled (`ResolveMessageReview`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewResolution {
+    /// The provider has it: submitted (with no message id, so no receipt completes it).
+    Sent,
+    /// The provider never got it and it is not to go: failed.
+    NotSent,
+    /// The provider never got it: queued again; the caller publishes it.
+    Resend,
+}
+
+/// Settles a job held for review, inside the caller's transaction, which has locked its row and
+/// seen it in `needs_review`: the change goes into its history and out as a status event.
+pub async fn resolve_review(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    resolution: ReviewResolution,
+    note: &str,
+) -> Result<(), JobError> {
+    let detail = |what: &str| match note {
+        "" => format!("review: {what}"),
+        note => format!("review: {what} ({note})"),
+    };
+    let from = Some(JobState::NeedsReview);
+    let change = match resolution {
+        ReviewResolution::Sent => {
+            let mut change = JobChange::new(job_id, from, JobState::Submitted)
+                .detail(detail("the provider has it"));
+            change.mark_submitted = true;
+            change
+        }
+        ReviewResolution::NotSent => JobChange::new(job_id, from, JobState::Failed).failure(
+            FailureKind::Permanent,
+            Some("not_sent"),
+            &detail("the provider never got it, and it is not sent again"),
+        ),
+        ReviewResolution::Resend => JobChange::new(job_id, from, JobState::Queued)
+            .detail(detail("the provider never got it; sending it again")),
+    };
+    apply_changes(conn, &[change]).await
+}
+
 /// Records the connector's acceptance of jobs: one part row per provider id, the job moved to
 /// submitted, and receipts that arrived before it applied.
 struct RecordAccepted {

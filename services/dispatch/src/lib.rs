@@ -21,7 +21,7 @@ use email2sms_runtime::telemetry::TelemetryArgs;
 use email2sms_runtime::{db, shutdown};
 use sqlx::PgPool;
 
-pub use api::DispatchApi;
+pub use api::{DispatchApi, JobRequeue};
 pub use jobs::{Dispatcher, Outcome, Retry};
 
 pub mod api;
@@ -166,10 +166,10 @@ impl ServiceConfig for Config {
 }
 
 /// The gRPC services of this binary: the portal (admin) reads message status.
-pub fn api_services(auth: &Auth, pool: PgPool) -> ApiServices {
+pub fn api_services(auth: &Auth, pool: PgPool, requeue: JobRequeue) -> ApiServices {
     ApiServices {
         routes: Routes::new(DispatchServiceServer::with_interceptor(
-            DispatchApi::new(pool),
+            DispatchApi::new(pool, requeue),
             auth.require(&[Scope::Admin]),
         )),
         names: vec![dispatch_service_server::SERVICE_NAME],
@@ -230,8 +230,18 @@ pub async fn run(
         stop_consuming.clone(),
     ));
     let relay = email2sms_queue::outbox::spawn_relay(pool.clone(), &config.queue, BINARY);
+    let requeue = JobRequeue::new(
+        Arc::new(email2sms_queue::Publisher::new(
+            email2sms_queue::Broker::new(
+                config.queue.amqp_url.clone(),
+                format!("{BINARY} review resends"),
+            ),
+            std::time::Duration::from_secs(10),
+        )),
+        config.queue.topology(),
+    );
     let served = grpc::serve(
-        api_services(auth, pool.clone()),
+        api_services(auth, pool.clone(), requeue),
         listener,
         {
             let stop_consuming = stop_consuming.clone();

@@ -1,14 +1,17 @@
-//! GetMessage and ListMessages against a real Postgres filled by process_job.
+//! GetMessage, ListMessages and ResolveMessageReview against a real Postgres filled by
+//! process_job.
 
 mod support;
 
 use std::sync::Arc;
 
-use email2sms_dispatch::DispatchApi;
 use email2sms_dispatch::connector::jsonl::JsonLinesConnector;
 use email2sms_dispatch::jobs::{DispatchSettings, Dispatcher, Outcome};
+use email2sms_dispatch::{DispatchApi, JobRequeue};
 use email2sms_proto::dispatch::v1::dispatch_service_server::DispatchService;
-use email2sms_proto::dispatch::v1::{GetMessageRequest, ListMessagesRequest};
+use email2sms_proto::dispatch::v1::{
+    GetMessageRequest, ListMessagesRequest, ResolveMessageReviewRequest, ReviewResolution,
+};
 use email2sms_proto::prost_types::Timestamp;
 use email2sms_proto::queue::v1::{EmailOrigin, SmsEncoding, SmsState};
 use support::{database, job};
@@ -17,6 +20,18 @@ use tonic_types::StatusExt;
 
 const COMPANY: &str = "0190f1c2-0000-7000-8000-000000000001";
 const OTHER_COMPANY: &str = "0190f1c2-0000-7000-8000-0000000000ff";
+
+/// A job queue nobody can reach: what a resend meets while RabbitMQ is down.
+fn unreachable_queue() -> JobRequeue {
+    let broker = email2sms_queue::Broker::new("amqp://guest:guest@127.0.0.1:1/%2f", "down");
+    JobRequeue::new(
+        Arc::new(email2sms_queue::Publisher::new(
+            broker,
+            std::time::Duration::from_secs(2),
+        )),
+        email2sms_queue::Topology::default(),
+    )
+}
 
 #[tokio::test]
 async fn get_and_list_messages_scoped_to_the_company() {
@@ -60,7 +75,7 @@ async fn get_and_list_messages_scoped_to_the_company() {
     other.company_id = OTHER_COMPANY.into();
     assert_eq!(dispatcher.process_job(other.clone()).await, Outcome::Done);
 
-    let api = DispatchApi::new(pool.clone());
+    let api = DispatchApi::new(pool.clone(), unreachable_queue());
     let got = api
         .get_message(Request::new(GetMessageRequest {
             company_id: COMPANY.into(),
@@ -196,4 +211,136 @@ async fn get_and_list_messages_scoped_to_the_company() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+/// A job sent once, then found in "submitting" when delivered again (as after a crash mid-send):
+/// held for review by the real path.
+async fn held_for_review(dispatcher: &Dispatcher, pool: &sqlx::PgPool, text: &str) -> String {
+    let sms = job("+64211234567", text);
+    assert_eq!(dispatcher.process_job(sms.clone()).await, Outcome::Done);
+    sqlx::query("UPDATE sms_jobs SET state = 'submitting' WHERE job_id = $1::uuid")
+        .bind(&sms.job_id)
+        .execute(pool)
+        .await
+        .unwrap();
+    assert_eq!(dispatcher.process_job(sms.clone()).await, Outcome::Done);
+    assert_eq!(support::job_state(pool, &sms.job_id).await, "needs_review");
+    sms.job_id
+}
+
+fn resolve(
+    job_id: &str,
+    resolution: ReviewResolution,
+    note: &str,
+) -> Request<ResolveMessageReviewRequest> {
+    Request::new(ResolveMessageReviewRequest {
+        company_id: COMPANY.into(),
+        job_id: job_id.into(),
+        resolution: resolution as i32,
+        note: note.into(),
+    })
+}
+
+#[tokio::test]
+async fn a_message_held_for_review_is_resolved_as_sent_or_not_sent_and_nothing_else_is() {
+    let (_db, pool) = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let connector = JsonLinesConnector::file(&dir.path().join("sms.jsonl"))
+        .await
+        .unwrap();
+    let dispatcher = Dispatcher::new(
+        pool.clone(),
+        Arc::new(connector),
+        DispatchSettings::default(),
+    );
+    let api = DispatchApi::new(pool.clone(), unreachable_queue());
+
+    let sent = held_for_review(&dispatcher, &pool, "reached the SMSC").await;
+    let message = api
+        .resolve_message_review(resolve(&sent, ReviewResolution::Sent, "provider ticket 42"))
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap();
+    assert_eq!(message.state, SmsState::Submitted as i32);
+    assert!(!message.needs_review);
+    let history = api
+        .get_message(Request::new(GetMessageRequest {
+            company_id: COMPANY.into(),
+            job_id: sent.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .history;
+    let last = history.last().unwrap();
+    assert_eq!(last.state, SmsState::Submitted as i32);
+    assert!(
+        last.detail.contains("provider ticket 42"),
+        "{}",
+        last.detail
+    );
+
+    let not_sent = held_for_review(&dispatcher, &pool, "never reached the SMSC").await;
+    let message = api
+        .resolve_message_review(resolve(&not_sent, ReviewResolution::NotSent, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap();
+    assert_eq!(message.state, SmsState::Failed as i32);
+    assert_eq!(message.error_code, "not_sent");
+    assert!(
+        message.error_message.contains("not sent again"),
+        "{}",
+        message.error_message
+    );
+
+    // Resolved already: a second resolution is refused, and says why.
+    let refused = api
+        .resolve_message_review(resolve(&not_sent, ReviewResolution::Resend, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("is failed, not held for review"),
+        "{}",
+        refused.message()
+    );
+
+    // Another company's message is not found; a request without a resolution names the field.
+    let mut other = resolve(&sent, ReviewResolution::Sent, "");
+    other.get_mut().company_id = OTHER_COMPANY.into();
+    assert_eq!(
+        api.resolve_message_review(other).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let unspecified = api
+        .resolve_message_review(resolve(
+            &sent,
+            ReviewResolution::Unspecified,
+            &"x".repeat(501),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unspecified.code(), Code::InvalidArgument);
+    let fields: Vec<String> = unspecified
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(fields, ["resolution", "note"]);
+
+    // A resend that cannot reach the job queue changes nothing.
+    let stuck = held_for_review(&dispatcher, &pool, "broker down").await;
+    let unavailable = api
+        .resolve_message_review(resolve(&stuck, ReviewResolution::Resend, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(unavailable.code(), Code::Unavailable);
+    assert_eq!(support::job_state(&pool, &stuck).await, "needs_review");
 }

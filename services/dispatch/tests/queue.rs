@@ -23,6 +23,7 @@ use support::{Smsc, database, eventually, job, job_state};
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 struct Running {
+    grpc_addr: std::net::SocketAddr,
     topology: Topology,
     publisher: Publisher,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -71,6 +72,7 @@ async fn start_with(pool: &sqlx::PgPool, db_url: &str, connector: &str, extra: &
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let pool = pool.clone();
     let served = tokio::spawn(async move {
@@ -81,6 +83,7 @@ async fn start_with(pool: &sqlx::PgPool, db_url: &str, connector: &str, extra: &
         .await
     });
     Running {
+        grpc_addr,
         topology,
         publisher: Publisher::new(broker, Duration::from_secs(5)),
         stop: Some(stop),
@@ -364,6 +367,92 @@ async fn an_expired_job_is_dead_lettered_unsent_and_a_valid_one_carries_its_vali
     assert!(
         validity == "000000010000000R" || validity.starts_with("00000000595"),
         "{validity}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_resolved_for_resending_goes_through_the_queue_and_is_sent_again() {
+    use email2sms_proto::dispatch::v1::dispatch_service_client::DispatchServiceClient;
+    use email2sms_proto::dispatch::v1::{ResolveMessageReviewRequest, ReviewResolution};
+
+    let (db, pool) = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sms.jsonl");
+    let running = start(&pool, &db.url, &format!("file:{}", path.display())).await;
+    let sms = job("+64211234567", "sent again after review");
+    running.publish(&encoded(&sms), &sms.job_id).await;
+    let state_is = |want: &'static str| {
+        let pool = pool.clone();
+        let job_id = sms.job_id.clone();
+        move || {
+            let pool = pool.clone();
+            let job_id = job_id.clone();
+            async move {
+                let state: Option<String> =
+                    sqlx::query_scalar("SELECT state FROM sms_jobs WHERE job_id = $1::uuid")
+                        .bind(&job_id)
+                        .fetch_optional(&pool)
+                        .await
+                        .unwrap();
+                state.as_deref() == Some(want)
+            }
+        }
+    };
+    eventually("sent", state_is("submitted")).await;
+    // As after a crash between the connector's answer and its record, then a redelivery.
+    sqlx::query("UPDATE sms_jobs SET state = 'submitting' WHERE job_id = $1::uuid")
+        .bind(&sms.job_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    running.publish(&encoded(&sms), &sms.job_id).await;
+    eventually("held for review", state_is("needs_review")).await;
+
+    // Whoever checked with the provider (it never got it) has it sent again, over gRPC.
+    let mut client = DispatchServiceClient::connect(format!("http://{}", running.grpc_addr))
+        .await
+        .unwrap();
+    let message = client
+        .resolve_message_review(ResolveMessageReviewRequest {
+            company_id: sms.company_id.clone(),
+            job_id: sms.job_id.clone(),
+            resolution: ReviewResolution::Resend as i32,
+            note: "provider has no record of it".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap();
+    // Queued again; dispatch may well have sent it before this answer was read.
+    assert!(!message.needs_review);
+    eventually("sent again", state_is("submitted")).await;
+
+    let sent: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(
+        sent.len(),
+        2,
+        "once before the crash, once after the review"
+    );
+    assert!(
+        sent.iter()
+            .all(|line| line["job_id"] == sms.job_id.as_str())
+    );
+    let history: Vec<String> = sqlx::query_scalar(
+        "SELECT to_state FROM sms_job_history WHERE job_id = $1::uuid ORDER BY position",
+    )
+    .bind(&sms.job_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        history[history.len() - 4..],
+        ["needs_review", "queued", "submitting", "submitted"]
     );
     running.stop().await;
 }
