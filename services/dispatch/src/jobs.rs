@@ -1440,15 +1440,21 @@ async fn apply_receipts(
     .bind(&job_ids)
     .fetch_all(&mut *conn)
     .await?;
-    let mut statuses: std::collections::HashMap<Uuid, Vec<Option<String>>> = Default::default();
-    let rows: Vec<(Uuid, Option<String>)> =
-        sqlx::query_as("SELECT job_id, receipt_status FROM sms_job_parts WHERE job_id = ANY($1)")
-            .persistent(false)
-            .bind(&job_ids)
-            .fetch_all(&mut *conn)
-            .await?;
-    for (job_id, status) in rows {
-        statuses.entry(job_id).or_default().push(status);
+    let mut statuses: std::collections::HashMap<Uuid, Vec<PartReceipt>> = Default::default();
+    let rows: Vec<(Uuid, i32, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT job_id, part_number, receipt_status, receipt_error_code FROM sms_job_parts
+         WHERE job_id = ANY($1) ORDER BY job_id, part_number",
+    )
+    .persistent(false)
+    .bind(&job_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (job_id, part_number, status, error_code) in rows {
+        statuses.entry(job_id).or_default().push(PartReceipt {
+            part_number,
+            status: status.as_deref().and_then(ReceiptStatus::from_db),
+            error_code,
+        });
     }
     let changes: Vec<JobChange> = states
         .into_iter()
@@ -1466,43 +1472,67 @@ async fn apply_receipts(
 fn receipt_change(
     job_id: Uuid,
     from: JobState,
-    part_statuses: &[Option<String>],
+    parts: &[PartReceipt],
     receipt: &DeliveryReceipt,
 ) -> Option<JobChange> {
     if !matches!(from, JobState::Submitted | JobState::NeedsReview) {
         return None;
     }
-    let finals: Vec<ReceiptStatus> = part_statuses
+    let finals: Vec<(&PartReceipt, ReceiptStatus)> = parts
         .iter()
-        .filter_map(|s| s.as_deref().and_then(ReceiptStatus::from_db))
-        .filter(|s| s.is_final())
+        .filter_map(|part| Some((part, part.status.filter(|s| s.is_final())?)))
         .collect();
-    if finals.len() < part_statuses.len() {
+    if finals.len() < parts.len() {
         return None;
     }
-    let to = if finals.iter().all(|s| *s == ReceiptStatus::Delivered) {
-        JobState::Delivered
-    } else if finals
+    // The first part that was not delivered says why the job was not (parts are in order).
+    let undelivered = finals
         .iter()
-        .all(|s| matches!(s, ReceiptStatus::Delivered | ReceiptStatus::Expired))
-    {
-        JobState::Expired
-    } else {
-        JobState::Failed
+        .find(|(_, status)| *status != ReceiptStatus::Delivered);
+    let to = match undelivered {
+        None => JobState::Delivered,
+        Some(_)
+            if finals
+                .iter()
+                .all(|(_, s)| matches!(s, ReceiptStatus::Delivered | ReceiptStatus::Expired)) =>
+        {
+            JobState::Expired
+        }
+        Some(_) => JobState::Failed,
     };
     let detail = format!("delivery receipt: {}", receipt.raw);
-    let mut change = if to == JobState::Delivered {
-        JobChange::new(job_id, Some(from), to).detail(detail)
-    } else {
-        JobChange::new(job_id, Some(from), to).failure(
-            FailureKind::Permanent,
-            receipt.error_code.as_deref(),
-            &detail,
-        )
+    let mut change = match undelivered {
+        None => JobChange::new(job_id, Some(from), to).detail(detail),
+        Some((part, status)) => {
+            let detail = if parts.len() > 1 {
+                format!(
+                    "part {} of {} {}; {detail}",
+                    part.part_number,
+                    parts.len(),
+                    status.as_str()
+                )
+            } else {
+                detail
+            };
+            JobChange::new(job_id, Some(from), to).failure(
+                FailureKind::Permanent,
+                part.error_code.as_deref(),
+                &detail,
+            )
+        }
     };
     // A receipt for a job under review proves it was submitted.
     change.mark_submitted = true;
     Some(change)
+}
+
+/// One part of a job as its receipts left it.
+#[derive(Debug)]
+struct PartReceipt {
+    part_number: i32,
+    /// `None` until a receipt came (or when it carried a status this version does not know).
+    status: Option<ReceiptStatus>,
+    error_code: Option<String>,
 }
 
 /// Applies one receipt to its recorded `part` (its id locked by the caller) and moves the job on
@@ -1536,12 +1566,21 @@ async fn apply_receipt(
             .bind(job_id)
             .fetch_one(&mut *conn)
             .await?;
-    let statuses: Vec<Option<String>> =
-        sqlx::query_scalar("SELECT receipt_status FROM sms_job_parts WHERE job_id = $1")
-            .persistent(false)
-            .bind(job_id)
-            .fetch_all(&mut *conn)
-            .await?;
+    let statuses: Vec<PartReceipt> = sqlx::query_as::<_, (i32, Option<String>, Option<String>)>(
+        "SELECT part_number, receipt_status, receipt_error_code FROM sms_job_parts
+         WHERE job_id = $1 ORDER BY part_number",
+    )
+    .persistent(false)
+    .bind(job_id)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(part_number, status, error_code)| PartReceipt {
+        part_number,
+        status: status.as_deref().and_then(ReceiptStatus::from_db),
+        error_code,
+    })
+    .collect();
     let from = JobState::parse(&state).unwrap_or(JobState::Submitted);
     match receipt_change(job_id, from, &statuses, receipt) {
         Some(change) => apply_changes(conn, &[change]).await,

@@ -142,6 +142,7 @@ async fn a_burst_of_receipts_completes_each_job_by_all_its_parts() {
         job("+64211234567", &long),
         job("+64211234567", "undeliverable"),
         job("+64211234567", "still on its way"),
+        job("+64211234567", &format!("Failed part: {}", "y".repeat(200))),
     ];
     let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
     process_all(&dispatcher, jobs).await;
@@ -174,6 +175,9 @@ async fn a_burst_of_receipts_completes_each_job_by_all_its_parts() {
         receipt(part(1, 2), ReceiptStatus::Delivered, None),
         receipt(part(2, 1), ReceiptStatus::Undeliverable, Some("00B")),
         receipt(part(3, 1), ReceiptStatus::Enroute, None),
+        // Its first part fails; the delivered second part's receipt completes it.
+        receipt(part(4, 1), ReceiptStatus::Undeliverable, Some("00D")),
+        receipt(part(4, 2), ReceiptStatus::Delivered, None),
         // For a message this dispatcher never sent (or whose submit is not recorded yet).
         receipt("FFFF0001".into(), ReceiptStatus::Delivered, None),
     ];
@@ -213,6 +217,26 @@ async fn a_burst_of_receipts_completes_each_job_by_all_its_parts() {
         (kind.as_deref(), code.as_deref()),
         (Some("permanent"), Some("00B"))
     );
+    let (state, code, error): (String, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT state, error_code, last_error FROM sms_jobs WHERE job_id = $1::uuid",
+    )
+    .bind(&ids[4])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(state, "failed");
+    assert_eq!(
+        code.as_deref(),
+        Some("00D"),
+        "the failed part's code, not the last receipt's"
+    );
+    assert!(
+        error
+            .as_deref()
+            .unwrap()
+            .starts_with("part 1 of 2 undeliverable"),
+        "{error:?}"
+    );
     let waiting: Vec<String> =
         sqlx::query_scalar("SELECT provider_message_id FROM unmatched_delivery_receipts")
             .fetch_all(&pool)
@@ -228,7 +252,7 @@ async fn a_burst_of_receipts_completes_each_job_by_all_its_parts() {
     .unwrap();
     assert_eq!(
         finals.len(),
-        3,
+        4,
         "one final event per completed job: {finals:?}"
     );
 }
