@@ -180,6 +180,43 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// CPU seconds used so far by this process, by PostgreSQL's processes and by RabbitMQ's (all on
+/// this machine), read from /proc: what each part of the path costs per job.
+fn cpu_seconds() -> [f64; 3] {
+    let ticks = 100.0; // USER_HZ on Linux
+    let me = std::process::id().to_string();
+    let mut used = [0.0; 3];
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return used;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let command = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let seconds = fields
+            .get(11..13)
+            .map(|t| t.iter().filter_map(|v| v.parse::<f64>().ok()).sum::<f64>() / ticks)
+            .unwrap_or(0.0);
+        let slot = if name == me {
+            0
+        } else if command.starts_with("postgres") {
+            1
+        } else if command == "beam.smp" {
+            2
+        } else {
+            continue;
+        };
+        used[slot] += seconds;
+    }
+    used
+}
+
 /// Transactions committed in this database so far (the statistics lag by up to half a second).
 async fn commits(pool: &sqlx::PgPool) -> i64 {
     let _ = sqlx::query("SELECT pg_stat_force_next_flush()")
@@ -355,6 +392,7 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run_pool = pool.clone();
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let served = tokio::spawn(async move {
         let auth = Auth::from_args(&config.server).unwrap();
@@ -394,6 +432,11 @@ async fn main() {
         }))
         .await;
     };
+    let cpu_used: Vec<f64> = cpu_seconds()
+        .iter()
+        .zip(cpu_before)
+        .map(|(after, before)| (after - before) * 1e6 / args.jobs as f64)
+        .collect();
     let recorded = submitted_at.unwrap();
     let at_smsc = at_smsc.unwrap();
     let rate = args.jobs as f64 / recorded.as_secs_f64();
@@ -414,6 +457,12 @@ async fn main() {
             args.jobs as f64 / delivered_at.as_secs_f64()
         );
     }
+    // Postgres backends that ended during the phase are not counted (the pool's stay).
+    println!(
+        "CPU per job meanwhile: this process (dispatch, SMSC, benchmark) {:.0} µs, PostgreSQL {:.0} \
+         µs, RabbitMQ {:.0} µs",
+        cpu_used[0], cpu_used[1], cpu_used[2]
+    );
     // Group commit at work: transactions per job in the dispatch database (the relay's included).
     // Other sessions flush their statistics at most once a second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
