@@ -69,12 +69,17 @@ pub fn bad_request(message: impl Into<String>, violations: Vec<Violation>) -> St
     Status::with_error_details(Code::InvalidArgument, message.into(), details)
 }
 
-/// True when the database could not be reached (the pool timed out or is closed, or the
-/// connection failed): worth retrying, unlike a database that answered with an error.
+/// True when the database could not be reached (the pool timed out or is closed, the connection
+/// or its TLS handshake failed, or its worker died): worth retrying, unlike a database that
+/// answered with an error.
 pub fn sqlx_unavailable(error: &sqlx::Error) -> bool {
     matches!(
         error,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
     )
 }
 
@@ -152,6 +157,8 @@ mod tests {
             sqlx::Error::PoolTimedOut,
             sqlx::Error::PoolClosed,
             sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            sqlx::Error::Tls("handshake failed".into()),
+            sqlx::Error::WorkerCrashed,
         ] {
             assert!(sqlx_unavailable(&error), "{error:?}");
         }
@@ -159,7 +166,6 @@ mod tests {
             sqlx::Error::RowNotFound,
             sqlx::Error::Protocol("unexpected message".into()),
             sqlx::Error::ColumnNotFound("id".into()),
-            sqlx::Error::WorkerCrashed,
         ] {
             assert!(!sqlx_unavailable(&error), "{error:?}");
         }

@@ -32,11 +32,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
-        // Beyond what every service counts as unreachable, a failed TLS handshake or a crashed
-        // connection worker is worth retrying here too.
-        if grpc_error::sqlx_unavailable(&error)
-            || matches!(error, sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed)
-        {
+        if grpc_error::sqlx_unavailable(&error) {
             Error::StoreUnavailable(error)
         } else {
             Error::Internal(error.to_string())
