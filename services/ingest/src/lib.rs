@@ -421,19 +421,7 @@ pub async fn start(config: Config) -> Result<(), StartError> {
         config.smtp_addr,
     )
     .await?;
-    // Background work that must never block mail: the invalidation subscription, and declaring
-    // the jobs topology until RabbitMQ answers (until then publishing fails and mail gets 451).
-    tokio::spawn(
-        gateway
-            .engine
-            .policy
-            .clone()
-            .follow_invalidations(config.redis.redis_url.clone()),
-    );
-    tokio::spawn(declare_topology(
-        gateway.publisher.broker().clone(),
-        gateway.topology.clone(),
-    ));
+    spawn_background(&gateway, config.redis.redis_url.clone());
     let api = IngestApi {
         engine: Some(gateway.engine.clone()),
         max_message_size: config.max_message_size,
@@ -451,6 +439,26 @@ pub async fn start(config: Config) -> Result<(), StartError> {
         shutdown::signal(),
     )
     .await
+}
+
+/// Starts the gateway's background work, which must never block mail: the policy invalidation
+/// subscription, and declaring the jobs topology until RabbitMQ answers (until then publishing
+/// fails and mail gets 451). Returns the declaration's task, which ends once it is done.
+pub fn spawn_background(
+    gateway: &pipeline::Gateway,
+    redis_url: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(
+        gateway
+            .engine
+            .policy
+            .clone()
+            .follow_invalidations(redis_url),
+    );
+    tokio::spawn(declare_topology(
+        gateway.publisher.broker().clone(),
+        gateway.topology.clone(),
+    ))
 }
 
 /// Declares the jobs topology, retrying every few seconds until RabbitMQ accepts it.

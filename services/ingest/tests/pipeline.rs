@@ -80,20 +80,10 @@ async fn harness(dns: &DnsServer, extra: &[&str]) -> Harness {
     }
     let config = Config::try_parse_from(args).unwrap();
     let gateway = Arc::new(config.gateway().unwrap());
-    // Declared up front (bounded) so the jobs queue exists before the first mail; against a dead
-    // broker the loop keeps trying in the background, which is exactly what the binary does.
-    let declare = tokio::spawn(email2sms_ingest::declare_topology(
-        gateway.publisher.broker().clone(),
-        gateway.topology.clone(),
-    ));
+    // As the binary starts it; the topology is awaited (bounded) so the jobs queue exists before
+    // the first mail, and against a dead broker it keeps trying in the background.
+    let declare = email2sms_ingest::spawn_background(&gateway, config.redis.redis_url.clone());
     let _ = tokio::time::timeout(Duration::from_secs(5), declare).await;
-    tokio::spawn(
-        gateway
-            .engine
-            .policy
-            .clone()
-            .follow_invalidations(config.redis.redis_url.clone()),
-    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
