@@ -122,36 +122,45 @@ struct Round {
     published: usize,
     /// Rows were left for the next round (the round was full, or another replica is relaying).
     more: bool,
+    /// A row failed: it and the rows after it wait for the next try.
+    stuck: bool,
 }
+
+/// The advisory lock class of outbox relays (the two-key form, so no single-key lock a service
+/// takes can ever collide with it); the second key is the schema's hash.
+pub const RELAY_LOCK_CLASS: i32 = 0x0e25_0b0c;
 
 impl OutboxRelay {
     /// Publishes one round of unpublished rows, oldest first, and returns how many events went
     /// out. One relay at a time per schema (a transaction-level advisory lock): the others find
-    /// nothing to do, so no event goes out twice from two replicas and consumers get them in the
+    /// nothing to do, so two replicas never publish the same row at once, and rows go out in the
     /// order they were written. A row whose publish fails stays with its error recorded, and so do
-    /// the rows after it (they go again next time, in order). A row nobody can take (no queue
-    /// bound to a routing key of it) therefore holds back the rest until a consumer declares its
-    /// queue: events wait rather than vanish.
+    /// the rows after it: they go again next time, in order. A row nobody can take (no queue bound
+    /// to a routing key of it) therefore holds back the rest until a consumer declares its queue:
+    /// events wait rather than vanish.
     ///
     /// The round is published in order on one channel without waiting for each confirm in turn
     /// (the confirms are awaited together), so a busy service's events do not queue up behind one
-    /// broker round trip each.
+    /// broker round trip each. The price is paid on a failure: the rows after the failed one were
+    /// sent too and go again behind it, so a consumer may see an event twice (its id tells) and a
+    /// later event of a subject before an earlier one (its sequence tells).
     pub async fn publish_pending(&self) -> Result<usize, QueueError> {
         self.publish_round().await.map(|round| round.published)
     }
 
     async fn publish_round(&self) -> Result<Round, QueueError> {
         let mut tx = self.pool.begin().await?;
-        let relaying: bool = sqlx::query_scalar(
-            "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.outbox relay'))",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let relaying: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))")
+                .bind(RELAY_LOCK_CLASS)
+                .fetch_one(&mut *tx)
+                .await?;
         if !relaying {
             // The replica holding the lock publishes these (it hears the same notifications).
             return Ok(Round {
                 published: 0,
                 more: false,
+                stuck: false,
             });
         }
         let sizes: Vec<(i64, i32)> =
@@ -179,8 +188,8 @@ impl OutboxRelay {
         .fetch_all(&mut *tx)
         .await?;
         let exchange = self.topology.events_exchange();
-        // Events whose routing key has no event type cannot go out (a programming error); they
-        // stay, with the reason, and do not hold up the others.
+        // Events whose routing key has no event type cannot go out (a programming error): their
+        // row stays, with the reason, like one the broker refused.
         let mut outcomes: Vec<Vec<Option<Result<(), QueueError>>>> = Vec::with_capacity(rows.len());
         let mut messages = Vec::new();
         for OutboxRow {
@@ -246,8 +255,7 @@ impl OutboxRelay {
             }
             match row_error {
                 // Only the rows before the first failure count as out: the ones after it go again
-                // next round, behind the failed one, so no consumer sees a subject's events out
-                // of order (the repeats carry their ids, so consumers drop them).
+                // next round, behind the failed one (the repeats carry their ids).
                 None if failure.is_none() => {
                     published.push(*id);
                     published_events += events;
@@ -280,6 +288,7 @@ impl OutboxRelay {
             _ => Ok(Round {
                 published: published_events,
                 more: more && failure.is_none(),
+                stuck: failure.is_some(),
             }),
         }
     }
@@ -309,6 +318,9 @@ impl OutboxRelay {
                 };
             }
             let mut wait = self.poll_interval;
+            // After a failure only the back-off wakes the relay: every commit notifies, and each
+            // would otherwise send the stuck rows (and all behind them) again at once.
+            let mut backing_off = false;
             loop {
                 if !declared {
                     // The exchange must exist before the first publish, and the broker may have
@@ -318,12 +330,20 @@ impl OutboxRelay {
                         Err(error) => {
                             tracing::warn!(%error, retry_in = ?backoff, "outbox relay cannot reach RabbitMQ");
                             wait = backoff;
+                            backing_off = true;
                             backoff = (backoff * 2).min(Duration::from_secs(30));
                             break;
                         }
                     }
                 }
                 match self.publish_round().await {
+                    Ok(Round { stuck: true, .. }) => {
+                        tracing::warn!(retry_in = ?backoff, "outbox relay: a row could not be published; it and the rows after it wait");
+                        wait = backoff;
+                        backing_off = true;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        break;
+                    }
                     Ok(Round { more: true, .. }) => continue,
                     Ok(Round { more: false, .. }) => {
                         backoff = Duration::from_millis(200);
@@ -332,6 +352,7 @@ impl OutboxRelay {
                     Err(error) => {
                         tracing::warn!(%error, retry_in = ?backoff, "outbox relay could not publish");
                         wait = backoff;
+                        backing_off = true;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                         break;
                     }
@@ -339,8 +360,8 @@ impl OutboxRelay {
             }
             let notified = async {
                 match listener.as_mut() {
-                    Some(l) => l.recv().await.map(drop),
-                    None => std::future::pending().await,
+                    Some(l) if !backing_off => l.recv().await.map(drop),
+                    _ => std::future::pending().await,
                 }
             };
             tokio::select! {

@@ -603,7 +603,8 @@ async fn rows_go_out_whole_and_in_order_within_the_event_budget_one_relay_at_a_t
     };
     // Another replica is relaying: this one leaves the rows to it.
     let mut other_replica = pool.begin().await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.outbox relay'))")
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))")
+        .bind(email2sms_queue::outbox::RELAY_LOCK_CLASS)
         .execute(&mut *other_replica)
         .await
         .unwrap();

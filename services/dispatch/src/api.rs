@@ -561,21 +561,23 @@ async fn resolve_message_review(
         )));
     }
     jobs::resolve_review(&mut tx, job_id, resolution, note).await?;
+    // Read before the commit, so that once it is committed nothing can fail any more: a client
+    // told of an error may retry, and a retry of a committed resolution is refused.
+    let resolved: JobRow = sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM sms_jobs WHERE job_id = $1 AND company_id = $2"
+    ))
+    .bind(job_id)
+    .bind(company_id)
+    .fetch_one(&mut *tx)
+    .await?;
     if resolution == jobs::ReviewResolution::Resend {
         // Published before the commit, while the row is still locked: the consumer that takes it
         // waits for the commit and then finds it queued. Should the publish fail, nothing changes.
         requeue.publish(&job_from_row(&row)).await?;
     }
     tx.commit().await?;
-    let row: JobRow = sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM sms_jobs WHERE job_id = $1 AND company_id = $2"
-    ))
-    .bind(job_id)
-    .bind(company_id)
-    .fetch_one(pool)
-    .await?;
     Ok(ResolveMessageReviewResponse {
-        message: Some(row.into()),
+        message: Some(resolved.into()),
     })
 }
 

@@ -656,6 +656,7 @@ pub async fn resolve_review(
             let mut change = JobChange::new(job_id, from, JobState::Submitted)
                 .detail(detail("the provider has it"));
             change.mark_submitted = true;
+            change.failure = FailureUpdate::Clear;
             change
         }
         ReviewResolution::NotSent => JobChange::new(job_id, from, JobState::Failed).failure(
@@ -663,8 +664,15 @@ pub async fn resolve_review(
             Some("not_sent"),
             &detail("the provider never got it, and it is not sent again"),
         ),
-        ReviewResolution::Resend => JobChange::new(job_id, from, JobState::Queued)
-            .detail(detail("the provider never got it; sending it again")),
+        ReviewResolution::Resend => {
+            // Like a new job: the attempt that may have reached the SMSC did not, by the
+            // provider's word, so the retries start over.
+            let mut change = JobChange::new(job_id, from, JobState::Queued)
+                .detail(detail("the provider never got it; sending it again"));
+            change.failure = FailureUpdate::Clear;
+            change.reset_attempts = true;
+            change
+        }
     };
     apply_changes(conn, &[change]).await
 }
@@ -693,24 +701,37 @@ impl BatchWrite for RecordAccepted {
             .flat_map(|a| a.provider_message_ids.iter().map(String::as_str))
             .collect();
         lock_message_ids(&mut tx, connector, &all_provider_ids).await?;
-        let states: Vec<(Uuid, String)> = sqlx::query_as(
-            "SELECT job_id, state FROM sms_jobs WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE",
+        let states: Vec<(Uuid, String, bool)> = sqlx::query_as(
+            "SELECT job_id, state, provider_message_id IS NULL FROM sms_jobs
+             WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE",
         )
         .persistent(false)
         .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
-        let states: std::collections::HashMap<Uuid, JobState> = states
+        let states: std::collections::HashMap<Uuid, (JobState, bool)> = states
             .into_iter()
-            .map(|(id, state)| (id, JobState::parse(&state).unwrap_or(JobState::Submitting)))
+            .map(|(id, state, no_id)| {
+                let state = JobState::parse(&state).unwrap_or(JobState::Submitting);
+                (id, (state, no_id))
+            })
             .collect();
-        // Another delivery may have moved a job to review meanwhile; we know it was sent, so it
-        // is recorded all the same. Anything else has moved on already.
+        // Another delivery may have moved a job to review meanwhile, and an operator may have
+        // recorded it as sent without its message id; we know it was sent, so it is recorded all
+        // the same. Anything else has moved on already.
         let open: Vec<(&Accepted, JobState)> = sorted
             .into_iter()
             .filter_map(|a| {
-                let from = *states.get(&a.job_id)?;
-                matches!(from, JobState::Submitting | JobState::NeedsReview).then_some((a, from))
+                let (from, no_id) = *states.get(&a.job_id)?;
+                let open = match from {
+                    JobState::Submitting | JobState::NeedsReview => true,
+                    JobState::Submitted => no_id,
+                    JobState::Queued
+                    | JobState::Delivered
+                    | JobState::Failed
+                    | JobState::Expired => false,
+                };
+                open.then_some((a, from))
             })
             .collect();
         let provider_ids: Vec<&str> = open
@@ -845,6 +866,8 @@ struct JobChange {
     connector: Option<String>,
     provider_message_id: Option<String>,
     count_attempt: bool,
+    /// Starts the attempt count afresh (a job an operator has sent again).
+    reset_attempts: bool,
     /// Sets `submitted_at` unless it is set already.
     mark_submitted: bool,
     failure: FailureUpdate,
@@ -861,6 +884,7 @@ impl JobChange {
             connector: None,
             provider_message_id: None,
             count_attempt: false,
+            reset_attempts: false,
             mark_submitted: false,
             failure: FailureUpdate::Keep,
         }
@@ -914,7 +938,8 @@ async fn apply_changes(conn: &mut PgConnection, changes: &[JobChange]) -> Result
                  state = c.to_state,
                  connector = coalesce(c.connector, j.connector),
                  provider_message_id = coalesce(c.provider_message_id, j.provider_message_id),
-                 attempts = j.attempts + CASE WHEN c.count_attempt THEN 1 ELSE 0 END,
+                 attempts = CASE WHEN c.reset_attempts THEN 0 ELSE j.attempts END
+                            + CASE WHEN c.count_attempt THEN 1 ELSE 0 END,
                  submitted_at = CASE WHEN c.mark_submitted THEN coalesce(j.submitted_at, now())
                                      ELSE j.submitted_at END,
                  failure_kind = CASE WHEN c.set_failure THEN c.failure_kind ELSE j.failure_kind END,
@@ -927,15 +952,16 @@ async fn apply_changes(conn: &mut PgConnection, changes: &[JobChange]) -> Result
                  history = CASE WHEN c.announce
                      THEN j.history || jsonb_build_array(jsonb_build_object(
                          'from_state', c.from_state, 'to_state', c.to_state, 'at', now(),
-                         'attempt', j.attempts + CASE WHEN c.count_attempt THEN 1 ELSE 0 END,
+                         'attempt', CASE WHEN c.reset_attempts THEN 0 ELSE j.attempts END
+                                    + CASE WHEN c.count_attempt THEN 1 ELSE 0 END,
                          'detail', c.detail))
                      ELSE j.history END
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bool[],
                          $7::bool[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::bool[],
-                         $13::text[], $14::text[])
+                         $13::text[], $14::text[], $15::bool[])
                   AS c(job_id, to_state, connector, provider_message_id, count_attempt,
                        mark_submitted, set_failure, failure_kind, error_code, last_error, announce,
-                       is_final, from_state, detail)
+                       is_final, from_state, detail, reset_attempts)
              WHERE j.job_id = c.job_id
              RETURNING j.job_id, j.company_id, j.forwarding_user_id, j.recipient, j.attempts,
                        j.connector, j.provider_message_id, j.status_sequence",
@@ -957,6 +983,7 @@ async fn apply_changes(conn: &mut PgConnection, changes: &[JobChange]) -> Result
     .bind(column(changes, |c| c.to.is_final()))
     .bind(column(changes, |c| c.from.map(JobState::as_str)))
     .bind(column(changes, |c| c.detail.as_str()))
+    .bind(column(changes, |c| c.reset_attempts))
     .fetch_all(&mut *conn)
     .await?;
     let rows: std::collections::HashMap<Uuid, ChangedJob> =
@@ -1485,22 +1512,18 @@ fn receipt_change(
     if finals.len() < parts.len() {
         return None;
     }
-    // The first part that was not delivered says why the job was not (parts are in order).
-    let undelivered = finals
+    // The first part that failed says why the job did (parts are in order): one that was not
+    // delivered for good when there is one, else one that expired.
+    let failed = finals
         .iter()
-        .find(|(_, status)| *status != ReceiptStatus::Delivered);
-    let to = match undelivered {
-        None => JobState::Delivered,
-        Some(_)
-            if finals
-                .iter()
-                .all(|(_, s)| matches!(s, ReceiptStatus::Delivered | ReceiptStatus::Expired)) =>
-        {
-            JobState::Expired
-        }
-        Some(_) => JobState::Failed,
+        .find(|(_, s)| !matches!(s, ReceiptStatus::Delivered | ReceiptStatus::Expired));
+    let expired = finals.iter().find(|(_, s)| *s == ReceiptStatus::Expired);
+    let (to, undelivered) = match (failed, expired) {
+        (Some(part), _) => (JobState::Failed, Some(part)),
+        (None, Some(part)) => (JobState::Expired, Some(part)),
+        (None, None) => (JobState::Delivered, None),
     };
-    let detail = format!("delivery receipt: {}", receipt.raw);
+    let detail = format!("last delivery receipt: {}", receipt.raw);
     let mut change = match undelivered {
         None => JobChange::new(job_id, Some(from), to).detail(detail),
         Some((part, status)) => {

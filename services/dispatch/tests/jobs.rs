@@ -89,11 +89,14 @@ async fn the_same_job_twice_is_sent_once_and_every_committed_state_is_published(
             .simple()
             .to_string()
     );
-    let history: Vec<(Option<String>, String)> =
-        sqlx::query_as("SELECT from_state, to_state FROM sms_job_history ORDER BY position")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let history: Vec<(Option<String>, String)> = sqlx::query_as(
+        "SELECT from_state, to_state FROM sms_job_history WHERE job_id = $1::uuid
+             ORDER BY position",
+    )
+    .bind(&sms.job_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     let queued = || Some("queued".to_owned());
     assert_eq!(
         history,

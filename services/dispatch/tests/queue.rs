@@ -425,9 +425,14 @@ async fn a_message_resolved_for_resending_goes_through_the_queue_and_is_sent_aga
         .into_inner()
         .message
         .unwrap();
-    // Queued again; dispatch may well have sent it before this answer was read.
-    assert!(!message.needs_review);
+    assert_eq!(message.state, SmsState::Queued as i32);
     eventually("sent again", state_is("submitted")).await;
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM sms_jobs WHERE job_id = $1::uuid")
+        .bind(&sms.job_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1, "a resend starts its attempts over");
 
     let sent: Vec<serde_json::Value> = std::fs::read_to_string(&path)
         .unwrap()

@@ -143,6 +143,10 @@ async fn a_burst_of_receipts_completes_each_job_by_all_its_parts() {
         job("+64211234567", "undeliverable"),
         job("+64211234567", "still on its way"),
         job("+64211234567", &format!("Failed part: {}", "y".repeat(200))),
+        job(
+            "+64211234567",
+            &format!("Expired, then failed: {}", "z".repeat(200)),
+        ),
     ];
     let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
     process_all(&dispatcher, jobs).await;
@@ -178,6 +182,9 @@ async fn a_burst_of_receipts_completes_each_job_by_all_its_parts() {
         // Its first part fails; the delivered second part's receipt completes it.
         receipt(part(4, 1), ReceiptStatus::Undeliverable, Some("00D")),
         receipt(part(4, 2), ReceiptStatus::Delivered, None),
+        // An expired part and an undeliverable one: the job failed, for the undeliverable one.
+        receipt(part(5, 1), ReceiptStatus::Expired, Some("0FE")),
+        receipt(part(5, 2), ReceiptStatus::Undeliverable, Some("00C")),
         // For a message this dispatcher never sent (or whose submit is not recorded yet).
         receipt("FFFF0001".into(), ReceiptStatus::Delivered, None),
     ];
@@ -237,6 +244,13 @@ async fn a_burst_of_receipts_completes_each_job_by_all_its_parts() {
             .starts_with("part 1 of 2 undeliverable"),
         "{error:?}"
     );
+    let (state, code): (String, Option<String>) =
+        sqlx::query_as("SELECT state, error_code FROM sms_jobs WHERE job_id = $1::uuid")
+            .bind(&ids[5])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), code.as_deref()), ("failed", Some("00C")));
     let waiting: Vec<String> =
         sqlx::query_scalar("SELECT provider_message_id FROM unmatched_delivery_receipts")
             .fetch_all(&pool)
@@ -252,7 +266,7 @@ async fn a_burst_of_receipts_completes_each_job_by_all_its_parts() {
     .unwrap();
     assert_eq!(
         finals.len(),
-        4,
+        5,
         "one final event per completed job: {finals:?}"
     );
 }

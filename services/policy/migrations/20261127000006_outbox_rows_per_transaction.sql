@@ -6,6 +6,9 @@
 -- already deleted (published_at is gone with them).
 
 ALTER TABLE outbox RENAME TO outbox_per_event;
+-- So the new table's key and identity get the usual names.
+ALTER TABLE outbox_per_event RENAME CONSTRAINT outbox_pkey TO outbox_per_event_pkey;
+ALTER SEQUENCE outbox_id_seq RENAME TO outbox_per_event_id_seq;
 
 CREATE TABLE outbox (
     id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
