@@ -344,3 +344,72 @@ async fn a_message_held_for_review_is_resolved_as_sent_or_not_sent_and_nothing_e
     assert_eq!(unavailable.code(), Code::Unavailable);
     assert_eq!(support::job_state(&pool, &stuck).await, "needs_review");
 }
+
+/// A connector caught mid-send: its submit waits until the test lets it answer.
+#[derive(Debug, Default)]
+struct HeldConnector {
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl email2sms_dispatch::connector::Connector for HeldConnector {
+    fn name(&self) -> &'static str {
+        "held"
+    }
+
+    async fn submit(
+        &self,
+        _sms: &email2sms_dispatch::connector::OutgoingSms,
+    ) -> Result<
+        email2sms_dispatch::connector::Submitted,
+        email2sms_dispatch::connector::ConnectorError,
+    > {
+        self.entered.notify_one();
+        self.release.notified().await;
+        Ok(email2sms_dispatch::connector::Submitted {
+            provider_message_ids: vec!["held-1".into()],
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_acceptance_arriving_after_a_review_said_sent_still_records_the_message_id() {
+    let (_db, pool) = database().await;
+    let connector = Arc::new(HeldConnector::default());
+    let dispatcher = Arc::new(Dispatcher::new(
+        pool.clone(),
+        connector.clone(),
+        DispatchSettings::default(),
+    ));
+    let api = DispatchApi::new(pool.clone(), unreachable_queue());
+    let sms = job("+64211234567", "slow provider");
+    let first = tokio::spawn({
+        let dispatcher = dispatcher.clone();
+        let sms = sms.clone();
+        async move { dispatcher.process_job(sms).await }
+    });
+    connector.entered.notified().await;
+    // Delivered again while the first is still waiting for the provider: held for review, and
+    // someone records it as sent before the provider's answer is in.
+    assert_eq!(dispatcher.process_job(sms.clone()).await, Outcome::Done);
+    assert_eq!(support::job_state(&pool, &sms.job_id).await, "needs_review");
+    api.resolve_message_review(resolve(&sms.job_id, ReviewResolution::Sent, ""))
+        .await
+        .unwrap();
+
+    connector.release.notify_one();
+    assert_eq!(first.await.unwrap(), Outcome::Done);
+    let (state, provider_id): (String, Option<String>) =
+        sqlx::query_as("SELECT state, provider_message_id FROM sms_jobs WHERE job_id = $1::uuid")
+            .bind(&sms.job_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "submitted");
+    assert_eq!(
+        provider_id.as_deref(),
+        Some("held-1"),
+        "receipts can match it again"
+    );
+}
