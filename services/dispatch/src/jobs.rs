@@ -515,15 +515,17 @@ impl BatchWrite for Admit {
                 JobChange::new(job.job_id, None, JobState::Queued).detail("received from the queue")
             })
             .collect();
-        let announced: Vec<(&JobChange, &ChangedJob)> = created
+        let updated = update_jobs(&mut tx, &changes).await?;
+        // New and known jobs' events: one outbox row for the transaction.
+        let mut announced: Vec<(&JobChange, &ChangedJob)> = created
             .iter()
             .map(|(_, change)| change)
             .filter(|change| change.announce)
             .chain(&receptions)
             .filter_map(|change| Some((change, *by_id.get(&change.job_id)?)))
             .collect();
+        announced.extend(announced_changes(&changes, &updated));
         announce(&mut tx, &announced).await?;
-        apply_changes(&mut tx, &changes).await?;
         tx.commit().await?;
         Ok(answers
             .into_iter()
@@ -928,8 +930,30 @@ struct ChangedJob {
 /// Applies state changes (at most one per job) in two statements however many there are: the job
 /// rows (their history included) and one outbox row with their `sms.status.changed` events.
 async fn apply_changes(conn: &mut PgConnection, changes: &[JobChange]) -> Result<(), JobError> {
+    let rows = update_jobs(conn, changes).await?;
+    announce(conn, &announced_changes(changes, &rows)).await
+}
+
+/// The announced changes among `changes`, each with its job row as [`update_jobs`] left it.
+fn announced_changes<'a>(
+    changes: &'a [JobChange],
+    rows: &'a std::collections::HashMap<Uuid, ChangedJob>,
+) -> Vec<(&'a JobChange, &'a ChangedJob)> {
+    changes
+        .iter()
+        .filter(|c| c.announce)
+        .filter_map(|c| Some((c, rows.get(&c.job_id)?)))
+        .collect()
+}
+
+/// Applies state changes (at most one per job) to the job rows, their history included, in one
+/// statement; returns the rows as the changes left them, for their events.
+async fn update_jobs(
+    conn: &mut PgConnection,
+    changes: &[JobChange],
+) -> Result<std::collections::HashMap<Uuid, ChangedJob>, JobError> {
     if changes.is_empty() {
-        return Ok(());
+        return Ok(Default::default());
     }
     let (kinds, codes, messages): (Vec<_>, Vec<_>, Vec<_>) =
         changes.iter().map(|c| c.failure.columns()).collect();
@@ -986,15 +1010,7 @@ async fn apply_changes(conn: &mut PgConnection, changes: &[JobChange]) -> Result
     .bind(column(changes, |c| c.reset_attempts))
     .fetch_all(&mut *conn)
     .await?;
-    let rows: std::collections::HashMap<Uuid, ChangedJob> =
-        rows.into_iter().map(|row| (row.job_id, row)).collect();
-
-    let announced: Vec<(&JobChange, &ChangedJob)> = changes
-        .iter()
-        .filter(|c| c.announce)
-        .filter_map(|c| Some((c, rows.get(&c.job_id)?)))
-        .collect();
-    announce(conn, &announced).await
+    Ok(rows.into_iter().map(|row| (row.job_id, row)).collect())
 }
 
 /// Writes the `sms.status.changed` events of changes already applied to their jobs (which are as
