@@ -47,6 +47,9 @@ struct Args {
     /// Jobs taken from the queue at once by dispatch.
     #[arg(long, default_value_t = 200)]
     prefetch: u16,
+    /// SMPP windows of jobs dispatch claims ahead of the connector (EMAIL2SMS_DISPATCH_CLAIM_WINDOWS).
+    #[arg(long, default_value_t = 2)]
+    claim_windows: u16,
     /// Postgres connections of dispatch.
     #[arg(long, default_value_t = 16)]
     db_connections: u32,
@@ -293,9 +296,10 @@ async fn main() {
             .unwrap_or_default()
     );
     println!(
-        "jobs: {}, window: {}, no throughput limit, SMSC: {}",
+        "jobs: {}, window: {}, claim windows: {}, no throughput limit, SMSC: {}",
         args.jobs,
         args.window,
+        args.claim_windows,
         smsc.name()
     );
 
@@ -326,6 +330,7 @@ async fn main() {
         args.window
     );
     let prefetch = args.prefetch.to_string();
+    let claim_windows = args.claim_windows.to_string();
     let config = Config::try_parse_from([
         "email2sms-dispatch",
         "--database-url",
@@ -338,6 +343,8 @@ async fn main() {
         &prefix,
         "--prefetch",
         &prefetch,
+        "--claim-windows",
+        &claim_windows,
         "--throttle-per-user",
         "0",
         "--throttle-per-company",

@@ -70,11 +70,16 @@ pub struct Retry {
 pub struct DispatchSettings {
     /// Failed submit attempts (transient errors) after which a job fails for good.
     pub max_attempts: u32,
+    /// Connector windows of jobs claimed at most: see [`DEFAULT_CLAIM_WINDOWS`].
+    pub claim_windows: usize,
 }
 
 impl Default for DispatchSettings {
     fn default() -> Self {
-        DispatchSettings { max_attempts: 8 }
+        DispatchSettings {
+            max_attempts: 8,
+            claim_windows: DEFAULT_CLAIM_WINDOWS,
+        }
     }
 }
 
@@ -87,16 +92,18 @@ pub struct Dispatcher {
     admissions: BatchWriter<Admit>,
     acceptances: BatchWriter<RecordAccepted>,
     /// Jobs claimed ("submitting" committed) and not yet answered by the connector, at most: see
-    /// [`CLAIMED_PER_WINDOW_SLOT`].
+    /// [`DEFAULT_CLAIM_WINDOWS`].
     claims: Option<Arc<tokio::sync::Semaphore>>,
 }
 
-/// A job is claimed only shortly before a window slot frees up for it: at most this many claimed
-/// jobs per slot of the connector's window. A dispatcher that dies leaves every claimed job it had
-/// not sent in "submitting", and each of those goes to review instead of being sent (nothing tells
-/// it apart from one the SMSC took). Without a bound, that would be the whole prefetch; with it,
-/// one window more than is in flight, enough to keep the window full while the next claims commit.
-pub const CLAIMED_PER_WINDOW_SLOT: usize = 2;
+/// A job is claimed only shortly before a window slot frees up for it: at most this many windows of
+/// the connector's jobs are claimed at once (`EMAIL2SMS_DISPATCH_CLAIM_WINDOWS`). A dispatcher that
+/// dies leaves every claimed job it had not sent in "submitting", and each of those goes to review
+/// instead of being sent (nothing tells it apart from one the SMSC took). Without a bound, that
+/// would be the whole prefetch; with two, one window more than is in flight, enough to keep the
+/// window full while the next claims commit. More make larger batches, so less database work per
+/// job, for more jobs to review after a crash.
+pub const DEFAULT_CLAIM_WINDOWS: usize = 2;
 
 /// The job states as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1081,7 +1088,7 @@ impl Dispatcher {
             }),
             claims: connector.window().map(|window| {
                 Arc::new(tokio::sync::Semaphore::new(
-                    window.max(1) * CLAIMED_PER_WINDOW_SLOT,
+                    window.max(1) * settings.claim_windows.max(1),
                 ))
             }),
             pool,

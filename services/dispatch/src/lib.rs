@@ -132,10 +132,15 @@ pub struct Config {
     /// each bind on its own).
     #[arg(long, env = "EMAIL2SMS_THROTTLE_PER_CONNECTOR", default_value = "0", value_parser = throttle::Rate::parse)]
     pub throttle_per_connector: throttle::Rate,
-    /// Jobs taken from the queue at once; raised to twice the SMPP window when lower, so the window
-    /// stays full.
+    /// Jobs taken from the queue at once; raised to the claimed jobs' bound (claim windows × SMPP
+    /// window) when lower, so the window stays full.
     #[arg(long, env = "EMAIL2SMS_DISPATCH_PREFETCH", default_value_t = 32)]
     pub prefetch: u16,
+    /// SMPP windows of jobs claimed for sending ahead of the connector at most (1-16). More make
+    /// larger database batches and a faster dispatcher; a dispatcher killed without a graceful stop
+    /// leaves up to (this − 1) windows of unsent jobs held for review.
+    #[arg(long, env = "EMAIL2SMS_DISPATCH_CLAIM_WINDOWS", default_value_t = 2)]
+    pub claim_windows: u16,
 
     #[command(flatten)]
     pub queue: email2sms_queue::QueueArgs,
@@ -158,6 +163,12 @@ impl ServiceConfig for Config {
             return Err(ConfigError::Invalid {
                 name: "EMAIL2SMS_DISPATCH_PREFETCH",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if !(1..=16).contains(&self.claim_windows) {
+            return Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_DISPATCH_CLAIM_WINDOWS",
+                reason: format!("{} is not between 1 and 16", self.claim_windows),
             });
         }
         self.telemetry.validate()?;
@@ -195,15 +206,15 @@ pub async fn start(config: Config) -> Result<(), StartError> {
 /// Serves on `listener` until `shutdown` resolves.
 /// Jobs taken from the queue at once: the configured prefetch, raised when it could not keep the
 /// connector's window full (each window slot needs one job being sent and one being claimed).
-pub fn prefetch_for(configured: u16, window: Option<usize>) -> u16 {
+pub fn prefetch_for(configured: u16, window: Option<usize>, claim_windows: usize) -> u16 {
     let needed = window.map_or(0, |window| {
-        u16::try_from(window.saturating_mul(jobs::CLAIMED_PER_WINDOW_SLOT)).unwrap_or(u16::MAX)
+        u16::try_from(window.saturating_mul(claim_windows)).unwrap_or(u16::MAX)
     });
     if needed > configured {
         tracing::info!(
             configured,
             prefetch = needed,
-            "EMAIL2SMS_DISPATCH_PREFETCH is below twice the SMPP window; raised so the window stays full"
+            "EMAIL2SMS_DISPATCH_PREFETCH is below the claimed jobs' bound; raised so the window stays full"
         );
         needed
     } else {
@@ -219,7 +230,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let (dispatcher, receipts) = build_dispatcher(config, pool.clone()).await?;
-    let prefetch = prefetch_for(config.prefetch, dispatcher.connector().window());
+    let prefetch = prefetch_for(
+        config.prefetch,
+        dispatcher.connector().window(),
+        usize::from(config.claim_windows),
+    );
     let dispatcher = Arc::new(dispatcher);
     let stop_consuming = tokio_util::sync::CancellationToken::new();
     let consumer = tokio::spawn(consumer::consume_jobs(
@@ -327,6 +342,7 @@ pub async fn build_dispatcher(
         connector,
         jobs::DispatchSettings {
             max_attempts: config.max_attempts.max(1),
+            claim_windows: usize::from(config.claim_windows),
         },
     )
     .with_throttle(Arc::new(throttle));
@@ -339,10 +355,11 @@ mod tests {
 
     #[test]
     fn prefetch_keeps_the_smpp_window_full() {
-        assert_eq!(prefetch_for(32, None), 32, "no window: as configured");
-        assert_eq!(prefetch_for(32, Some(10)), 32, "already enough");
-        assert_eq!(prefetch_for(32, Some(50)), 100, "two per window slot");
-        assert_eq!(prefetch_for(1, Some(100_000)), u16::MAX);
+        assert_eq!(prefetch_for(32, None, 2), 32, "no window: as configured");
+        assert_eq!(prefetch_for(32, Some(10), 2), 32, "already enough");
+        assert_eq!(prefetch_for(32, Some(50), 2), 100, "two windows claimed");
+        assert_eq!(prefetch_for(32, Some(50), 4), 200, "four windows claimed");
+        assert_eq!(prefetch_for(1, Some(100_000), 2), u16::MAX);
     }
 
     #[test]

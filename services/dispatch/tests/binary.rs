@@ -53,6 +53,24 @@ async fn unknown_connector_exits_64() {
 }
 
 #[tokio::test]
+async fn claim_windows_out_of_range_exits_64() {
+    let (status, output) = run_to_exit(
+        Path::new(BINARY),
+        &[
+            ("EMAIL2SMS_INSECURE_NO_AUTH", "1"),
+            ("EMAIL2SMS_DISPATCH_CLAIM_WINDOWS", "0"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(status.code(), Some(64), "{output}");
+    assert!(
+        output.contains("EMAIL2SMS_DISPATCH_CLAIM_WINDOWS") && output.contains("between 1 and 16"),
+        "{output}"
+    );
+}
+
+#[tokio::test]
 async fn unreachable_database_exits_69() {
     let (status, output) = run_to_exit(
         Path::new(BINARY),

@@ -278,7 +278,10 @@ async fn transient_failures_retry_then_give_up_and_permanent_ones_fail_at_once()
     let dispatcher = Dispatcher::new(
         pool.clone(),
         Arc::new(HttpConnector::new(&url, None).unwrap()),
-        DispatchSettings { max_attempts: 2 },
+        DispatchSettings {
+            max_attempts: 2,
+            ..DispatchSettings::default()
+        },
     );
     let sms = job("+64211234567", "retry me");
     match dispatcher.process_job(sms.clone()).await {
