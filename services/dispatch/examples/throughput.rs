@@ -44,8 +44,9 @@ struct Args {
     /// SMPP window (in-flight submit_sm) of both clients.
     #[arg(long, default_value_t = 50)]
     window: usize,
-    /// Jobs taken from the queue at once by dispatch.
-    #[arg(long, default_value_t = 200)]
+    /// Jobs taken from the queue at once by dispatch (raised as the service raises it: to twice
+    /// the jobs it may claim).
+    #[arg(long, default_value_t = 32)]
     prefetch: u16,
     /// SMPP windows of jobs dispatch claims ahead of the connector (EMAIL2SMS_DISPATCH_CLAIM_WINDOWS).
     #[arg(long, default_value_t = 2)]
