@@ -18,7 +18,7 @@ use email2sms_queue::topology::SMS_JOB_ROUTING_KEY;
 use email2sms_queue::{Broker, Outgoing, Publisher, Topology};
 use email2sms_testkit::ServiceProcess;
 use lapin::types::FieldTable;
-use support::{Smsc, database, job};
+use support::{Smsc, accepted_texts, database, job};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_email2sms-dispatch");
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -102,15 +102,6 @@ fn jobs(tag: &str, count: usize) -> Vec<SmsJob> {
 }
 
 /// How many times the SMSC accepted each text.
-fn accepted_texts(smsc: &Smsc) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for accepted in smsc.state.accepted() {
-        let text = String::from_utf8_lossy(&accepted.submit.short_message).into_owned();
-        *counts.entry(text).or_insert(0) += 1;
-    }
-    counts
-}
-
 async fn states(pool: &sqlx::PgPool) -> HashMap<String, String> {
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT text, state FROM sms_jobs")
         .fetch_all(pool)

@@ -388,15 +388,7 @@ async fn a_message_resolved_for_resending_goes_through_the_queue_and_is_sent_aga
         move || {
             let pool = pool.clone();
             let job_id = job_id.clone();
-            async move {
-                let state: Option<String> =
-                    sqlx::query_scalar("SELECT state FROM sms_jobs WHERE job_id = $1::uuid")
-                        .bind(&job_id)
-                        .fetch_optional(&pool)
-                        .await
-                        .unwrap();
-                state.as_deref() == Some(want)
-            }
+            async move { support::recorded_state(&pool, &job_id).await.as_deref() == Some(want) }
         }
     };
     eventually("sent", state_is("submitted")).await;
@@ -459,5 +451,43 @@ async fn a_message_resolved_for_resending_goes_through_the_queue_and_is_sent_aga
         history[history.len() - 4..],
         ["needs_review", "queued", "submitting", "submitted"]
     );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_flowing_through_a_broker_outage_are_all_sent_once() {
+    let (db, pool) = database().await;
+    let smsc = Smsc::start().await;
+    // Dispatch reaches RabbitMQ only through the proxy; the test publishes to it directly.
+    let proxy = support::CuttableProxy::start(5672).await;
+    let amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    let running = start_with(
+        &pool,
+        &db.url,
+        &smsc.url("window=4"),
+        &["--amqp-url", &amqp_url],
+    )
+    .await;
+    let jobs: Vec<SmsJob> = (0..40)
+        .map(|n| job("+64211234567", &format!("through the outage {n}")))
+        .collect();
+    for (n, sms) in jobs.iter().enumerate() {
+        running.publish(&encoded(sms), &sms.job_id).await;
+        if n == 10 || n == 25 {
+            // As RabbitMQ restarting: every connection dropped, none taken for a while.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            proxy.outage(Duration::from_secs(2));
+        }
+    }
+    for sms in &jobs {
+        eventually("every job recorded as submitted", || async {
+            support::recorded_state(&pool, &sms.job_id).await.as_deref() == Some("submitted")
+        })
+        .await;
+    }
+    let sent = support::accepted_texts(&smsc);
+    for sms in &jobs {
+        assert_eq!(sent.get(&sms.text), Some(&1), "{} sent once", sms.text);
+    }
     running.stop().await;
 }

@@ -243,6 +243,16 @@ pub fn job(recipient: &str, text: &str) -> SmsJob {
     }
 }
 
+/// How often the SMSC accepted each text.
+pub fn accepted_texts(smsc: &Smsc) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for accepted in smsc.state.accepted() {
+        let text = String::from_utf8_lossy(&accepted.submit.short_message).into_owned();
+        *counts.entry(text).or_insert(0) += 1;
+    }
+    counts
+}
+
 /// Polls `check` until it holds or 10 s pass.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -259,19 +269,28 @@ where
 }
 
 pub async fn job_state(pool: &PgPool, job_id: &str) -> String {
+    recorded_state(pool, job_id)
+        .await
+        .unwrap_or_else(|| panic!("job {job_id} is not recorded"))
+}
+
+/// The job's state, `None` while dispatch has not recorded it yet.
+pub async fn recorded_state(pool: &PgPool, job_id: &str) -> Option<String> {
     sqlx::query_scalar("SELECT state FROM sms_jobs WHERE job_id = $1::uuid")
         .bind(job_id)
-        .fetch_one(pool)
+        .fetch_optional(pool)
         .await
         .unwrap()
 }
 
-/// A TCP proxy in front of the SMSC whose connections can be cut at will, as a network failure
-/// or an SMSC crash would.
+/// A TCP proxy (in front of the SMSC or RabbitMQ) whose connections can be cut at will, as a
+/// network failure or a server crash would, and that can refuse connections for a while, as a
+/// server restarting does.
 #[derive(Debug)]
 pub struct CuttableProxy {
     pub port: u16,
     connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    refusing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CuttableProxy {
@@ -279,9 +298,15 @@ impl CuttableProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let refusing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tracked = connections.clone();
+        let refused = refusing.clone();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
+                if refused.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let task = tokio::spawn(async move {
                     let mut server = tokio::net::TcpStream::connect(("127.0.0.1", target_port))
                         .await
@@ -291,7 +316,23 @@ impl CuttableProxy {
                 tracked.lock().unwrap().push(task.abort_handle());
             }
         });
-        CuttableProxy { port, connections }
+        CuttableProxy {
+            port,
+            connections,
+            refusing,
+        }
+    }
+
+    /// Cuts every connection and refuses new ones for `length`, as a server restart does.
+    pub fn outage(&self, length: Duration) {
+        self.refusing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut();
+        let refusing = self.refusing.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(length).await;
+            refusing.store(false, std::sync::atomic::Ordering::SeqCst);
+        });
     }
 
     /// Drops every open connection (both sides see the TCP connection close).
