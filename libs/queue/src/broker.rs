@@ -11,6 +11,10 @@ use tokio::sync::{Mutex, Semaphore};
 
 use crate::QueueError;
 
+fn answer_timeout() -> Duration {
+    Duration::from_secs(crate::BROKER_ANSWER_SECONDS)
+}
+
 /// The broker connection of one process. Cheap to share; reconnects lazily after a broker restart
 /// or a network failure, so callers simply ask again.
 #[derive(Debug)]
@@ -40,7 +44,11 @@ impl Broker {
         }
         let properties =
             ConnectionProperties::default().with_connection_name(self.name.clone().into());
-        let connection = Arc::new(Connection::connect(&self.url, properties).await?);
+        let connection = Arc::new(
+            tokio::time::timeout(answer_timeout(), Connection::connect(&self.url, properties))
+                .await
+                .map_err(|_| QueueError::NoAnswer("the connection"))??,
+        );
         tracing::info!(name = %self.name, "connected to RabbitMQ");
         *slot = Some(connection.clone());
         Ok(connection)
@@ -49,13 +57,22 @@ impl Broker {
     /// A fresh channel on the live connection.
     pub async fn channel(&self) -> Result<Channel, QueueError> {
         let connection = self.connection().await?;
-        match connection.create_channel().await {
-            Ok(channel) => Ok(channel),
-            Err(error) => {
-                // The connection looked alive but is not: forget it so the next call reconnects.
-                self.forget(&connection).await;
-                Err(error.into())
-            }
+        let error = match tokio::time::timeout(answer_timeout(), connection.create_channel()).await
+        {
+            Ok(Ok(channel)) => return Ok(channel),
+            Ok(Err(error)) => error.into(),
+            Err(_) => QueueError::NoAnswer("opening a channel"),
+        };
+        // The connection looked alive but is not: forget it so the next call reconnects.
+        self.forget(&connection).await;
+        Err(error)
+    }
+
+    /// Forgets the current connection (one that stopped answering), so the next call reconnects.
+    pub async fn reconnect_next_time(&self) {
+        let current = self.connection.lock().await.clone();
+        if let Some(current) = current {
+            self.forget(&current).await;
         }
     }
 

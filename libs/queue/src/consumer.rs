@@ -48,20 +48,26 @@ pub async fn run_consumer<D, DFut, H, HFut>(
 {
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
-        match consume_once(
+        let mut consumed = false;
+        let outcome = consume_once(
             &broker,
             &queue,
             prefetch,
             &declare,
             handler.clone(),
             &shutdown,
+            &mut consumed,
         )
-        .await
-        {
+        .await;
+        if consumed {
+            // It got as far as consuming: a new failure starts the back-off afresh, or a broker
+            // that was away for a while would be retried ever more slowly on each restart.
+            backoff = Duration::from_millis(200);
+        }
+        match outcome {
             Ok(()) if shutdown.is_cancelled() => return,
             Ok(()) => {
                 tracing::warn!(%queue, "the broker ended the consumer; reconnecting");
-                backoff = Duration::from_millis(200);
             }
             Err(error) => {
                 tracing::warn!(%queue, %error, retry_in = ?backoff, "consumer lost the broker; reconnecting");
@@ -82,6 +88,7 @@ async fn consume_once<D, DFut, H, HFut>(
     declare: &D,
     handler: H,
     shutdown: &CancellationToken,
+    consumed: &mut bool,
 ) -> Result<(), QueueError>
 where
     D: Fn(Channel) -> DFut,
@@ -89,20 +96,37 @@ where
     H: Fn(Delivery) -> HFut,
     HFut: Future<Output = Disposition>,
 {
-    let channel = broker.channel().await?;
-    declare(channel.clone()).await?;
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await?;
-    let consumer = channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let setup = async {
+        let channel = broker.channel().await?;
+        declare(channel.clone()).await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, QueueError>((channel, consumer))
+    };
+    let (channel, consumer) = match tokio::time::timeout(
+        Duration::from_secs(crate::BROKER_ANSWER_SECONDS),
+        setup,
+    )
+    .await
+    {
+        Ok(result) => result?,
+        Err(_) => {
+            // A connection the broker dropped without our noticing: start afresh next time.
+            broker.reconnect_next_time().await;
+            return Err(QueueError::NoAnswer("setting up the consumer"));
+        }
+    };
     tracing::info!(%queue, prefetch, "consuming");
+    *consumed = true;
     let failed = std::sync::Mutex::new(None::<QueueError>);
     consumer
         .take_until(shutdown.cancelled())

@@ -12,6 +12,10 @@ pub use broker::{Broker, DEFAULT_PUBLISH_CHANNELS, Outgoing, Publisher};
 pub use consumer::{Disposition, run_consumer};
 pub use topology::{QueueArgs, Topology};
 
+/// How long connecting, opening a channel or setting up a consumer may take: a broker that went
+/// away can leave a connection that looks open and never answers again.
+pub const BROKER_ANSWER_SECONDS: u64 = 10;
+
 /// Everything that can go wrong talking to the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -32,6 +36,8 @@ pub enum QueueError {
     Unsettled { routing_key: String },
     #[error("no message type is known for routing key {0}")]
     UnknownRoutingKey(String),
+    #[error("RabbitMQ did not answer {0} within {BROKER_ANSWER_SECONDS} s")]
+    NoAnswer(&'static str),
     #[error("outbox: {0}")]
     Database(#[from] sqlx::Error),
 }
