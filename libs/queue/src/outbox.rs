@@ -190,45 +190,42 @@ impl OutboxRelay {
         let exchange = self.topology.events_exchange();
         // Events whose routing key has no event type cannot go out (a programming error): their
         // row stays, with the reason, like one the broker refused.
-        let mut outcomes: Vec<Vec<Option<Result<(), QueueError>>>> = Vec::with_capacity(rows.len());
+        // Per row: how many of its events were sent, and why any of them could not be.
+        let mut planned: Vec<(i64, usize, Option<QueueError>)> = Vec::with_capacity(rows.len());
         let mut messages = Vec::new();
-        for OutboxRow {
-            message_ids,
-            routing_keys,
-            payloads,
-            ..
-        } in &rows
-        {
-            let mut row_outcomes = Vec::with_capacity(message_ids.len());
-            if message_ids.len() != routing_keys.len() || message_ids.len() != payloads.len() {
-                row_outcomes.push(Some(Err(QueueError::NotSent {
+        for row in &rows {
+            let mut refused = None;
+            let mut sending = 0;
+            if row.message_ids.len() != row.routing_keys.len()
+                || row.message_ids.len() != row.payloads.len()
+            {
+                refused = Some(QueueError::NotSent {
                     routing_key: String::new(),
                     cause: "the row's arrays differ in length".into(),
-                })));
-                outcomes.push(row_outcomes);
-                continue;
-            }
-            for ((message_id, routing_key), payload) in
-                message_ids.iter().zip(routing_keys).zip(payloads)
-            {
-                match message_type(routing_key) {
-                    None => row_outcomes.push(Some(Err(QueueError::UnknownRoutingKey(
-                        routing_key.clone(),
-                    )))),
-                    Some(message_type) => {
-                        row_outcomes.push(None);
-                        messages.push(Outgoing {
-                            exchange: &exchange,
-                            routing_key,
-                            payload,
-                            message_id: message_id.to_string(),
-                            message_type,
-                            headers: FieldTable::default(),
-                        });
-                    }
+                });
+            } else {
+                for ((message_id, routing_key), payload) in row
+                    .message_ids
+                    .iter()
+                    .zip(&row.routing_keys)
+                    .zip(&row.payloads)
+                {
+                    let Some(message_type) = message_type(routing_key) else {
+                        refused.get_or_insert(QueueError::UnknownRoutingKey(routing_key.clone()));
+                        continue;
+                    };
+                    sending += 1;
+                    messages.push(Outgoing {
+                        exchange: &exchange,
+                        routing_key,
+                        payload,
+                        message_id: message_id.to_string(),
+                        message_type,
+                        headers: FieldTable::default(),
+                    });
                 }
             }
-            outcomes.push(row_outcomes);
+            planned.push((row.id, sending, refused));
         }
         // In order on one channel: consumers see a subject's events in the order they were written.
         let mut sent = self.publisher.publish_in_order(messages).await.into_iter();
@@ -237,16 +234,13 @@ impl OutboxRelay {
         let mut failed_ids = Vec::new();
         let mut failed_errors = Vec::new();
         let mut failure = None;
-        for (OutboxRow { id, .. }, row_outcomes) in rows.iter().zip(outcomes) {
-            let events = row_outcomes.len();
-            let mut row_error = None;
-            for known in row_outcomes {
-                let outcome = known.unwrap_or_else(|| {
-                    sent.next().unwrap_or_else(|| {
-                        Err(QueueError::NotSent {
-                            routing_key: String::new(),
-                            cause: "no outcome was reported for it".into(),
-                        })
+        for (id, sending, refused) in planned {
+            let mut row_error = refused;
+            for _ in 0..sending {
+                let outcome = sent.next().unwrap_or_else(|| {
+                    Err(QueueError::NotSent {
+                        routing_key: String::new(),
+                        cause: "no outcome was reported for it".into(),
                     })
                 });
                 if let Err(error) = outcome {
@@ -257,12 +251,12 @@ impl OutboxRelay {
                 // Only the rows before the first failure count as out: the ones after it go again
                 // next round, behind the failed one (the repeats carry their ids).
                 None if failure.is_none() => {
-                    published.push(*id);
-                    published_events += events;
+                    published.push(id);
+                    published_events += sending;
                 }
                 None => {}
                 Some(error) => {
-                    failed_ids.push(*id);
+                    failed_ids.push(id);
                     failed_errors.push(error.to_string());
                     failure.get_or_insert(error);
                 }

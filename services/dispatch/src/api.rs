@@ -361,30 +361,51 @@ impl PageToken {
     }
 }
 
+/// A request's `company_id` and `job_id`; a bad one is added to `problems`.
+fn message_key(
+    company_id: &str,
+    job_id: &str,
+    problems: &mut Vec<Violation>,
+) -> Option<(Uuid, Uuid)> {
+    let company_id = parse_uuid("company_id", company_id)
+        .map_err(|p| problems.push(p))
+        .ok();
+    let job_id = parse_uuid("job_id", job_id)
+        .map_err(|p| problems.push(p))
+        .ok();
+    company_id.zip(job_id)
+}
+
+/// The company's message `job_id`, locked for update when `lock`. The company is part of the
+/// key: another company's message is indistinguishable from a missing one.
+async fn company_message(
+    conn: &mut sqlx::PgConnection,
+    company_id: Uuid,
+    job_id: Uuid,
+    lock: bool,
+) -> Result<JobRow, Error> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM sms_jobs WHERE job_id = $1 AND company_id = $2{lock}"
+    ))
+    .bind(job_id)
+    .bind(company_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("message {job_id}")))
+}
+
 async fn get_message(
     pool: &PgPool,
     request: GetMessageRequest,
 ) -> Result<GetMessageResponse, Error> {
     let mut problems = Vec::new();
-    let company_id = parse_uuid("company_id", &request.company_id)
-        .map_err(|p| problems.push(p))
-        .ok();
-    let job_id = parse_uuid("job_id", &request.job_id)
-        .map_err(|p| problems.push(p))
-        .ok();
-    let (Some(company_id), Some(job_id)) = (company_id, job_id) else {
+    let Some((company_id, job_id)) =
+        message_key(&request.company_id, &request.job_id, &mut problems)
+    else {
         return Err(Error::InvalidArgument(problems));
     };
-    // The company is part of the key: another company's message is indistinguishable from a
-    // missing one.
-    let row: Option<JobRow> = sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM sms_jobs WHERE job_id = $1 AND company_id = $2"
-    ))
-    .bind(job_id)
-    .bind(company_id)
-    .fetch_optional(pool)
-    .await?;
-    let row = row.ok_or_else(|| Error::NotFound(format!("message {job_id}")))?;
+    let row = company_message(&mut *pool.acquire().await?, company_id, job_id, false).await?;
     let history: Vec<(String, DateTime<Utc>, Option<i32>, String)> = sqlx::query_as(
         "SELECT to_state, at, attempt, detail FROM sms_job_history
          WHERE job_id = $1 ORDER BY position",
@@ -513,12 +534,7 @@ async fn resolve_message_review(
     request: ResolveMessageReviewRequest,
 ) -> Result<ResolveMessageReviewResponse, Error> {
     let mut problems = Vec::new();
-    let company_id = parse_uuid("company_id", &request.company_id)
-        .map_err(|p| problems.push(p))
-        .ok();
-    let job_id = parse_uuid("job_id", &request.job_id)
-        .map_err(|p| problems.push(p))
-        .ok();
+    let key = message_key(&request.company_id, &request.job_id, &mut problems);
     let resolution = match ReviewResolution::try_from(request.resolution) {
         Ok(ReviewResolution::Sent) => Some(jobs::ReviewResolution::Sent),
         Ok(ReviewResolution::NotSent) => Some(jobs::ReviewResolution::NotSent),
@@ -538,21 +554,13 @@ async fn resolve_message_review(
             format!("at most {MAX_REVIEW_NOTE_CHARS} characters"),
         ));
     }
-    let (Some(company_id), Some(job_id), Some(resolution), true) =
-        (company_id, job_id, resolution, problems.is_empty())
+    let (Some((company_id, job_id)), Some(resolution), true) =
+        (key, resolution, problems.is_empty())
     else {
         return Err(Error::InvalidArgument(problems));
     };
-    let select = format!(
-        "SELECT {JOB_COLUMNS} FROM sms_jobs WHERE job_id = $1 AND company_id = $2 FOR UPDATE"
-    );
     let mut tx = pool.begin().await?;
-    let row: JobRow = sqlx::query_as(&select)
-        .bind(job_id)
-        .bind(company_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("message {job_id}")))?;
+    let row = company_message(&mut tx, company_id, job_id, true).await?;
     if row.state != JobState::NeedsReview.as_str() {
         return Err(Error::FailedPrecondition(format!(
             "message {job_id} is {}, not held for review: only a message held for review can be \
@@ -563,13 +571,7 @@ async fn resolve_message_review(
     jobs::resolve_review(&mut tx, job_id, resolution, note).await?;
     // Read before the commit, so that once it is committed nothing can fail any more: a client
     // told of an error may retry, and a retry of a committed resolution is refused.
-    let resolved: JobRow = sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM sms_jobs WHERE job_id = $1 AND company_id = $2"
-    ))
-    .bind(job_id)
-    .bind(company_id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let resolved = company_message(&mut tx, company_id, job_id, false).await?;
     if resolution == jobs::ReviewResolution::Resend {
         // Published before the commit, while the row is still locked: the consumer that takes it
         // waits for the commit and then finds it queued. Should the publish fail, nothing changes.

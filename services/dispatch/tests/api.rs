@@ -5,7 +5,6 @@ mod support;
 
 use std::sync::Arc;
 
-use email2sms_dispatch::connector::jsonl::JsonLinesConnector;
 use email2sms_dispatch::jobs::{DispatchSettings, Dispatcher, Outcome};
 use email2sms_dispatch::{DispatchApi, JobRequeue};
 use email2sms_proto::dispatch::v1::dispatch_service_server::DispatchService;
@@ -14,7 +13,7 @@ use email2sms_proto::dispatch::v1::{
 };
 use email2sms_proto::prost_types::Timestamp;
 use email2sms_proto::queue::v1::{EmailOrigin, SmsEncoding, SmsState};
-use support::{database, job};
+use support::{database, file_dispatcher, job};
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
@@ -37,14 +36,7 @@ fn unreachable_queue() -> JobRequeue {
 async fn get_and_list_messages_scoped_to_the_company() {
     let (_db, pool) = database().await;
     let dir = tempfile::tempdir().unwrap();
-    let connector = JsonLinesConnector::file(&dir.path().join("sms.jsonl"))
-        .await
-        .unwrap();
-    let dispatcher = Dispatcher::new(
-        pool.clone(),
-        Arc::new(connector),
-        DispatchSettings::default(),
-    );
+    let (dispatcher, _) = file_dispatcher(&pool, &dir).await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let recipient = if n % 2 == 0 {
@@ -245,14 +237,7 @@ fn resolve(
 async fn a_message_held_for_review_is_resolved_as_sent_or_not_sent_and_nothing_else_is() {
     let (_db, pool) = database().await;
     let dir = tempfile::tempdir().unwrap();
-    let connector = JsonLinesConnector::file(&dir.path().join("sms.jsonl"))
-        .await
-        .unwrap();
-    let dispatcher = Dispatcher::new(
-        pool.clone(),
-        Arc::new(connector),
-        DispatchSettings::default(),
-    );
+    let (dispatcher, _) = file_dispatcher(&pool, &dir).await;
     let api = DispatchApi::new(pool.clone(), unreachable_queue());
 
     let sent = held_for_review(&dispatcher, &pool, "reached the SMSC").await;

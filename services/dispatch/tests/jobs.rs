@@ -6,30 +6,13 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use email2sms_dispatch::connector::http::HttpConnector;
-use email2sms_dispatch::connector::jsonl::JsonLinesConnector;
 use email2sms_dispatch::connector::{Connector, ErrorKind, OutgoingSms};
 use email2sms_dispatch::jobs::{DispatchSettings, Dispatcher, Outcome};
 use email2sms_proto::prost::Message;
 use email2sms_proto::queue::v1::{SmsState, SmsStatusChanged};
-use support::{database, job, job_state};
+use support::{database, file_dispatcher, job, job_state};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
-
-async fn file_dispatcher(
-    pool: &sqlx::PgPool,
-    dir: &tempfile::TempDir,
-) -> (Dispatcher, std::path::PathBuf) {
-    let path = dir.path().join("sms.jsonl");
-    let connector = JsonLinesConnector::file(&path).await.unwrap();
-    (
-        Dispatcher::new(
-            pool.clone(),
-            Arc::new(connector),
-            DispatchSettings::default(),
-        ),
-        path,
-    )
-}
 
 #[tokio::test]
 async fn the_same_job_twice_is_sent_once_and_every_committed_state_is_published() {

@@ -187,14 +187,21 @@ impl From<redis::RedisError> for Error {
     }
 }
 
-/// Reads the matchable rows of `kind` (optionally restricted by `filter`, whose placeholders
-/// start at `$1` with `bind`) inside the current snapshot.
+/// Reads the matchable rows of `kind` whose key is among `bind` (`filter` compares the key with
+/// `$1`) inside the current snapshot; no keys, no query.
 async fn matchable_rows(
     conn: &mut sqlx::PgConnection,
     kind: EntryKind,
     filter: &str,
     bind: KeyBind<'_>,
 ) -> Result<Vec<EntryRow>> {
+    let no_keys = match bind {
+        KeyBind::Texts(keys) => keys.is_empty(),
+        KeyBind::Nets(nets) => nets.is_empty(),
+    };
+    if no_keys {
+        return Ok(Vec::new());
+    }
     let sql = format!(
         "{} WHERE {} AND {filter}",
         select_sql(kind),
@@ -242,43 +249,29 @@ async fn snapshot(pool: &PgPool, keys: &Keys) -> Result<Snapshot> {
     let email_keys: Vec<String> = keys.emails.iter().cloned().collect();
     let domain_keys: Vec<String> = keys.domains.iter().cloned().collect();
     let ip_keys: Vec<IpNet> = keys.ips.iter().copied().collect();
-    let (emails, domains, ips) = (
-        if email_keys.is_empty() {
-            Vec::new()
-        } else {
-            matchable_rows(
-                &mut tx,
-                EntryKind::Email,
-                // A semi-join rather than `= ANY($1)`: an import recompiles 100,000
-                // keys at once, which a hash join handles in one pass.
-                "e.address IN (SELECT unnest($1::text[]))",
-                KeyBind::Texts(&email_keys),
-            )
-            .await?
-        },
-        if domain_keys.is_empty() {
-            Vec::new()
-        } else {
-            matchable_rows(
-                &mut tx,
-                EntryKind::Domain,
-                "e.name IN (SELECT unnest($1::text[]))",
-                KeyBind::Texts(&domain_keys),
-            )
-            .await?
-        },
-        if ip_keys.is_empty() {
-            Vec::new()
-        } else {
-            matchable_rows(
-                &mut tx,
-                EntryKind::Ip,
-                "e.network = ANY($1::cidr[])",
-                KeyBind::Nets(&ip_keys),
-            )
-            .await?
-        },
-    );
+    let emails = matchable_rows(
+        &mut tx,
+        EntryKind::Email,
+        // A semi-join rather than `= ANY($1)`: an import recompiles 100,000 keys at once, which a
+        // hash join handles in one pass.
+        "e.address IN (SELECT unnest($1::text[]))",
+        KeyBind::Texts(&email_keys),
+    )
+    .await?;
+    let domains = matchable_rows(
+        &mut tx,
+        EntryKind::Domain,
+        "e.name IN (SELECT unnest($1::text[]))",
+        KeyBind::Texts(&domain_keys),
+    )
+    .await?;
+    let ips = matchable_rows(
+        &mut tx,
+        EntryKind::Ip,
+        "e.network = ANY($1::cidr[])",
+        KeyBind::Nets(&ip_keys),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Snapshot {
         version,

@@ -243,6 +243,25 @@ pub fn job(recipient: &str, text: &str) -> SmsJob {
     }
 }
 
+/// A dispatcher writing to `sms.jsonl` in `dir` (the file connector), and that file's path.
+pub async fn file_dispatcher(
+    pool: &PgPool,
+    dir: &tempfile::TempDir,
+) -> (email2sms_dispatch::jobs::Dispatcher, std::path::PathBuf) {
+    let path = dir.path().join("sms.jsonl");
+    let connector = email2sms_dispatch::connector::jsonl::JsonLinesConnector::file(&path)
+        .await
+        .unwrap();
+    (
+        email2sms_dispatch::jobs::Dispatcher::new(
+            pool.clone(),
+            Arc::new(connector),
+            email2sms_dispatch::jobs::DispatchSettings::default(),
+        ),
+        path,
+    )
+}
+
 /// How often the SMSC accepted each text.
 pub fn accepted_texts(smsc: &Smsc) -> std::collections::HashMap<String, usize> {
     let mut counts = std::collections::HashMap::new();
