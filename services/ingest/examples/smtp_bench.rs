@@ -79,8 +79,8 @@ struct Args {
     /// Skip the smtp-source phase.
     #[arg(long)]
     no_smtp_source: bool,
-    /// Bind no queue to `sender.ip_seen` (as before the policy service first ran): every message
-    /// then also publishes an event that RabbitMQ returns as unroutable.
+    /// Bind no queue to `sender.ip_seen` (as before the policy service first ran): the sender-log
+    /// report of every flush interval is then returned by RabbitMQ as unroutable and kept.
     #[arg(long)]
     unbound_events: bool,
 }

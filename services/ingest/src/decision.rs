@@ -52,6 +52,10 @@ pub struct Outcome {
     pub steps: Vec<Step>,
     pub sender: Option<Arc<CompiledSender>>,
     pub authentication: Option<AuthenticationResults>,
+    /// True once the sender proved it is the matched company's (SPF pass and alignment, or the
+    /// client IP inside the allowed ranges). Only such mail reaches the sender log: a forged mail
+    /// proves nothing about the company's servers.
+    pub authenticated: bool,
     pub from: Option<String>,
     pub recipients: Vec<Recipient>,
     pub sms: Option<SmsText>,
@@ -131,6 +135,7 @@ impl Engine {
             steps: Vec::new(),
             sender: None,
             authentication: None,
+            authenticated: false,
             from: None,
             recipients: Vec::new(),
             sms: None,
@@ -393,6 +398,7 @@ impl Engine {
                     StepOutcome::Pass,
                     format!("envelope domain {envelope_domain} equals the From domain"),
                 );
+                outcome.authenticated = true;
             }
             SecurityType::ByIpAddresses => {
                 let ip = email2sms_domain::canonical_ip(facts.client_ip);
@@ -428,6 +434,7 @@ impl Engine {
                     auth.summary.clone(),
                     sender.allowed_ip_ranges.clone(),
                 );
+                outcome.authenticated = true;
             }
             SecurityType::Unspecified => {
                 rec.push(

@@ -12,6 +12,7 @@ use prost::Message;
 
 use crate::decision::{Engine, MailFacts, Outcome};
 use crate::error::IngestError;
+use crate::sender_sightings::Sightings;
 use crate::smtp::command::ReversePath;
 use crate::smtp::{Envelope, MessageHandler, Reply};
 use crate::text;
@@ -26,6 +27,10 @@ pub struct Gateway {
     pub dedupe_window: Duration,
     /// Upper bound for queueing all jobs of one message, so a stuck broker becomes a 451.
     pub publish_timeout: Duration,
+    /// The mail servers seen per company since the last sender-log report.
+    pub sightings: Arc<Sightings>,
+    /// How often those are reported.
+    pub sighting_flush: Duration,
 }
 
 fn nothing_sent() -> Reply {
@@ -205,57 +210,92 @@ impl Gateway {
         Ok(())
     }
 
-    /// Publishes `sender.ip_seen` the first time this company sees this IP. Best effort: the mail
-    /// never waits for it nor fails because of it.
-    fn note_ip(
+    /// Counts an authenticated mail for the sender log (see [`crate::sender_sightings`]); mail
+    /// that did not pass the company's authentication is never reported.
+    fn note_sighting(
         &self,
         outcome: &Outcome,
         facts: &MailFacts<'_>,
         reverse_name: Option<&str>,
         reply: &Reply,
     ) {
-        let Some(sender) = outcome.sender.clone() else {
+        let Some(sender) = outcome.sender.as_ref() else {
             return;
         };
-        let key = format!(
-            "{}ingest:ip_seen:{}:{}",
-            self.engine.policy.prefix(),
-            sender.company_id,
-            facts.client_ip
+        if !outcome.authenticated {
+            return;
+        }
+        let ip = email2sms_domain::canonical_ip(facts.client_ip);
+        self.sightings.note(
+            ip,
+            SenderIpSeen {
+                event_id: String::new(),
+                occur_time: Some(prost_types::Timestamp::from(SystemTime::now())),
+                company_id: sender.company_id.clone(),
+                client_ip: ip.to_string(),
+                envelope_sender: facts.envelope_sender.unwrap_or_default().to_owned(),
+                from_address: outcome.from.clone().unwrap_or_default(),
+                helo: facts.helo.to_owned(),
+                reverse_dns_name: reverse_name.unwrap_or_default().to_owned(),
+                match_kind: sender.match_kind,
+                entry_id: sender.entry_id.clone(),
+                accepted: reply.is_positive(),
+                smtp_reply: String::from_utf8_lossy(&reply.to_wire())
+                    .trim_end()
+                    .to_owned(),
+                accepted_messages: 0,
+            },
         );
-        let event = SenderIpSeen {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            occur_time: Some(prost_types::Timestamp::from(SystemTime::now())),
-            company_id: sender.company_id.clone(),
-            client_ip: facts.client_ip.to_string(),
-            envelope_sender: facts.envelope_sender.unwrap_or_default().to_owned(),
-            from_address: outcome.from.clone().unwrap_or_default(),
-            helo: facts.helo.to_owned(),
-            reverse_dns_name: reverse_name.unwrap_or_default().to_owned(),
-            match_kind: sender.match_kind,
-            entry_id: sender.entry_id.clone(),
-            accepted: reply.is_positive(),
-            smtp_reply: String::from_utf8_lossy(&reply.to_wire())
-                .trim_end()
-                .to_owned(),
-        };
-        let mut redis = self.engine.policy.redis();
-        let publisher = self.publisher.clone();
-        let exchange = self.topology.events_exchange();
-        tokio::spawn(async move {
-            let first: Result<Option<String>, _> = redis::cmd("SET")
-                .arg(&key)
-                .arg(1)
-                .arg("NX")
-                .query_async(&mut redis)
-                .await;
-            if !matches!(first, Ok(Some(_))) {
-                return;
+    }
+
+    /// What reports the counted sightings, detached from the gateway so it can outlive it.
+    pub fn sighting_reporter(&self) -> SightingReporter {
+        SightingReporter {
+            sightings: self.sightings.clone(),
+            publisher: self.publisher.clone(),
+            exchange: self.topology.events_exchange(),
+            interval: self.sighting_flush,
+        }
+    }
+}
+
+/// Publishes the sender-log counts every interval (and early when the table is full).
+#[derive(Debug, Clone)]
+pub struct SightingReporter {
+    sightings: Arc<Sightings>,
+    publisher: Arc<email2sms_queue::Publisher>,
+    exchange: String,
+    interval: Duration,
+}
+
+impl SightingReporter {
+    /// Reports forever; the binary calls [`Self::flush`] once more after the SMTP drain.
+    pub async fn run(self) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.sightings.filled() => {}
             }
+            self.flush().await;
+        }
+    }
+
+    /// Publishes one `sender.ip_seen` per (company, server) counted since the last flush. What the
+    /// broker did not take is put back for the next flush.
+    pub async fn flush(&self) {
+        let events = self.sightings.take();
+        if events.is_empty() {
+            return;
+        }
+        let publishes = events.into_iter().map(|mut event| async move {
+            event.event_id = uuid::Uuid::now_v7().to_string();
             let payload = event.encode_to_vec();
-            let result = publisher
+            let result = self
+                .publisher
                 .publish(Outgoing {
-                    exchange: &exchange,
+                    exchange: &self.exchange,
                     routing_key: q::SENDER_IP_SEEN_ROUTING_KEY,
                     payload: &payload,
                     message_id: event.event_id.clone(),
@@ -263,12 +303,18 @@ impl Gateway {
                     headers: FieldTable::default(),
                 })
                 .await;
-            if let Err(error) = result {
-                tracing::info!(%error, "sender.ip_seen not published; will try on the next mail");
-                // Forget the mark so the next mail from this IP tries again.
-                let _: Result<i64, _> = redis::cmd("DEL").arg(&key).query_async(&mut redis).await;
-            }
+            result.err().map(|error| (error, event))
         });
+        let failed: Vec<_> = futures::future::join_all(publishes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if let Some((error, _)) = failed.first() {
+            tracing::info!(%error, events = failed.len(), "sender.ip_seen not published; kept for the next report");
+            self.sightings
+                .restore(failed.into_iter().map(|(_, event)| event).collect());
+        }
     }
 }
 
@@ -289,8 +335,9 @@ impl MessageHandler for Gateway {
         };
         let outcome = self.engine.decide(&facts, None).await;
         if !outcome.accepted() {
-            // A refused mail from a matched sender is what an admin most wants to hear about.
-            self.note_ip(
+            // Refused after it authenticated (a bad recipient, no forwarding user): the server is
+            // the company's, and the admin may well want to hear about it.
+            self.note_sighting(
                 &outcome,
                 &facts,
                 envelope.client.reverse_name.as_deref(),
@@ -334,7 +381,7 @@ impl MessageHandler for Gateway {
             self.mark_delivered(key).await;
         }
         let reply = Reply::ok(format!("queued {} SMS for delivery", jobs.len()));
-        self.note_ip(
+        self.note_sighting(
             &outcome,
             &facts,
             envelope.client.reverse_name.as_deref(),

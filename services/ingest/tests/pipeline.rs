@@ -794,10 +794,70 @@ async fn an_invalidation_message_clears_the_in_process_cache() {
     h.cleanup().await;
 }
 
+/// Sends `count` copies of a message from each source address in one smtplib session per
+/// address; returns every DATA reply (or refusing reply) as `"<code> <text>"`.
+async fn smtplib_from_each(
+    addr: SocketAddr,
+    sources: &[String],
+    count: usize,
+    mail_from: &str,
+    rcpt: &str,
+    message: &str,
+) -> Vec<String> {
+    let script = r#"
+import smtplib, sys
+host, port, sources, count, mail_from, rcpt, message = sys.argv[1:8]
+for source in sources.split(","):
+    s = smtplib.SMTP(host, int(port), local_hostname="mail.client.test", timeout=30,
+                     source_address=(source, 0))
+    for n in range(int(count)):
+        body = message.replace("{n}", str(n)).replace("{source}", source).replace("\n", "\r\n")
+        try:
+            s.sendmail(mail_from, [rcpt], body.encode())
+            print("250")
+        except smtplib.SMTPRecipientsRefused as e:
+            code, msg = list(e.recipients.values())[0]
+            print(code, msg.decode())
+        except smtplib.SMTPResponseException as e:
+            print(e.smtp_code, e.smtp_error.decode())
+            s.rset()
+    s.quit()
+"#;
+    let args: Vec<String> = vec![
+        "-c".into(),
+        script.into(),
+        addr.ip().to_string(),
+        addr.port().to_string(),
+        sources.join(","),
+        count.to_string(),
+        mail_from.into(),
+        rcpt.into(),
+        message.into(),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What a stranger can make the sender log do: nothing. Forged mail from 30 servers (SPF fails
+/// for each) publishes no `sender.ip_seen`, so no row and no admin alert, and leaves no Redis key;
+/// 100 accepted mails from the company's own server are reported in a few events whose counts add
+/// up to 100.
 #[tokio::test]
-async fn the_first_mail_from_an_ip_publishes_sender_ip_seen_once() {
+async fn only_authenticated_mail_reaches_the_sender_log_and_is_counted() {
     let dns = dns_with_zones().await;
-    let mut h = harness(&dns, &[]).await;
+    let mut h = harness(&dns, &["--sighting-flush", "200ms"]).await;
     h.allow_domain("good.test", SecurityType::ViaSpf).await;
     h.allow_domain("strict.test", SecurityType::ViaSpf).await;
     let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
@@ -814,39 +874,94 @@ async fn the_first_mail_from_an_ip_publishes_sender_ip_seen_once() {
         )
         .await
         .unwrap();
-    let rcpt = ["+64211234567@sms.example.net"];
-    for id in ["p1", "p2"] {
-        let reply = h
-            .send("a@good.test", &rcpt, &mail("a@good.test", id, "hi"))
-            .await;
-        assert!(reply.starts_with("250"), "{reply}");
-    }
-    // A refused mail of the same company from the same IP is not "new" either.
-    let reply = h
-        .send("a@strict.test", &rcpt, &mail("a@strict.test", "p3", "hi"))
-        .await;
-    assert!(reply.starts_with("550 5.7.23"), "{reply}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let take_events = async || {
+        let mut events = Vec::new();
+        while let Some(message) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            events.push(
+                email2sms_proto::queue::v1::SenderIpSeen::decode(message.delivery.data.as_slice())
+                    .unwrap(),
+            );
+        }
+        events
+    };
+    let rcpt = "+64211234567@sms.example.net";
+
+    // strict.test's SPF allows only 192.0.2.1: from 127.0.0.10-39 every mail is forged.
+    let forgers: Vec<String> = (10..40).map(|n| format!("127.0.0.{n}")).collect();
+    let replies = smtplib_from_each(
+        h.addr,
+        &forgers,
+        1,
+        "boss@strict.test",
+        rcpt,
+        &mail("boss@strict.test", "forged-{source}", "pay now"),
+    )
+    .await;
+    assert_eq!(replies.len(), 30);
+    assert!(
+        replies.iter().all(|r| r.starts_with("550 5.7.23")),
+        "{replies:?}"
+    );
+
+    let replies = smtplib_from_each(
+        h.addr,
+        &["127.0.0.1".to_owned()],
+        100,
+        "a@good.test",
+        rcpt,
+        &mail("a@good.test", "ok-{n}", "hi"),
+    )
+    .await;
+    assert_eq!(replies.len(), 100);
+    assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
+
     let mut events = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while events
+        .iter()
+        .map(|e: &email2sms_proto::queue::v1::SenderIpSeen| e.accepted_messages)
+        .sum::<u32>()
+        < 100
+        && tokio::time::Instant::now() < deadline
     {
-        events.push(
-            email2sms_proto::queue::v1::SenderIpSeen::decode(message.delivery.data.as_slice())
-                .unwrap(),
-        );
+        events.extend(take_events().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].company_id, "company-1");
-    assert_eq!(events[0].client_ip, "127.0.0.1");
-    assert!(events[0].accepted);
+    // Two more flush intervals: nothing else is coming (a forged report would be among them).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    events.extend(take_events().await);
+    assert_eq!(
+        events.iter().map(|e| e.accepted_messages).sum::<u32>(),
+        100,
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.client_ip == "127.0.0.1" && e.company_id == "company-1" && e.accepted),
+        "only the authenticated server is reported: {events:?}"
+    );
+    assert!(
+        events.len() < 20,
+        "100 mails are reported in a few batches, not one event each: {}",
+        events.len()
+    );
+    assert_eq!(events[0].from_address, "a@good.test");
     assert!(events[0].smtp_reply.starts_with("250"), "{:?}", events[0]);
+    let markers: Vec<String> = h
+        .redis
+        .keys(format!("{}ingest:ip_seen:*", h.prefix))
+        .await
+        .unwrap();
+    assert!(markers.is_empty(), "no Redis key per server: {markers:?}");
     let _ = channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await;
-    assert_eq!(h.jobs().await.len(), 2);
+    assert_eq!(h.jobs().await.len(), 100);
     h.cleanup().await;
 }
 

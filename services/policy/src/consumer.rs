@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::Cache;
 use crate::error::Error;
 use crate::events::apply_domain_verification_changed;
-use crate::mail::Mailer;
+use crate::sender_alerts::SenderAlerts;
 use crate::sender_log;
 
 /// How long a retryable event waits before it goes back to the queue, so a broken store or a
@@ -34,12 +34,12 @@ pub fn events_queue(args: &QueueArgs) -> String {
 }
 
 /// Consumes the policy service's event queue until `stop` is cancelled.
-/// Without a `mailer`, new sender-log rows are kept for the alert retry loop of a server that has
-/// one.
+/// Without `alerts`, new sender-log rows are kept for the alert retry loop of a server that has
+/// them.
 pub async fn consume_events(
     pool: PgPool,
     cache: Cache,
-    mailer: Option<Mailer>,
+    alerts: Option<SenderAlerts>,
     args: QueueArgs,
     stop: CancellationToken,
 ) {
@@ -69,11 +69,11 @@ pub async fn consume_events(
         move |delivery| {
             let pool = pool.clone();
             let cache = cache.clone();
-            let mailer = mailer.clone();
+            let alerts = alerts.clone();
             let routing_key = delivery.routing_key.as_str().to_owned();
             async move {
                 if routing_key == SENDER_IP_SEEN_ROUTING_KEY {
-                    return sender_ip_seen(&pool, mailer.as_ref(), &delivery.data).await;
+                    return sender_ip_seen(&pool, alerts.as_ref(), &delivery.data).await;
                 }
                 let event = match DomainVerificationChanged::decode(delivery.data.as_slice()) {
                     Ok(event) => event,
@@ -90,7 +90,7 @@ pub async fn consume_events(
     .await;
 }
 
-async fn sender_ip_seen(pool: &PgPool, mailer: Option<&Mailer>, data: &[u8]) -> Disposition {
+async fn sender_ip_seen(pool: &PgPool, alerts: Option<&SenderAlerts>, data: &[u8]) -> Disposition {
     let event = match SenderIpSeen::decode(data) {
         Ok(event) => event,
         Err(error) => {
@@ -117,8 +117,8 @@ async fn sender_ip_seen(pool: &PgPool, mailer: Option<&Mailer>, data: &[u8]) -> 
     // The report is recorded: from here on the event is acked whatever happens, because a
     // redelivery would count it twice. A failed alert is the retry loop's job.
     if new
-        && let Some(mailer) = mailer
-        && let Err(error) = sender_log::alert_admins(pool, mailer, id).await
+        && let Some(alerts) = alerts
+        && let Err(error) = alerts.alert_admins(pool, id).await
     {
         tracing::warn!(%id, %error, "new mail server alert failed; the retry loop will send it");
     }

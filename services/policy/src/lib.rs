@@ -35,6 +35,7 @@ pub mod notifications;
 pub mod paging;
 mod policies;
 pub mod resolve;
+pub mod sender_alerts;
 pub mod sender_log;
 mod sources;
 pub mod store;
@@ -113,9 +114,19 @@ pub struct Config {
     #[command(flatten)]
     pub sms: SmsDomainsArgs,
 
-    /// How often new-mail-server alerts that failed are tried again.
+    /// How often new-mail-server alerts that failed are tried again, and due digests sent.
     #[arg(long, env = "EMAIL2SMS_SENDER_ALERT_RETRY_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub sender_alert_retry_interval: Duration,
+
+    /// Most single new-mail-server alerts a company's admins get per
+    /// EMAIL2SMS_SENDER_ALERT_WINDOW; the new servers beyond that are listed together in one
+    /// digest once the oldest of them has waited a whole window (0: every alert in the digest).
+    #[arg(long, env = "EMAIL2SMS_SENDER_ALERT_LIMIT", default_value_t = sender_alerts::AlertBudget::default().limit)]
+    pub sender_alert_limit: u32,
+
+    /// The window of EMAIL2SMS_SENDER_ALERT_LIMIT, and how long a digest collects servers.
+    #[arg(long, env = "EMAIL2SMS_SENDER_ALERT_WINDOW", default_value = "1h", value_parser = parse_duration)]
+    pub sender_alert_window: Duration,
 
     /// Prefix of every Redis key and channel this service writes (the compiled sender lookups);
     /// ingest must use the same. Lets several deployments or test runs share one Redis.
@@ -187,6 +198,20 @@ impl ServiceConfig for Config {
                 name: "EMAIL2SMS_REDIS_PREFIX",
                 reason: "the prefix must not contain whitespace or `*`".into(),
             });
+        }
+        for (name, value) in [
+            (
+                "EMAIL2SMS_SENDER_ALERT_RETRY_INTERVAL",
+                self.sender_alert_retry_interval,
+            ),
+            ("EMAIL2SMS_SENDER_ALERT_WINDOW", self.sender_alert_window),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "must be longer than zero".into(),
+                });
+            }
         }
         Ok(())
     }
@@ -667,16 +692,22 @@ pub async fn run(
         },
     ));
     let stop_consuming = tokio_util::sync::CancellationToken::new();
+    let alerts = sender_alerts::SenderAlerts {
+        mailer: mailer.clone(),
+        budget: sender_alerts::AlertBudget {
+            limit: config.sender_alert_limit,
+            window: config.sender_alert_window,
+        },
+    };
     let consumer = tokio::spawn(consumer::consume_events(
         pool.clone(),
         cache.clone(),
-        Some(mailer.clone()),
+        Some(alerts.clone()),
         config.queue.clone(),
         stop_consuming.clone(),
     ));
-    let alert_retries = tokio::spawn(sender_log::retry_loop(
+    let alert_retries = tokio::spawn(alerts.retry_loop(
         pool.clone(),
-        mailer.clone(),
         config.sender_alert_retry_interval,
         stop_consuming.clone(),
     ));

@@ -172,6 +172,46 @@ pub fn new_server_body(server: &NewServer<'_>) -> String {
     )
 }
 
+/// One email for several new servers: the company's single-alert budget was spent, so these are
+/// listed together. Each server gets the same facts as a single alert.
+pub fn new_servers_digest_body(company: &str, servers: &[NewServer<'_>], budget: u32) -> String {
+    let or_none = |value: &str| {
+        if value.is_empty() {
+            "(none)".to_owned()
+        } else {
+            value.to_owned()
+        }
+    };
+    let mut body = format!(
+        "Hello,\n\n\
+         {count} mail servers not seen before sent email to Email2SMS for {company}. You were \
+         already alerted about {budget} new servers within the hour, so these come together in \
+         this one email.\n",
+        count = servers.len(),
+    );
+    for server in servers {
+        body.push_str(&format!(
+            "\nServer IP address: {ip}\n\
+             Reverse DNS name: {rdns}\n\
+             First seen: {first_seen}\n\
+             Envelope sender: {envelope}\n\
+             From: {from}\n\
+             HELO name: {helo}\n",
+            ip = server.ip,
+            rdns = or_none(server.reverse_dns_name),
+            first_seen = server.first_seen.to_rfc3339(),
+            envelope = or_none(server.envelope_sender),
+            from = or_none(server.from),
+            helo = or_none(server.helo),
+        ));
+    }
+    body.push_str(
+        "\nIf you recognise these servers, there is nothing to do. If you do not, review your \
+         Email2SMS Security settings. You will not be emailed again about these servers.\n",
+    );
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

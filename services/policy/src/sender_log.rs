@@ -1,15 +1,12 @@
-//! The sender log: every mail server (client IP) seen per company, from ingest's
-//! `sender.ip_seen` events, and the one admin alert per new server.
+//! The sender log: every mail server (client IP) that sent a company's authenticated mail, from
+//! ingest's `sender.ip_seen` events (each counts the mail of a few seconds), and its listing.
 //!
-//! "Exactly once" rests on two things. The unique (company, IP) constraint with
+//! "One alert per new server" starts here: the unique (company, IP) constraint with
 //! `INSERT … ON CONFLICT … RETURNING (xmax = 0)` tells exactly one of any number of concurrent
-//! reports that the IP is new; only that report tries the alert. And the alert is sent only by
-//! whoever takes the row's lease (`admin_notify_claimed_until`) while `admin_notified_at` is NULL,
-//! so the retry loop and a first sight can never both send it; `admin_notified_at` is set right
-//! after the smarthost accepted the message.
+//! reports that the IP is new; only that report tries the alert ([`crate::sender_alerts`] sends it
+//! at most once, within the company's alert budget).
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use email2sms_proto::policy::v1 as pb;
@@ -20,12 +17,15 @@ use uuid::Uuid;
 
 use crate::PolicyApi;
 use crate::error::{Error, Result};
-use crate::mail::{Mailer, NewServer, new_server_body};
 use crate::model::{opt_timestamp, page_size, timestamp};
 use crate::paging;
 use crate::store;
 
-const SUBJECT: &str = "Email2SMS: a new mail server sent email for your company";
+/// The accepted mails one report counts. An ingest older than the `accepted_messages` field sent
+/// one report per accepted first sight, which counts as one.
+fn accepted_messages(event: &SenderIpSeen) -> u32 {
+    event.accepted_messages.max(u32::from(event.accepted))
+}
 
 /// Records one report. Returns the row and whether this report created it (the IP is new).
 pub async fn record(pool: &PgPool, event: &SenderIpSeen) -> Result<(Uuid, bool)> {
@@ -40,11 +40,11 @@ pub async fn record(pool: &PgPool, event: &SenderIpSeen) -> Result<(Uuid, bool)>
         .ok_or(Error::NotFound("company"))?;
     let (id, inserted): (Uuid, bool) = sqlx::query_as(
         "INSERT INTO sender_log (company_id, ip, sample_envelope_sender, sample_from, sample_helo,
-                                 reverse_dns_name)
-         VALUES ($1, $2::inet, $3, $4, $5, $6)
+                                 reverse_dns_name, seen_count)
+         VALUES ($1, $2::inet, $3, $4, $5, $6, $7)
          ON CONFLICT (company_id, ip) DO UPDATE
             SET last_seen = greatest(sender_log.last_seen, now()),
-                seen_count = sender_log.seen_count + 1,
+                seen_count = sender_log.seen_count + EXCLUDED.seen_count,
                 reverse_dns_name = CASE WHEN sender_log.reverse_dns_name = ''
                                         THEN EXCLUDED.reverse_dns_name
                                         ELSE sender_log.reverse_dns_name END
@@ -56,120 +56,10 @@ pub async fn record(pool: &PgPool, event: &SenderIpSeen) -> Result<(Uuid, bool)>
     .bind(&event.from_address)
     .bind(&event.helo)
     .bind(&event.reverse_dns_name)
+    .bind(i64::from(accepted_messages(event)))
     .fetch_one(&mut *conn)
     .await?;
     Ok((id, inserted))
-}
-
-/// The row's lease and what the alert says, when this caller won the lease.
-#[derive(sqlx::FromRow)]
-struct Claimed {
-    ip: String,
-    first_seen: DateTime<Utc>,
-    sample_envelope_sender: String,
-    sample_from: String,
-    sample_helo: String,
-    reverse_dns_name: String,
-    company_name: String,
-    admin_emails: Vec<String>,
-}
-
-/// Sends the new-server alert for row `id` if nobody has (and nobody is sending it now).
-pub async fn alert_admins(pool: &PgPool, mailer: &Mailer, id: Uuid) -> Result<()> {
-    // The lease outlives one SMTP conversation (15 s timeout) with a wide margin.
-    let claimed: Option<Claimed> = sqlx::query_as(
-        "UPDATE sender_log s SET admin_notify_claimed_until = now() + interval '5 minutes'
-           FROM companies c
-          WHERE s.id = $1 AND c.id = s.company_id AND s.admin_notified_at IS NULL
-            AND (s.admin_notify_claimed_until IS NULL OR s.admin_notify_claimed_until < now())
-          RETURNING host(s.ip) AS ip, s.first_seen, s.sample_envelope_sender, s.sample_from,
-                    s.sample_helo, s.reverse_dns_name, c.name AS company_name, c.admin_emails",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    let Some(row) = claimed else {
-        return Ok(());
-    };
-    let result = if row.admin_emails.is_empty() {
-        Err("no admin email address configured".to_owned())
-    } else {
-        let body = new_server_body(&NewServer {
-            company: &row.company_name,
-            ip: &row.ip,
-            reverse_dns_name: &row.reverse_dns_name,
-            envelope_sender: &row.sample_envelope_sender,
-            from: &row.sample_from,
-            helo: &row.sample_helo,
-            first_seen: row.first_seen,
-        });
-        // One message to every admin: one SMTP transaction, so a failure never leaves some admins
-        // alerted and the retry alerting them again.
-        mailer
-            .send(&row.admin_emails, SUBJECT, body)
-            .await
-            .map_err(|failure| failure.message)
-    };
-    match result {
-        Ok(()) => {
-            sqlx::query(
-                "UPDATE sender_log SET admin_notified_at = now(), admin_notify_error = NULL,
-                        admin_notify_claimed_until = NULL
-                  WHERE id = $1",
-            )
-            .bind(id)
-            .execute(pool)
-            .await?;
-        }
-        Err(error) => {
-            tracing::warn!(%id, %error, "new mail server alert not sent; will retry");
-            sqlx::query(
-                "UPDATE sender_log SET admin_notify_error = $2, admin_notify_claimed_until = NULL
-                  WHERE id = $1",
-            )
-            .bind(id)
-            .bind(error)
-            .execute(pool)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-/// Retries the alerts that failed (rows with `admin_notified_at` NULL and no live lease), every
-/// `interval`, until `stop` is cancelled.
-pub async fn retry_loop(
-    pool: PgPool,
-    mailer: Mailer,
-    interval: Duration,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-        let due: Vec<Uuid> = match sqlx::query_scalar(
-            "SELECT id FROM sender_log
-              WHERE admin_notified_at IS NULL
-                AND (admin_notify_claimed_until IS NULL OR admin_notify_claimed_until < now())
-              ORDER BY first_seen LIMIT 100",
-        )
-        .fetch_all(&pool)
-        .await
-        {
-            Ok(due) => due,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the sender log for alert retries");
-                continue;
-            }
-        };
-        for id in due {
-            if let Err(error) = alert_admins(&pool, &mailer, id).await {
-                tracing::warn!(%id, %error, "alert retry failed");
-            }
-        }
-    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -185,6 +75,7 @@ struct LogRow {
     reverse_dns_name: String,
     admin_notified_at: Option<DateTime<Utc>>,
     admin_notify_error: Option<String>,
+    in_digest: bool,
 }
 
 impl PolicyApi {
@@ -245,7 +136,7 @@ impl PolicyApi {
         let rows: Vec<LogRow> = sqlx::query_as(
             "SELECT id, host(ip) AS ip, first_seen, last_seen, seen_count, sample_envelope_sender,
                     sample_from, sample_helo, reverse_dns_name, admin_notified_at,
-                    admin_notify_error
+                    admin_notify_error, admin_notify_digest_since IS NOT NULL AS in_digest
                FROM sender_log
               WHERE company_id = $1
                 AND ($2::inet IS NULL OR ip <<= $2::inet)
@@ -289,6 +180,7 @@ impl PolicyApi {
                 } else {
                     r.admin_notify_error.unwrap_or_default()
                 },
+                admin_notify_in_digest: r.in_digest,
             })
             .collect();
         Ok(pb::ListSenderLogResponse {

@@ -48,6 +48,10 @@ impl Events {
             accepted: true,
             ..Default::default()
         };
+        self.publish_event(event).await
+    }
+
+    async fn publish_event(&self, event: SenderIpSeen) -> Result<(), String> {
         let payload = event.encode_to_vec();
         self.publisher
             .publish(Outgoing {
@@ -258,5 +262,137 @@ async fn a_failed_admin_alert_is_retried_and_sent_once() {
     assert_eq!(sink.wait_for(1).await.len(), 1);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(sink.received().len(), 1, "sent once, never again");
+    s.stop().await;
+}
+
+/// Publishes `event` until the policy's consumer has bound its queue (before, it is unroutable).
+async fn publish_once_bound(events: &Events, event: SenderIpSeen) {
+    for _ in 0..100 {
+        if events.publish_event(event.clone()).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the policy events queue never appeared");
+}
+
+fn sighting(company: &str, ip: &str, accepted: bool, accepted_messages: u32) -> SenderIpSeen {
+    SenderIpSeen {
+        event_id: Uuid::new_v4().to_string(),
+        company_id: company.into(),
+        client_ip: ip.into(),
+        from_address: "jo@acme.example".into(),
+        accepted,
+        accepted_messages,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn seen_count_adds_up_the_accepted_mail_of_each_report() {
+    let prefix = format!("test.{}.", Uuid::new_v4().simple());
+    let mut s = Service::start_with(&["--amqp-prefix", &prefix]).await;
+    let company = s.company("Acme").await;
+    let events = Events::new(&prefix);
+    publish_once_bound(&events, sighting(&company, "198.51.100.1", true, 40)).await;
+    publish_once_bound(&events, sighting(&company, "198.51.100.1", true, 60)).await;
+    // Authenticated but refused (say, a bad recipient): the server is logged, nothing counted.
+    publish_once_bound(&events, sighting(&company, "198.51.100.2", false, 0)).await;
+    let mut counts = Vec::new();
+    for _ in 0..100 {
+        let page = list(&mut s, &company, 10, "").await;
+        counts = page
+            .entries
+            .iter()
+            .map(|e| (e.client_ip.clone(), e.seen_count))
+            .collect();
+        counts.sort();
+        if counts.len() == 2 && counts[0].1 == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        counts,
+        [
+            ("198.51.100.1".to_owned(), 100),
+            ("198.51.100.2".to_owned(), 0)
+        ]
+    );
+    s.stop().await;
+}
+
+/// Twelve new servers within the window: the first `limit` (3) are alerted one by one, the other
+/// nine come in one digest once the window has passed; each server is named exactly once.
+#[tokio::test]
+async fn alerts_beyond_the_budget_come_in_one_digest() {
+    let sink = Sink::start().await;
+    let prefix = format!("test.{}.", Uuid::new_v4().simple());
+    let mut s = Service::start_with(&[
+        "--smtp-relay",
+        &sink.url(),
+        "--amqp-prefix",
+        &prefix,
+        "--sender-alert-limit",
+        "3",
+        "--sender-alert-window",
+        "4s",
+        "--sender-alert-retry-interval",
+        "200ms",
+    ])
+    .await;
+    let company = s.company("Acme").await;
+    s.policy
+        .upsert_company(pb::UpsertCompanyRequest {
+            company: Some(pb::Company {
+                company_id: company.clone(),
+                display_name: "Acme".into(),
+                admin_email_addresses: vec!["admin@acme.example".into()],
+                default_region: "NZ".into(),
+                ..Default::default()
+            }),
+            update_mask: None,
+        })
+        .await
+        .unwrap();
+    let events = Events::new(&prefix);
+    let ips: Vec<String> = (1..=12).map(|n| format!("203.0.113.{n}")).collect();
+    for ip in &ips {
+        publish_once_bound(&events, sighting(&company, ip, true, 1)).await;
+    }
+    let singles = sink.wait_for(3).await;
+    // The digest waits for the window; until then nothing more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.received().len(), 3, "{:?}", sink.received());
+    let all = sink.wait_for(4).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(sink.received().len(), 4, "three alerts and one digest");
+    let texts: Vec<String> = all.iter().map(|m| m.text().replace("\r\n", "\n")).collect();
+    let digests: Vec<&String> = texts
+        .iter()
+        .filter(|text| text.contains("mail servers not seen before"))
+        .collect();
+    assert_eq!(digests.len(), 1, "{texts:?}");
+    assert!(
+        digests[0].contains("9 mail servers not seen before"),
+        "{}",
+        digests[0]
+    );
+    for ip in &ips {
+        let line = format!("Server IP address: {ip}\n");
+        let named = texts.iter().filter(|text| text.contains(&line)).count();
+        assert_eq!(named, 1, "{ip} is named in exactly one email: {texts:?}");
+    }
+    drop(singles);
+    let page = list(&mut s, &company, 100, "").await;
+    assert_eq!(page.entries.len(), 12);
+    assert!(page.entries.iter().all(|e| e.admin_notified));
+    assert_eq!(
+        page.entries
+            .iter()
+            .filter(|e| e.admin_notify_in_digest)
+            .count(),
+        9
+    );
     s.stop().await;
 }
