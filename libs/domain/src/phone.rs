@@ -135,6 +135,84 @@ pub struct PhoneNumber {
     e164: String,
     country_code: u16,
     region: Option<Region>,
+    kind: NumberKind,
+}
+
+/// What kind of line a number is, from the phone number metadata. An SMS to a premium-rate
+/// number earns its owner money per message: pumping SMS to such numbers is the costliest fraud an
+/// SMS platform sees, so the gateway refuses the [special-rate](Self::is_special_rate) kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NumberKind {
+    /// A mobile phone.
+    Mobile,
+    /// A landline.
+    FixedLine,
+    /// Where the numbering plan does not tell the two apart (the USA, Canada).
+    FixedLineOrMobile,
+    /// Free to call (0800).
+    TollFree,
+    /// Premium rate: the caller pays the owner (the UK's 09).
+    PremiumRate,
+    /// Shared cost: a special rate between local and premium (Australia's 1300).
+    SharedCost,
+    /// An internet telephony number.
+    Voip,
+    /// Follow-me numbers (the UK's 070): routinely charged at premium rates.
+    PersonalNumber,
+    /// A pager.
+    Pager,
+    /// Universal access numbers (one number for a whole organisation).
+    Uan,
+    /// A voicemail box.
+    Voicemail,
+    /// Valid, but the metadata names no kind.
+    Unknown,
+}
+
+impl NumberKind {
+    /// Premium-rate, shared-cost and personal numbers: the recipient's operator pays their owner
+    /// for every message, so they are what SMS pumping targets.
+    pub fn is_special_rate(self) -> bool {
+        matches!(
+            self,
+            Self::PremiumRate | Self::SharedCost | Self::PersonalNumber
+        )
+    }
+
+    /// Words for a refusal text: "a premium-rate number".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Mobile => "a mobile number",
+            Self::FixedLine => "a landline number",
+            Self::FixedLineOrMobile => "a landline or mobile number",
+            Self::TollFree => "a toll-free number",
+            Self::PremiumRate => "a premium-rate number",
+            Self::SharedCost => "a shared-cost (special-rate) number",
+            Self::Voip => "an internet (VoIP) number",
+            Self::PersonalNumber => "a personal (follow-me, special-rate) number",
+            Self::Pager => "a pager number",
+            Self::Uan => "a universal access number",
+            Self::Voicemail => "a voicemail number",
+            Self::Unknown => "a number of unknown kind",
+        }
+    }
+
+    fn of(kind: Type) -> Self {
+        match kind {
+            Type::Mobile => Self::Mobile,
+            Type::FixedLine => Self::FixedLine,
+            Type::FixedLineOrMobile => Self::FixedLineOrMobile,
+            Type::TollFree => Self::TollFree,
+            Type::PremiumRate => Self::PremiumRate,
+            Type::SharedCost => Self::SharedCost,
+            Type::Voip => Self::Voip,
+            Type::PersonalNumber => Self::PersonalNumber,
+            Type::Pager => Self::Pager,
+            Type::Uan => Self::Uan,
+            Type::Voicemail => Self::Voicemail,
+            _ => Self::Unknown,
+        }
+    }
 }
 
 /// Why a phone number was refused.
@@ -417,6 +495,7 @@ impl PhoneNumber {
             e164,
             country_code: number.country().code(),
             region,
+            kind: NumberKind::of(number.number_type(&DATABASE)),
         })
     }
 
@@ -439,6 +518,11 @@ impl PhoneNumber {
     /// numbers such as +800).
     pub fn region(&self) -> Option<Region> {
         self.region
+    }
+
+    /// What kind of line the number is (mobile, premium-rate, …).
+    pub fn kind(&self) -> NumberKind {
+        self.kind
     }
 }
 
@@ -662,5 +746,42 @@ mod tests {
             check_phone_local_part("bob").unwrap_err().code(),
             "PHONE_NOT_PLAUSIBLE"
         );
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    fn kind(number: &str) -> NumberKind {
+        PhoneNumber::parse(number, None).unwrap().kind()
+    }
+
+    #[test]
+    fn special_rate_kinds_are_told_apart_from_mobiles() {
+        // Example numbers of libphonenumber's metadata for the UK and New Zealand.
+        assert_eq!(kind("+447400123456"), NumberKind::Mobile);
+        assert_eq!(kind("+64211234567"), NumberKind::Mobile);
+        assert_eq!(kind("+449012345678"), NumberKind::PremiumRate);
+        assert_eq!(kind("+611300123456"), NumberKind::SharedCost);
+        assert_eq!(kind("+447012345678"), NumberKind::PersonalNumber);
+        assert_eq!(kind("+448001234567"), NumberKind::TollFree);
+        assert_eq!(kind("+6490012345"), NumberKind::PremiumRate);
+        for special in [
+            "+449012345678",
+            "+611300123456",
+            "+447012345678",
+            "+6490012345",
+        ] {
+            assert!(kind(special).is_special_rate(), "{special}");
+        }
+        for ordinary in [
+            "+447400123456",
+            "+64211234567",
+            "+448001234567",
+            "+12015550123",
+        ] {
+            assert!(!kind(ordinary).is_special_rate(), "{ordinary}");
+        }
     }
 }

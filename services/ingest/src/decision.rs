@@ -42,6 +42,9 @@ pub struct MailFacts<'a> {
 pub struct Recipient {
     pub e164: String,
     pub address: String,
+    /// True when the number is outside the company's own region: it counts against the
+    /// company's daily international cap.
+    pub international: bool,
 }
 
 /// The decision with everything it was based on.
@@ -471,17 +474,15 @@ impl Engine {
             ),
         );
 
-        // 7. Recipients in E.164, read with the company's region.
+        // 7. Recipients in E.164, read with the company's region, and where they may go.
         let region = Region::parse(&sender.default_region).ok();
+        let rules = crate::destinations::DestinationRules::of(&sender);
         for address in facts.recipients {
             let local = address
                 .rsplit_once('@')
                 .map_or(address.as_str(), |(l, _)| l);
-            match PhoneNumber::parse(local, region) {
-                Ok(number) => outcome.recipients.push(Recipient {
-                    e164: number.as_str().to_owned(),
-                    address: address.clone(),
-                }),
+            let number = match PhoneNumber::parse(local, region) {
+                Ok(number) => number,
                 Err(error) => {
                     rec.push(
                         "recipient",
@@ -495,6 +496,21 @@ impl Engine {
                             "the recipient {address} is not a valid phone number ({error}); write the number with its country code, e.g. +64211234567@..., and send again"
                         ),
                     ));
+                }
+            };
+            match rules.check(&number) {
+                Ok(international) => outcome.recipients.push(Recipient {
+                    e164: number.as_str().to_owned(),
+                    address: address.clone(),
+                    international,
+                }),
+                Err(refusal) => {
+                    rec.push(
+                        "recipient",
+                        StepOutcome::Fail,
+                        format!("{address}: {}", refusal.detail()),
+                    );
+                    return Err(refuse(550, "5.7.1", refusal.reply_text(address)));
                 }
             }
         }

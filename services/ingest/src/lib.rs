@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod decision;
+pub mod destinations;
 pub mod diagnose;
 pub mod error;
 pub mod pipeline;

@@ -11,6 +11,7 @@ use lapin::types::FieldTable;
 use prost::Message;
 
 use crate::decision::{Engine, MailFacts, Outcome};
+use crate::destinations::{self, DestinationRules};
 use crate::error::IngestError;
 use crate::sender_sightings::Sightings;
 use crate::smtp::command::ReversePath;
@@ -210,6 +211,65 @@ impl Gateway {
         Ok(())
     }
 
+    /// Takes the email's SMS to other regions from the company's daily budget (see
+    /// [`crate::destinations`]); the key to give them back with, when there were any.
+    async fn reserve_international(&self, outcome: &Outcome) -> Result<Option<String>, Reply> {
+        let count = outcome
+            .recipients
+            .iter()
+            .filter(|r| r.international)
+            .count();
+        let Some(sender) = outcome.sender.as_ref().filter(|_| count > 0) else {
+            return Ok(None);
+        };
+        let per_day = DestinationRules::of(sender).international_per_day;
+        let now = chrono::Utc::now();
+        if count > usize::try_from(per_day).unwrap_or(usize::MAX) {
+            return Err(destinations::cap_reached(per_day, now));
+        }
+        let key = destinations::daily_key(self.engine.policy.prefix(), &sender.company_id, now);
+        let mut redis = self.engine.policy.redis();
+        let taken: Result<i64, _> = redis::Script::new(destinations::RESERVE_SCRIPT)
+            .key(&key)
+            .arg(count)
+            .arg(per_day)
+            .invoke_async(&mut redis)
+            .await;
+        match taken {
+            Ok(n) if n >= 0 => Ok(Some(key)),
+            Ok(_) => {
+                tracing::info!(company = %sender.company_id, per_day, "daily international SMS limit reached");
+                Err(destinations::cap_reached(per_day, now))
+            }
+            Err(error) => {
+                // The cap is a fraud control: without its count, no SMS to other countries.
+                tracing::warn!(%error, "cannot count the SMS to other countries");
+                Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "the daily limit of SMS to other countries cannot be checked right now; nothing was sent, and your mail server will try again later",
+                ))
+            }
+        }
+    }
+
+    async fn release_international(&self, key: &str, outcome: &Outcome) {
+        let count = outcome
+            .recipients
+            .iter()
+            .filter(|r| r.international)
+            .count();
+        let mut redis = self.engine.policy.redis();
+        let result: Result<i64, _> = redis::cmd("DECRBY")
+            .arg(key)
+            .arg(count)
+            .query_async(&mut redis)
+            .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "cannot give back the international SMS count of an unsent email");
+        }
+    }
+
     /// Counts an authenticated mail for the sender log (see [`crate::sender_sightings`]); mail
     /// that did not pass the company's authentication is never reported.
     fn note_sighting(
@@ -362,18 +422,30 @@ impl MessageHandler for Gateway {
             tracing::info!(message_id = ?mail.message_id, "duplicate delivery; no second set of SMS");
             return Reply::ok("already accepted earlier (same Message-ID); not sent again");
         }
+        let international = match self.reserve_international(&outcome).await {
+            Ok(reserved) => reserved,
+            Err(reply) => return reply,
+        };
         let ids = self.job_ids(dedupe_key.as_deref(), &outcome).await;
         let jobs = self.jobs(&outcome, &facts, &ids);
-        match tokio::time::timeout(self.publish_timeout, self.publish_jobs(&jobs)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "cannot queue the SMS jobs");
-                return nothing_sent();
+        let published =
+            match tokio::time::timeout(self.publish_timeout, self.publish_jobs(&jobs)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "cannot queue the SMS jobs");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!("queueing the SMS jobs timed out");
+                    false
+                }
+            };
+        if !published {
+            // The relay retries after the 451: its retry takes the count again.
+            if let Some(key) = &international {
+                self.release_international(key, &outcome).await;
             }
-            Err(_) => {
-                tracing::warn!("queueing the SMS jobs timed out");
-                return nothing_sent();
-            }
+            return nothing_sent();
         }
         // Only now: marking before every confirm could make a retry look like a duplicate of a
         // message that was never queued.

@@ -388,6 +388,7 @@ mod tests {
         let truncate = CompanyLimits {
             max_sms_parts: 2,
             over_limit_behavior: OverLimitBehavior::Truncate as i32,
+            ..CompanyLimits::default()
         };
         let sms = sms_text(&parsed, TextMode::Body, Some(&truncate), 10).unwrap();
         assert!(sms.truncated);
@@ -395,6 +396,7 @@ mod tests {
         let refuse = CompanyLimits {
             max_sms_parts: 2,
             over_limit_behavior: OverLimitBehavior::Refuse as i32,
+            ..CompanyLimits::default()
         };
         let reply = sms_text(&parsed, TextMode::Body, Some(&refuse), 10).unwrap_err();
         assert_eq!(reply.enhanced, Some("5.3.4"));

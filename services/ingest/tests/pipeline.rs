@@ -264,6 +264,7 @@ fn entry(kind: MatchKind, value: &str, security: SecurityType) -> CompiledSender
         limits: Some(CompanyLimits {
             max_sms_parts: 3,
             over_limit_behavior: OverLimitBehavior::Truncate as i32,
+            ..CompanyLimits::default()
         }),
         text_mode: TextMode::BodyOrSubject as i32,
         readiness: Some(Readiness {
@@ -1422,5 +1423,77 @@ async fn smtp_source_sessions_queue_one_job_per_message_and_an_unknown_sender_is
     );
     let jobs = h.jobs().await;
     assert!(jobs.is_empty(), "refused mail was queued: {jobs:?}");
+    h.cleanup().await;
+}
+
+/// What a stolen mailbox at an authorised domain can make the gateway send: SMS to the company's
+/// own region, to the regions its admin added (at most its daily international cap, shared
+/// through Redis), and never to premium-rate numbers.
+#[tokio::test]
+async fn recipients_are_held_to_the_company_destination_rules() {
+    let dns = dns_with_zones().await;
+    // The rules change mid-test: no in-process copy of the old ones.
+    let mut h = harness(&dns, &["--policy-cache-ttl", "1ms"]).await;
+    let mut sender = entry(MatchKind::Domain, "good.test", SecurityType::ViaSpf);
+    h.put_domain("good.test", &sender).await;
+    async fn send(h: &Harness, to: &str, id: &str) -> String {
+        h.send(
+            "a@good.test",
+            &[to],
+            &mail("a@good.test", id, "meet at noon"),
+        )
+        .await
+    }
+    // Only its own region (NZ) by default.
+    let reply = send(&h, "0211234567@sms.example.net", "d1").await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let reply = send(&h, "+61412345678@sms.example.net", "d2").await;
+    assert!(reply.starts_with("550 5.7.1"), "{reply}");
+    assert!(
+        reply.contains("in AU") && reply.contains("allowed destination countries"),
+        "{reply}"
+    );
+
+    // The admin adds AU and GB, with two SMS a day to other countries.
+    let limits = sender.limits.as_mut().unwrap();
+    limits.allowed_destination_regions = vec!["AU".into(), "GB".into()];
+    limits.international_sms_per_day = Some(2);
+    h.put_domain("good.test", &sender).await;
+    for (n, id) in ["d3", "d4"].into_iter().enumerate() {
+        let reply = send(&h, "+61412345678@sms.example.net", id).await;
+        assert!(reply.starts_with("250"), "international SMS {n}: {reply}");
+    }
+    let reply = send(&h, "+447400123456@sms.example.net", "d5").await;
+    assert!(reply.starts_with("452 4.5.3"), "{reply}");
+    assert!(reply.contains("resets at 00:00 UTC"), "{reply}");
+    // Domestic SMS do not count against it.
+    let reply = send(&h, "+64211234567@sms.example.net", "d6").await;
+    assert!(reply.starts_with("250"), "{reply}");
+    // Premium rate is refused in an allowed region, whatever the cap.
+    let reply = send(&h, "+449012345678@sms.example.net", "d7").await;
+    assert!(reply.starts_with("550 5.7.1"), "{reply}");
+    assert!(reply.contains("premium-rate"), "{reply}");
+
+    let mut sent: Vec<String> = h.jobs().await.into_iter().map(|j| j.recipient).collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            "+61412345678",
+            "+61412345678",
+            "+64211234567",
+            "+64211234567"
+        ]
+    );
+    let count: i64 = h
+        .redis
+        .get(email2sms_ingest::destinations::daily_key(
+            &h.prefix,
+            "company-1",
+            chrono::Utc::now(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(count, 2, "the refused international mail took nothing");
     h.cleanup().await;
 }

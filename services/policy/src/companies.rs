@@ -19,8 +19,17 @@ const COMPANY_PATHS: &[&str] = &[
     "limits",
     "limits.max_sms_parts",
     "limits.over_limit_behavior",
+    "limits.allowed_destination_regions",
+    "limits.international_sms_per_day",
     "suspended",
 ];
+
+/// Most regions a company may add to its own for SMS destinations: about every region there is.
+const MAX_DESTINATION_REGIONS: usize = 250;
+
+/// A new company's international SMS per UTC day when it names none: GOV.UK Notify's default
+/// daily limit for international text messages.
+const DEFAULT_INTERNATIONAL_SMS_PER_DAY: u32 = 100;
 
 /// Writable paths of UpsertMessengerUser's mask.
 const USER_PATHS: &[&str] = &["username", "display_name", "sender_id", "active"];
@@ -34,13 +43,16 @@ struct CompanyRow {
     default_region: String,
     max_sms_parts: i32,
     over_limit: String,
+    allowed_destination_regions: Vec<String>,
+    international_sms_per_day: i32,
     suspended: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
 const COMPANY_COLUMNS: &str = "id, coalesce(external_id, id::text) AS public_id, name, admin_emails, \
-     default_region, max_sms_parts, over_limit, suspended, created_at, updated_at";
+     default_region, max_sms_parts, over_limit, allowed_destination_regions, \
+     international_sms_per_day, suspended, created_at, updated_at";
 
 impl CompanyRow {
     fn to_proto(&self) -> pb::Company {
@@ -52,6 +64,10 @@ impl CompanyRow {
             limits: Some(pb::CompanyLimits {
                 max_sms_parts: u32::try_from(self.max_sms_parts).unwrap_or(0),
                 over_limit_behavior: over_limit_enum(&self.over_limit) as i32,
+                allowed_destination_regions: self.allowed_destination_regions.clone(),
+                international_sms_per_day: Some(
+                    u32::try_from(self.international_sms_per_day).unwrap_or(0),
+                ),
             }),
             suspended: self.suspended,
             create_time: Some(timestamp(self.created_at)),
@@ -98,6 +114,8 @@ struct CompanyFields {
     region: String,
     max_sms_parts: i32,
     over_limit: Option<&'static str>,
+    destination_regions: Vec<String>,
+    international_sms_per_day: i32,
     suspended: bool,
 }
 
@@ -149,7 +167,7 @@ fn validate_company(
             String::new()
         }
     };
-    let limits = company.limits.unwrap_or_default();
+    let limits = company.limits.clone().unwrap_or_default();
     if limits.max_sms_parts > 255 {
         violations.push(Violation::new(
             "company.limits.max_sms_parts",
@@ -157,6 +175,23 @@ fn validate_company(
             "max_sms_parts is at most 255 (the concatenation counter's ceiling); 0 means no company limit",
         ));
     }
+    let destination_regions =
+        destination_regions(&limits.allowed_destination_regions, &mut violations);
+    let international_sms_per_day = match i32::try_from(
+        limits
+            .international_sms_per_day
+            .unwrap_or(DEFAULT_INTERNATIONAL_SMS_PER_DAY),
+    ) {
+        Ok(n) => n,
+        Err(_) => {
+            violations.push(Violation::new(
+                "company.limits.international_sms_per_day",
+                "OUT_OF_RANGE",
+                "international_sms_per_day is at most 2147483647",
+            ));
+            0
+        }
+    };
     let over_limit = pb::OverLimitBehavior::try_from(limits.over_limit_behavior).map_err(|_| {
         Error::invalid(
             "company.limits.over_limit_behavior",
@@ -173,8 +208,37 @@ fn validate_company(
         region,
         max_sms_parts: i32::try_from(limits.max_sms_parts).unwrap_or(0),
         over_limit: over_limit_text(over_limit),
+        destination_regions,
+        international_sms_per_day,
         suspended: company.suspended,
     })
+}
+
+/// The regions a company added for SMS destinations, upper-case, sorted and without repeats. The
+/// count is checked before anything is parsed, so a huge list costs nothing.
+fn destination_regions(input: &[String], violations: &mut Vec<Violation>) -> Vec<String> {
+    if input.len() > MAX_DESTINATION_REGIONS {
+        violations.push(Violation::new(
+            "company.limits.allowed_destination_regions",
+            "TOO_MANY",
+            format!("at most {MAX_DESTINATION_REGIONS} destination regions"),
+        ));
+        return Vec::new();
+    }
+    let mut regions = std::collections::BTreeSet::new();
+    for (i, text) in input.iter().enumerate() {
+        match email2sms_domain::Region::parse(text.trim()) {
+            Ok(region) => {
+                regions.insert(region.as_str().to_owned());
+            }
+            Err(e) => violations.push(Violation::new(
+                format!("company.limits.allowed_destination_regions[{i}]"),
+                e.code(),
+                e.to_string(),
+            )),
+        }
+    }
+    regions.into_iter().collect()
 }
 
 /// Validates the user; on update only the fields `checked` selects (the external id, the key, is
@@ -272,8 +336,9 @@ impl PolicyApi {
                 };
                 let row: Option<CompanyRow> = sqlx::query_as(&format!(
                     "INSERT INTO companies (id, external_id, name, admin_emails, default_region,
-                                            max_sms_parts, over_limit, suspended)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                            max_sms_parts, over_limit, suspended,
+                                            allowed_destination_regions, international_sms_per_day)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                      ON CONFLICT DO NOTHING RETURNING {COMPANY_COLUMNS}"
                 ))
                 .bind(id)
@@ -289,6 +354,8 @@ impl PolicyApi {
                 })
                 .bind(fields.over_limit.unwrap_or("truncate"))
                 .bind(fields.suspended)
+                .bind(&fields.destination_regions)
+                .bind(fields.international_sms_per_day)
                 .fetch_optional(&mut *tx)
                 .await?;
                 match row {
@@ -310,6 +377,10 @@ impl PolicyApi {
                         max_sms_parts = CASE WHEN $8 THEN $9 ELSE max_sms_parts END,
                         over_limit = CASE WHEN $10 AND $11::text IS NOT NULL THEN $11 ELSE over_limit END,
                         suspended = CASE WHEN $12 THEN $13 ELSE suspended END,
+                        allowed_destination_regions =
+                            CASE WHEN $14 THEN $15 ELSE allowed_destination_regions END,
+                        international_sms_per_day =
+                            CASE WHEN $16 THEN $17 ELSE international_sms_per_day END,
                         updated_at = now()
                      WHERE id = $1 RETURNING {COMPANY_COLUMNS}"
                 ))
@@ -326,6 +397,17 @@ impl PolicyApi {
                 .bind(fields.over_limit)
                 .bind(set("suspended"))
                 .bind(fields.suspended)
+                .bind(set("limits.allowed_destination_regions"))
+                .bind(&fields.destination_regions)
+                // Without a mask an update leaves the cap alone unless the request names one.
+                .bind(
+                    set("limits.international_sms_per_day")
+                        && company
+                            .limits
+                            .as_ref()
+                            .is_some_and(|l| l.international_sms_per_day.is_some()),
+                )
+                .bind(fields.international_sms_per_day)
                 .fetch_one(&mut *tx)
                 .await?;
                 (row, false)

@@ -67,6 +67,8 @@ pub struct EntryRow {
     pub default_region: String,
     pub max_sms_parts: i32,
     pub over_limit: String,
+    pub allowed_destination_regions: Vec<String>,
+    pub international_sms_per_day: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub import_id: Option<Uuid>,
@@ -117,6 +119,7 @@ pub fn select_sql(kind: EntryKind) -> String {
                 u.sender_id AS user_sender_id, u.active AS user_active, c.suspended, \
                 {disabled} AS disabled, {state} AS domain_state, p.security_type, \
                 p.allowed_networks, p.text_mode, c.default_region, c.max_sms_parts, c.over_limit, \
+                c.allowed_destination_regions, c.international_sms_per_day, \
                 e.created_at, e.updated_at, {extras} \
          FROM {table} e \
          JOIN security_policies p ON p.id = e.policy_id \
@@ -246,6 +249,10 @@ impl EntryRow {
             limits: Some(pb::CompanyLimits {
                 max_sms_parts: u32::try_from(self.max_sms_parts).unwrap_or(0),
                 over_limit_behavior: over_limit_enum(&self.over_limit) as i32,
+                allowed_destination_regions: self.allowed_destination_regions.clone(),
+                international_sms_per_day: Some(
+                    u32::try_from(self.international_sms_per_day).unwrap_or(0),
+                ),
             }),
             text_mode: text_mode_enum(&self.text_mode) as i32,
             readiness: Some(self.readiness(kind)),
