@@ -305,7 +305,7 @@ where
                 // specified number of high-order bits of <ip> and the IP
                 // address are compared for equality.’
                 Some(len) => {
-                    let mask = u32::MAX << (32 - len.get());
+                    let mask = ip4_mask(len.get());
                     (u32::from(network_addr) & mask) == (u32::from(ip) & mask)
                 }
             }
@@ -314,12 +314,32 @@ where
             match prefix_len.and_then(|l| l.into().ip6()) {
                 None => network_addr == ip,
                 Some(len) => {
-                    let mask = u128::MAX << (128 - len.get());
+                    let mask = ip6_mask(len.get());
                     (u128::from(network_addr) & mask) == (u128::from(ip) & mask)
                 }
             }
         }
         _ => false,
+    }
+}
+
+// The network mask for a prefix length: its `len` high-order bits set. A length of 0 is the
+// empty mask, so every address matches (§5.6). `u32::MAX << (32 - len)` cannot express it:
+// shifting by the full width overflows, which panics in debug builds and in release builds
+// shifts by `32 % 32 == 0`, so `/0` compared all bits and matched only the listed address.
+// Lengths above the width (which `Ip4CidrLength`/`Ip6CidrLength` rule out) compare all bits.
+
+fn ip4_mask(len: u8) -> u32 {
+    match 32u32.checked_sub(len.into()) {
+        Some(host_bits) => u32::MAX.checked_shl(host_bits).unwrap_or(0),
+        None => u32::MAX,
+    }
+}
+
+fn ip6_mask(len: u8) -> u128 {
+    match 128u32.checked_sub(len.into()) {
+        Some(host_bits) => u128::MAX.checked_shl(host_bits).unwrap_or(0),
+        None => u128::MAX,
     }
 }
 
@@ -613,6 +633,56 @@ mod tests {
             Some(Ip4CidrLength::new(24).unwrap()),
             IpAddr::from([123, 12, 12, 98]),
         ));
+    }
+
+    #[test]
+    fn is_in_network_prefix_length_edges() {
+        use crate::record::Ip6CidrLength;
+
+        let ip4 = |len| Some(Ip4CidrLength::new(len).unwrap());
+        let ip6 = |len| Some(Ip6CidrLength::new(len).unwrap());
+        let v6 = |bits: u128| IpAddr::V6(bits.into());
+
+        // /0 matches every address of its family, whatever the network bits.
+        for ip in [[0, 0, 0, 0], [0, 0, 0, 1], [127, 0, 0, 1], [255, 255, 255, 255]] {
+            assert!(is_in_network(IpAddr::from([0, 0, 0, 0]), ip4(0), IpAddr::from(ip)));
+            assert!(is_in_network(IpAddr::from([192, 0, 2, 77]), ip4(0), IpAddr::from(ip)));
+        }
+        for ip in [0, 1, u128::MAX] {
+            assert!(is_in_network(v6(0), ip6(0), v6(ip)));
+        }
+        // /0 of one family never matches the other.
+        assert!(!is_in_network(IpAddr::from([0, 0, 0, 0]), ip4(0), v6(1)));
+        assert!(!is_in_network(v6(0), ip6(0), IpAddr::from([192, 0, 2, 1])));
+
+        // /1 splits the space in halves.
+        let upper4 = IpAddr::from([128, 0, 0, 0]);
+        assert!(is_in_network(upper4, ip4(1), IpAddr::from([255, 0, 0, 1])));
+        assert!(!is_in_network(upper4, ip4(1), IpAddr::from([127, 255, 255, 255])));
+        let upper6 = v6(1u128 << 127);
+        assert!(is_in_network(upper6, ip6(1), v6(u128::MAX)));
+        assert!(!is_in_network(upper6, ip6(1), v6(u128::MAX >> 1)));
+
+        // The full length compares every bit.
+        let host4 = IpAddr::from([192, 0, 2, 1]);
+        assert!(is_in_network(host4, ip4(32), host4));
+        assert!(!is_in_network(host4, ip4(32), IpAddr::from([192, 0, 2, 0])));
+        let host6 = v6(0x2001_0db8_u128 << 96 | 1);
+        assert!(is_in_network(host6, ip6(128), host6));
+        assert!(!is_in_network(host6, ip6(128), v6(0x2001_0db8_u128 << 96)));
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(ip4_mask(0), 0);
+        assert_eq!(ip4_mask(1), 0x8000_0000);
+        assert_eq!(ip4_mask(24), 0xffff_ff00);
+        assert_eq!(ip4_mask(32), u32::MAX);
+        assert_eq!(ip4_mask(33), u32::MAX);
+        assert_eq!(ip6_mask(0), 0);
+        assert_eq!(ip6_mask(1), 1 << 127);
+        assert_eq!(ip6_mask(128), u128::MAX);
+        assert_eq!(ip6_mask(129), u128::MAX);
     }
 
     #[test]
