@@ -23,7 +23,9 @@ use crate::lookup::{DnsSettings, HickoryLookup};
 pub const MAX_DNS_LOOKUPS: usize = 10;
 /// RFC 7208 §4.6.4: at most 2 "void" lookups (NXDOMAIN or empty answer) per evaluation.
 pub const MAX_VOID_LOOKUPS: usize = 2;
-/// RFC 7208 §4.6.4 asks for an overall limit that allows at least 20 seconds.
+/// RFC 7208 §4.6.4 asks for an overall limit that allows at least 20 seconds. It bounds the
+/// whole evaluation, however many lookups it makes (up to 10 mechanisms, each MX host, …):
+/// with it a check answers within 20 s even when every lookup is slow but not dead.
 pub const DEFAULT_OVERALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The sender name under which provider checks evaluate their synthetic record.
@@ -41,7 +43,9 @@ pub const PROVIDER_CHECK_SENDER_DOMAIN: &str = "provider-check.email2sms.invalid
 pub struct SpfSettings {
     /// How DNS is reached.
     pub dns: DnsSettings,
-    /// Time allowed for a whole evaluation; when it runs out the result is `temperror`.
+    /// Time allowed for a whole evaluation, all its lookups together; when it runs out the
+    /// result is `temperror`. A dead DNS server ends the evaluation sooner, after
+    /// [`DnsSettings::longest_lookup`]: the first lookup that fails gives `temperror`.
     pub overall_timeout: Duration,
     /// This gateway's host name, substituted for the `%{r}` macro in explanations.
     pub hostname: Option<String>,
