@@ -398,3 +398,23 @@ async fn bad_dns_settings_exit_64_naming_the_setting() {
         assert!(output.contains(named), "{name}={value}: {output}");
     }
 }
+
+#[test]
+fn help_lists_the_dns_settings_with_their_defaults() {
+    let output = std::process::Command::new(BINARY)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (variable, default) in [
+        ("EMAIL2SMS_INGEST_DNS_TIMEOUT", "[default: 2s]"),
+        ("EMAIL2SMS_INGEST_DNS_ATTEMPTS", "[default: 2]"),
+        ("EMAIL2SMS_INGEST_SPF_DEADLINE", "[default: 20s]"),
+    ] {
+        let line = help
+            .lines()
+            .find(|line| line.contains(variable))
+            .unwrap_or_else(|| panic!("--help lacks {variable}:\n{help}"));
+        assert!(line.contains(default), "{line}");
+    }
+}
