@@ -20,7 +20,7 @@ mod verifier;
 
 pub use alignment::{address_domain, envelope_domain_aligned_exactly};
 pub use error::SpfError;
-pub use lookup::{DnsSettings, HickoryLookup};
+pub use lookup::{DEFAULT_ATTEMPTS, DEFAULT_QUERY_TIMEOUT, DnsSettings, HickoryLookup};
 pub use reply::{SmtpReply, spf_refusal_reply};
 pub use verifier::{
     DEFAULT_OVERALL_TIMEOUT, MAX_DNS_LOOKUPS, MAX_VOID_LOOKUPS, PROVIDER_CHECK_SENDER_DOMAIN,

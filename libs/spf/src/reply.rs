@@ -1,5 +1,6 @@
 //! SPF outcome → SMTP reply, as DESIGN.md requires: `temperror` → 451 4.4.3, `fail` →
-//! 550 5.7.23, `permerror` → 550 5.7.24, any other non-pass → 550 5.7.1. Each text says what the
+//! 550 5.7.23, `permerror` → 550 5.7.24 (an internal error of the check too: it is reported as
+//! `permerror`, never as a temporary failure), any other non-pass → 550 5.7.1. Each text says what the
 //! sender's administrator has to fix, in words an office user can pass on.
 
 use std::fmt;
@@ -65,6 +66,15 @@ pub fn spf_refusal_reply(outcome: &SpfOutcome) -> Option<SmtpReply> {
                     }
                     reply(550, "5.7.23", text)
                 }
+                // A fault of the check itself: the same record fails the same way on every
+                // retry, so it is permanent too, but the record may well be valid.
+                SpfResult::Permerror if matches!(outcome.cause, SpfCause::Internal(_)) => reply(
+                    550,
+                    "5.7.24",
+                    format!(
+                        "The SPF record of {d} could not be evaluated ({cause}). Its administrator should check that it is valid SPF (one v=spf1 TXT record, ip4/ip6 ranges as address/length) and contact the SMS gateway's support quoting this reply: the gateway may be at fault."
+                    ),
+                ),
                 SpfResult::Permerror => reply(
                     550,
                     "5.7.24",
@@ -112,6 +122,13 @@ pub fn spf_refusal_reply(outcome: &SpfOutcome) -> Option<SmtpReply> {
                     "5.7.23",
                     format!(
                         "SPF check failed: {ip} is not one of the outbound mail servers published by {d}. The sender's administrator must send this mail through that provider's servers, or change the security policy to match how the mail is sent."
+                    ),
+                ),
+                SpfResult::Permerror if matches!(outcome.cause, SpfCause::Internal(_)) => reply(
+                    550,
+                    "5.7.24",
+                    format!(
+                        "The SPF record of {d} could not be evaluated ({cause}). This is a fault in the gateway's SPF check, not in your mail: the sender's administrator should contact the SMS gateway's support quoting this reply."
                     ),
                 ),
                 SpfResult::Permerror => reply(
@@ -225,6 +242,57 @@ mod tests {
                 assert_eq!(reply.is_temporary(), code == 451);
             }
         }
+    }
+
+    /// An internal error (a panic inside viaspf, as `ip4:0.0.0.0/0` caused in 0.6.0) is
+    /// permanent: 550 5.7.24 saying the record could not be evaluated and what to check, never
+    /// a 451 that makes the relay retry for days.
+    #[test]
+    fn internal_errors_are_permanent_and_say_what_to_check() {
+        let cause = SpfCause::Internal("attempt to shift left with overflow".into());
+        let sender = spf_refusal_reply(&outcome(
+            SpfResult::Permerror,
+            SpfCheck::Sender {
+                domain: "example.com".into(),
+            },
+            cause.clone(),
+        ))
+        .unwrap();
+        assert_eq!((sender.code, sender.enhanced), (550, "5.7.24"), "{sender}");
+        assert!(!sender.is_temporary());
+        assert!(
+            sender.text.starts_with(
+                "The SPF record of example.com could not be evaluated (internal error in the SPF check: attempt to shift left with overflow)."
+            ),
+            "{sender}"
+        );
+        assert!(sender.text.contains("Its administrator should check"));
+        assert!(sender.text.contains("contact the SMS gateway's support"));
+        let provider = spf_refusal_reply(&outcome(
+            SpfResult::Permerror,
+            SpfCheck::Provider {
+                domain: "_spf.google.com".into(),
+            },
+            cause,
+        ))
+        .unwrap();
+        assert_eq!((provider.code, provider.enhanced), (550, "5.7.24"));
+        assert!(
+            provider
+                .text
+                .starts_with("The SPF record of _spf.google.com could not be evaluated"),
+            "{provider}"
+        );
+        // Long causes stay within one SMTP reply line.
+        let long = spf_refusal_reply(&outcome(
+            SpfResult::Permerror,
+            SpfCheck::Sender {
+                domain: "x".repeat(300),
+            },
+            SpfCause::Internal("y".repeat(1000)),
+        ))
+        .unwrap();
+        assert!(long.to_string().len() < 510, "{}", long.to_string().len());
     }
 
     #[test]

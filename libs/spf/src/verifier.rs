@@ -12,8 +12,8 @@ use futures::FutureExt;
 use viaspf::lookup::{Lookup, LookupError, LookupResult, Name};
 use viaspf::trace::Trace;
 use viaspf::{
-    Config, DomainName, ExplanationString, QueryResult, Sender, SpfResult as ViaspfResult,
-    SpfResultCause,
+    Config, DomainName, ErrorCause, ExplanationString, QueryResult, Sender,
+    SpfResult as ViaspfResult, SpfResultCause,
 };
 
 use crate::SpfError;
@@ -23,7 +23,9 @@ use crate::lookup::{DnsSettings, HickoryLookup};
 pub const MAX_DNS_LOOKUPS: usize = 10;
 /// RFC 7208 §4.6.4: at most 2 "void" lookups (NXDOMAIN or empty answer) per evaluation.
 pub const MAX_VOID_LOOKUPS: usize = 2;
-/// RFC 7208 §4.6.4 asks for an overall limit that allows at least 20 seconds.
+/// RFC 7208 §4.6.4 asks for an overall limit that allows at least 20 seconds. It bounds the
+/// whole evaluation, however many lookups it makes (up to 10 mechanisms, each MX host, …):
+/// with it a check answers within 20 s even when every lookup is slow but not dead.
 pub const DEFAULT_OVERALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The sender name under which provider checks evaluate their synthetic record.
@@ -41,7 +43,9 @@ pub const PROVIDER_CHECK_SENDER_DOMAIN: &str = "provider-check.email2sms.invalid
 pub struct SpfSettings {
     /// How DNS is reached.
     pub dns: DnsSettings,
-    /// Time allowed for a whole evaluation; when it runs out the result is `temperror`.
+    /// Time allowed for a whole evaluation, all its lookups together; when it runs out the
+    /// result is `temperror`. A dead DNS server ends the evaluation sooner, after
+    /// [`DnsSettings::longest_lookup`]: the first lookup that fails gives `temperror`.
     pub overall_timeout: Duration,
     /// This gateway's host name, substituted for the `%{r}` macro in explanations.
     pub hostname: Option<String>,
@@ -154,9 +158,11 @@ pub enum SpfCause {
     Error(String),
     /// The identity is not a usable domain name, so there was nothing to check (RFC 7208 §4.3).
     InvalidIdentity(String),
-    /// The evaluation panicked (a bug in the SPF library); reported as `temperror` so the mail
-    /// is retried later rather than refused or the session lost.
-    Panic(String),
+    /// The evaluation could not be completed because of a fault in the SPF check itself, not in
+    /// DNS: a panic inside viaspf, or a `temperror` that no DNS failure caused. Reported as
+    /// `permerror` (550 5.7.24): the same record fails the same way on every retry, so a 451
+    /// would only make the relay retry for days (as `ip4:0.0.0.0/0` did with viaspf 0.6.0).
+    Internal(String),
 }
 
 impl fmt::Display for SpfCause {
@@ -167,7 +173,7 @@ impl fmt::Display for SpfCause {
             Self::NoSpfRecord => f.write_str("no SPF record published"),
             Self::Error(e) => f.write_str(e),
             Self::InvalidIdentity(why) => write!(f, "not a valid domain name: {why}"),
-            Self::Panic(p) => write!(f, "internal error in the SPF check: {p}"),
+            Self::Internal(p) => write!(f, "internal error in the SPF check: {p}"),
         }
     }
 }
@@ -414,7 +420,7 @@ impl<L: Lookup> SpfVerifier<L> {
                     result: SpfResult::Permerror,
                     check,
                     client_ip,
-                    cause: SpfCause::Error("reserved provider-check name rejected".to_owned()),
+                    cause: SpfCause::Internal("reserved provider-check name rejected".to_owned()),
                     explanation: None,
                     trace: Vec::new(),
                 };
@@ -451,10 +457,10 @@ async fn finish(
                 .unwrap_or_else(|| "panic".to_owned());
             trace.push(format!("the SPF evaluation panicked: {message}"));
             return SpfOutcome {
-                result: SpfResult::Temperror,
+                result: SpfResult::Permerror,
                 check,
                 client_ip,
-                cause: SpfCause::Panic(message),
+                cause: SpfCause::Internal(message),
                 explanation: None,
                 trace,
             };
@@ -475,6 +481,13 @@ async fn finish(
         ViaspfResult::Temperror => (SpfResult::Temperror, None),
         ViaspfResult::Permerror => (SpfResult::Permerror, None),
     };
+    // viaspf gives temperror only for a DNS timeout or failure, here or in an include/redirect
+    // (no cause of its own then). Any other temperror is a fault of the evaluator, which a retry
+    // cannot mend: permanent, like a panic.
+    let dns_cause = matches!(
+        query.cause,
+        None | Some(SpfResultCause::Error(ErrorCause::Timeout | ErrorCause::Dns))
+    );
     let steps: Vec<String> = query
         .trace
         .map(|t: Trace| t.events.iter().map(|e| e.tracepoint.to_string()).collect())
@@ -502,6 +515,17 @@ async fn finish(
         },
     };
     trace.extend(steps);
+    let (result, cause) = if result == SpfResult::Temperror && !dns_cause {
+        trace.push(format!(
+            "the SPF evaluation gave temperror without a DNS failure ({cause}); reported as permerror"
+        ));
+        (
+            SpfResult::Permerror,
+            SpfCause::Internal(format!("temperror without a DNS failure: {cause}")),
+        )
+    } else {
+        (result, cause)
+    };
     SpfOutcome {
         result,
         check,
@@ -573,6 +597,81 @@ mod tests {
         send(verifier.check_provider(ip, provider));
         fn shared<T: Send + Sync>() {}
         shared::<SpfVerifier>();
+    }
+
+    fn sender_check() -> SpfCheck {
+        SpfCheck::Sender {
+            domain: "example.com".into(),
+        }
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    /// What viaspf 0.6.0 did for `ip4:0.0.0.0/0` in debug builds: the evaluation panics. That
+    /// is permanent (550 5.7.24, "could not be evaluated"), not a 451 retried for days.
+    #[test]
+    fn a_panicking_evaluation_is_a_permerror_not_a_temporary_failure() {
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        let outcome = block_on(finish(sender_check(), ip, Vec::new(), async {
+            panic!("attempt to shift left with overflow")
+        }));
+        assert_eq!(outcome.result, SpfResult::Permerror);
+        assert_eq!(
+            outcome.cause,
+            SpfCause::Internal("attempt to shift left with overflow".into())
+        );
+        assert!(outcome.trace[0].contains("panicked"), "{:?}", outcome.trace);
+        let reply = crate::spf_refusal_reply(&outcome).unwrap();
+        assert_eq!((reply.code, reply.enhanced), (550, "5.7.24"), "{reply}");
+        assert!(
+            reply
+                .text
+                .starts_with("The SPF record of example.com could not be evaluated"),
+            "{reply}"
+        );
+    }
+
+    /// A temperror viaspf gives without a DNS failure behind it is a fault of the evaluator:
+    /// permanent as well. A DNS timeout stays temporary.
+    #[test]
+    fn temperror_without_a_dns_failure_is_internal() {
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        let odd = block_on(finish(sender_check(), ip, Vec::new(), async {
+            QueryResult {
+                spf_result: ViaspfResult::Temperror,
+                cause: Some(SpfResultCause::Error(ErrorCause::InvalidSpfRecordSyntax)),
+                trace: None,
+            }
+        }));
+        assert_eq!(odd.result, SpfResult::Permerror);
+        assert!(
+            matches!(odd.cause, SpfCause::Internal(_)),
+            "{:?}",
+            odd.cause
+        );
+        assert_eq!(crate::spf_refusal_reply(&odd).unwrap().code, 550);
+        for cause in [
+            Some(SpfResultCause::Error(ErrorCause::Timeout)),
+            Some(SpfResultCause::Error(ErrorCause::Dns)),
+            // Propagated from an include or redirect.
+            None,
+        ] {
+            let dns = block_on(finish(sender_check(), ip, Vec::new(), async {
+                QueryResult {
+                    spf_result: ViaspfResult::Temperror,
+                    cause,
+                    trace: None,
+                }
+            }));
+            assert_eq!(dns.result, SpfResult::Temperror);
+            let reply = crate::spf_refusal_reply(&dns).unwrap();
+            assert_eq!((reply.code, reply.enhanced), (451, "4.4.3"));
+        }
     }
 
     #[test]

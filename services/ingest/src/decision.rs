@@ -355,6 +355,16 @@ impl Engine {
                             .await
                     }
                 };
+                if let email2sms_spf::SpfCause::Internal(detail) = &spf.cause {
+                    // A fault in the SPF check itself (a viaspf bug, like its old /0 panic): the
+                    // sender is refused with 550 5.7.24, and the operators must hear of it.
+                    tracing::error!(
+                        domain = spf.check.domain(),
+                        client_ip = %facts.client_ip,
+                        detail,
+                        "internal error in the SPF check; refused as permerror"
+                    );
+                }
                 auth.spf_result = spf_result(spf.result) as i32;
                 auth.spf_domain = spf.check.domain().to_owned();
                 auth.summary = spf.summary();

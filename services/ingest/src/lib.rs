@@ -134,6 +134,21 @@ pub struct Config {
     )]
     pub outlook_spf_domain: String,
 
+    /// Time allowed for one DNS query of an SPF check before it is sent again or, after the last
+    /// attempt, counts as a timeout (the check gives temperror: 451 4.4.3).
+    #[arg(long, env = "EMAIL2SMS_INGEST_DNS_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub dns_timeout: Duration,
+
+    /// How many times one DNS query of an SPF check is sent (the first plus retries, 1 to 10):
+    /// a dead DNS server is answered with 451 4.4.3 after DNS timeout × attempts.
+    #[arg(long, env = "EMAIL2SMS_INGEST_DNS_ATTEMPTS", default_value_t = email2sms_spf::DEFAULT_ATTEMPTS)]
+    pub dns_attempts: usize,
+
+    /// Longest one SPF check may take, all its DNS lookups together, before it gives temperror
+    /// (451 4.4.3); at most 5m. RFC 7208 section 4.6.4 asks for at least 20 s.
+    #[arg(long, env = "EMAIL2SMS_INGEST_SPF_DEADLINE", default_value = "20s", value_parser = parse_duration)]
+    pub spf_deadline: Duration,
+
     /// The policy service, asked when Redis cannot answer.
     #[arg(
         long,
@@ -322,6 +337,7 @@ impl ServiceConfig for Config {
                 });
             }
         }
+        self.validate_spf_timing()?;
         if let Some(hostname) = &self.smtp_hostname {
             check_dns_name("EMAIL2SMS_INGEST_HOSTNAME", hostname)?;
         }
@@ -516,14 +532,7 @@ impl Config {
             self.client.api_token.as_deref(),
             self.policy_cache_ttl,
         )?;
-        let spf_settings = email2sms_spf::SpfSettings {
-            dns: email2sms_spf::DnsSettings {
-                nameservers: self.dns.dns_servers.clone(),
-                ..email2sms_spf::DnsSettings::default()
-            },
-            hostname: self.smtp_hostname.clone(),
-            ..email2sms_spf::SpfSettings::default()
-        };
+        let spf_settings = self.spf_settings();
         let setup = |what: &'static str| {
             move |error: email2sms_spf::SpfError| IngestError::Setup {
                 what,
@@ -555,6 +564,63 @@ impl Config {
             sightings: Arc::new(sender_sightings::Sightings::new(SIGHTING_PAIRS)),
             sighting_flush: self.sighting_flush,
         })
+    }
+}
+
+/// The longest SPF deadline accepted: relays wait 10 minutes for the reply to the end of DATA
+/// (RFC 5321 section 4.5.3.2.6), and the decision must come well before that.
+const MAX_SPF_DEADLINE: Duration = Duration::from_secs(5 * 60);
+/// The most tries of one DNS query accepted; more only hide a dead resolver for longer.
+const MAX_DNS_ATTEMPTS: usize = 10;
+
+impl Config {
+    /// The SPF checks' DNS and time limits. A dead DNS server is answered after
+    /// `dns_timeout × dns_attempts` (the first failed lookup ends the check: 4 s by default); a
+    /// slow one at most after `spf_deadline` (20 s by default), however many lookups the record
+    /// needs (up to 10 mechanisms, each MX host, …), so a relay always has its 451 within a minute.
+    pub fn spf_settings(&self) -> email2sms_spf::SpfSettings {
+        email2sms_spf::SpfSettings {
+            dns: email2sms_spf::DnsSettings {
+                nameservers: self.dns.dns_servers.clone(),
+                query_timeout: self.dns_timeout,
+                attempts: self.dns_attempts,
+            },
+            overall_timeout: self.spf_deadline,
+            hostname: self.smtp_hostname.clone(),
+            ..email2sms_spf::SpfSettings::default()
+        }
+    }
+
+    fn validate_spf_timing(&self) -> Result<(), ConfigError> {
+        let invalid = |name, reason: String| Err(ConfigError::Invalid { name, reason });
+        if self.dns_timeout.is_zero() {
+            return invalid(
+                "EMAIL2SMS_INGEST_DNS_TIMEOUT",
+                "must be longer than zero".into(),
+            );
+        }
+        if !(1..=MAX_DNS_ATTEMPTS).contains(&self.dns_attempts) {
+            return invalid(
+                "EMAIL2SMS_INGEST_DNS_ATTEMPTS",
+                format!("must be between 1 and {MAX_DNS_ATTEMPTS}"),
+            );
+        }
+        if self.spf_deadline.is_zero() || self.spf_deadline > MAX_SPF_DEADLINE {
+            return invalid(
+                "EMAIL2SMS_INGEST_SPF_DEADLINE",
+                "must be longer than zero and at most 5m (relays wait 10 minutes for the reply to a message)".into(),
+            );
+        }
+        if self.dns_timeout > self.spf_deadline {
+            return invalid(
+                "EMAIL2SMS_INGEST_DNS_TIMEOUT",
+                format!(
+                    "{:?} is longer than EMAIL2SMS_INGEST_SPF_DEADLINE ({:?}), so it could never take effect",
+                    self.dns_timeout, self.spf_deadline
+                ),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -602,6 +668,64 @@ pub async fn run<H: MessageHandler>(
 #[cfg(test)]
 mod tests {
     use super::parse_size;
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("email2sms-ingest").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    /// The defaults answer a dead DNS server after 4 s and any SPF check within 20 s: well
+    /// inside the minute some relays wait (the fixed settings before took 15 s per lookup).
+    #[test]
+    fn spf_timing_defaults_answer_well_inside_a_minute() {
+        let settings = config(&[]).spf_settings();
+        assert_eq!(settings.dns.query_timeout, Duration::from_secs(2));
+        assert_eq!(settings.dns.attempts, 2);
+        assert_eq!(settings.dns.longest_lookup(), Duration::from_secs(4));
+        assert_eq!(settings.overall_timeout, Duration::from_secs(20));
+        assert_eq!(
+            settings.dns,
+            email2sms_spf::DnsSettings {
+                nameservers: settings.dns.nameservers.clone(),
+                ..email2sms_spf::DnsSettings::default()
+            }
+        );
+        let set = config(&[
+            "--dns-timeout",
+            "300ms",
+            "--dns-attempts",
+            "3",
+            "--spf-deadline",
+            "5s",
+        ])
+        .spf_settings();
+        assert_eq!(set.dns.query_timeout, Duration::from_millis(300));
+        assert_eq!(set.dns.attempts, 3);
+        assert_eq!(set.overall_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn spf_timing_is_validated_naming_the_setting() {
+        for (args, name) in [
+            (["--dns-timeout", "0s"], "EMAIL2SMS_INGEST_DNS_TIMEOUT"),
+            (["--dns-attempts", "0"], "EMAIL2SMS_INGEST_DNS_ATTEMPTS"),
+            (["--dns-attempts", "11"], "EMAIL2SMS_INGEST_DNS_ATTEMPTS"),
+            (["--spf-deadline", "0s"], "EMAIL2SMS_INGEST_SPF_DEADLINE"),
+            (["--spf-deadline", "301s"], "EMAIL2SMS_INGEST_SPF_DEADLINE"),
+            (["--dns-timeout", "21s"], "EMAIL2SMS_INGEST_DNS_TIMEOUT"),
+        ] {
+            match config(&args).validate() {
+                Err(ConfigError::Invalid { name: got, .. }) => assert_eq!(got, name, "{args:?}"),
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+        assert!(
+            config(&["--dns-attempts", "10", "--spf-deadline", "5m"])
+                .validate()
+                .is_ok()
+        );
+    }
 
     #[test]
     fn sizes_with_and_without_units() {
