@@ -606,6 +606,7 @@ impl Config {
             topology: self.queue.topology(),
             dedupe_window: self.dedupe_window,
             publish_timeout: self.publish_timeout,
+            parse_slots: pipeline::ParseSlots::for_this_machine(),
         })
     }
 }

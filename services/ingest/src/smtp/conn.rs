@@ -348,6 +348,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 make_room(decoder, reservation, buffered.len());
                 let (used, block) = decoder.feed(buffered);
                 self.consume(used);
+                if !decoder.keeping() {
+                    // Dropped content (too big, a bare line end) needs no budget.
+                    reservation.shrink_to(0);
+                }
                 if let Some(block) = block {
                     if let DataBlock::Message(message) = &block {
                         reservation.shrink_to(message.capacity());
@@ -397,31 +401,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
-/// Makes room in the decoder's buffer for what `incoming` wire bytes can add (at most twice as
-/// many: a bare LF normalised to CRLF), paid from the reservation: doubling while the budget allows,
-/// else exactly what is needed, else the decoder stops keeping.
+/// Makes room in the decoder's buffer for what `incoming` wire bytes can add, paid from the
+/// reservation: growing geometrically within what it holds, then asking the budget for double,
+/// else for exactly what is needed, else the decoder stops keeping (and holds nothing more).
 fn make_room(decoder: &mut DataDecoder, reservation: &mut Reservation, incoming: usize) {
     if !decoder.keeping() {
+        reservation.shrink_to(0);
         return;
     }
     let needed = decoder
         .kept_len()
-        .saturating_add(incoming.saturating_mul(2));
-    if needed <= decoder.kept_capacity() {
+        .saturating_add(decoder.max_growth(incoming))
+        .min(decoder.max_size());
+    let capacity = decoder.kept_capacity();
+    if needed <= capacity {
         return;
     }
-    let doubled = needed.max(
-        decoder
-            .kept_capacity()
-            .saturating_mul(2)
-            .min(decoder.max_size()),
-    );
-    let granted = if reservation.held() >= doubled || reservation.grow_to(doubled) {
+    let doubled = needed.max(capacity.saturating_mul(2).min(decoder.max_size()));
+    let held = reservation.held();
+    let granted = if needed <= held {
+        doubled.min(held)
+    } else if reservation.grow_to(doubled) {
         doubled
-    } else if reservation.held() >= needed || reservation.grow_to(needed) {
+    } else if reservation.grow_to(needed) {
         needed
     } else {
         decoder.stop_keeping();
+        reservation.shrink_to(0);
         return;
     };
     decoder.reserve_total(granted);

@@ -166,6 +166,15 @@ impl DataDecoder {
         self.message.capacity()
     }
 
+    /// The most content `incoming` wire bytes can add: as many, or twice as many when a bare LF
+    /// becomes CRLF.
+    pub fn max_growth(&self, incoming: usize) -> usize {
+        match self.limits.bare_lf {
+            BareLf::Refuse => incoming,
+            BareLf::Normalize => incoming.saturating_mul(2),
+        }
+    }
+
     pub fn max_size(&self) -> usize {
         self.limits.max_size
     }

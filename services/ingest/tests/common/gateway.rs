@@ -2,6 +2,7 @@
 //! Redis and RabbitMQ (each harness with its own Redis and AMQP prefix), with one sender rule that
 //! needs no DNS: `alice@corp.test`, "By IP Addresses" from 127.0.0.0/8. For the tests of what
 //! reaches a job (content, bare line ends, limits); `pipeline.rs` has the richer harness with DNS.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
