@@ -99,6 +99,8 @@ async fn over_the_budget_gets_452_and_the_retry_is_sent() {
         subjects,
         ["report declared", "report first", "report undeclared"]
     );
+    // Every reservation was given back.
+    assert_eq!(gw.budget.available(), gw.budget.total());
     gw.cleanup().await;
 }
 

@@ -13,7 +13,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::budget::Reservation;
-use super::data::{DataBlock, DataDecoder};
+pub use super::data::DataBlock;
+use super::data::DataDecoder;
 use super::reply::Reply;
 
 /// Where the server is in its life; sessions watch it to know when to stop.
@@ -476,6 +477,66 @@ mod tests {
             );
         }
         (block, conn.buffered().to_vec(), held)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 64, ..Default::default() })]
+
+        /// However the bytes are split (a read may end just after a CR, which the decoder holds
+        /// back), the kept buffer never outgrows its reservation, under either bare-LF setting.
+        #[test]
+        fn the_buffer_stays_within_its_reservation(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(proptest::sample::select(b"ab\r\n".to_vec()), 0..40),
+                0..60,
+            ),
+            chunks in proptest::collection::vec(1usize..50, 1..20),
+            normalise in proptest::bool::ANY,
+        ) {
+            let mut wire: Vec<u8> = lines.concat();
+            wire.extend_from_slice(b"\r\n.\r\n");
+            // Tight, so the reservation often grows by exactly what is needed.
+            let budget = BufferBudget::new(wire.len() + 8);
+            let mut reservation = budget.reserve(1).unwrap();
+            let mut decoder = DataDecoder::new(DataLimits {
+                max_size: 1 << 20,
+                max_line_len: 1 << 20,
+                bare_lf: if normalise { BareLf::Normalize } else { BareLf::Refuse },
+            });
+            let mut at = 0;
+            for chunk in chunks.iter().cycle() {
+                let piece = &wire[at..(at + chunk).min(wire.len())];
+                make_room(&mut decoder, &mut reservation, piece.len());
+                let (used, block) = decoder.feed(piece);
+                proptest::prop_assert!(decoder.kept_capacity() <= reservation.held().max(1));
+                at += used;
+                if block.is_some() || at == wire.len() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A read that ends just after a CR: the decoder holds the CR back and adds it with the next
+    /// byte, one more than that read brought; the room made counts it (the Vec would otherwise
+    /// double past the budget).
+    #[test]
+    fn a_held_back_cr_is_paid_for() {
+        let budget = BufferBudget::new(3);
+        let mut reservation = budget.reserve(1).unwrap();
+        let mut decoder = DataDecoder::new(DataLimits {
+            max_size: 1000,
+            max_line_len: 1000,
+            bare_lf: BareLf::Refuse,
+        });
+        for piece in [&b"ab\r"[..], b"\n", b".\r\n"] {
+            make_room(&mut decoder, &mut reservation, piece.len());
+            let (_, block) = decoder.feed(piece);
+            assert!(decoder.kept_capacity() <= reservation.held(), "{piece:?}");
+            if let Some(block) = block {
+                assert_eq!(block, DataBlock::OverBudget);
+            }
+        }
     }
 
     #[tokio::test]

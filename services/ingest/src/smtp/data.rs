@@ -167,12 +167,14 @@ impl DataDecoder {
     }
 
     /// The most content `incoming` wire bytes can add: as many, or twice as many when a bare LF
-    /// becomes CRLF.
+    /// becomes CRLF, plus the CR held back from the last feed (it may start a CRLF).
     pub fn max_growth(&self, incoming: usize) -> usize {
+        let pending = usize::from(matches!(self.state, State::Cr | State::DotCr));
         match self.limits.bare_lf {
             BareLf::Refuse => incoming,
             BareLf::Normalize => incoming.saturating_mul(2),
         }
+        .saturating_add(pending)
     }
 
     pub fn max_size(&self) -> usize {

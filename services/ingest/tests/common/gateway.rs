@@ -30,6 +30,8 @@ pub struct Gw {
     pub addr: SocketAddr,
     pub prefix: String,
     pub gateway: Arc<Gateway>,
+    /// The buffer budget the sessions share.
+    pub budget: Arc<smtp::BufferBudget>,
     redis: redis::aio::MultiplexedConnection,
     _stop: oneshot::Sender<()>,
 }
@@ -77,9 +79,11 @@ pub async fn start(extra: &[&str]) -> Gw {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
+    let session_config = config.smtp_session_config().unwrap();
+    let budget = session_config.budget.clone();
     tokio::spawn(smtp::serve(
         listener,
-        Arc::new(config.smtp_session_config().unwrap()),
+        Arc::new(session_config),
         config.smtp_connection_limits(),
         gateway.clone(),
         async {
@@ -130,6 +134,7 @@ pub async fn start(extra: &[&str]) -> Gw {
         addr,
         prefix,
         gateway,
+        budget,
         redis,
         _stop: stop,
     }
