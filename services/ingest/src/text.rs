@@ -4,13 +4,15 @@
 //!
 //! Characters that Postgres or an SMSC cannot take are cleaned here, never refused: a NUL in a
 //! body once got 250 and then failed in dispatch on every retry. Every text that reaches a job
-//! (subject, body, Message-ID, From) goes through [`email2sms_sms::sendable`]: NUL and the other
+//! (subject, body, Message-ID) goes through [`email2sms_sms::sendable`]: NUL and the other
 //! C0 and C1 controls, DEL, the byte-order mark and the Unicode noncharacters are removed, line
 //! ends and vertical spacing become one line break, a tab a space. Cleaning rather than refusing,
 //! because the sender's words are still there and readable (a NUL usually comes from a broken
 //! charset conversion, `P\0u\0m\0p`), and a refusal would bounce an alert for a byte nobody saw.
 //! Rust strings cannot hold unpaired surrogates, and GSM-7 or UCS-2 (UTF-16) carry every other
 //! character, so nothing else needs removing.
+//! The From address is left as sent: with a control character it is not the address without
+//! it, and the decision refuses it as invalid.
 //!
 //! Texts are cut at [`MAX_TEXT_CHARS`], beyond the longest SMS there is, so sizing and cutting
 //! the SMS text stays cheap whatever the message holds.
@@ -50,7 +52,7 @@ pub fn clean_text(text: &str) -> String {
     }
 }
 
-/// A header value as one clean line (Message-ID, addresses).
+/// A header value as one clean line (the Message-ID).
 fn one_line(text: &str) -> String {
     clean_text(text).replace('\n', " ").trim().to_owned()
 }
@@ -78,7 +80,9 @@ pub fn parse(message: &[u8]) -> ParsedMail {
         .map(|text| clean_text(&clean_body(&email2sms_sms::sendable(&text))))
         .unwrap_or_default();
     ParsedMail {
-        from: from.iter().map(|address| one_line(address)).collect(),
+        // Left as sent: an address with a control character is not the address without it, and
+        // the decision refuses it (EmailAddress does not take control characters).
+        from,
         from_headers,
         auto_reply: auto_reply_reason(&mail, &subject),
         subject,
@@ -335,9 +339,11 @@ mod tests {
         assert_eq!(parsed.subject, "Alert now");
         assert_eq!(parsed.body, "Pump 3 failed\nsecond");
         assert_eq!(parsed.message_id.as_deref(), Some("mx@example.com"));
-        for text in parsed.from.iter().chain([&parsed.subject, &parsed.body]) {
+        for text in [&parsed.subject, &parsed.body] {
             assert!(!text.contains('\0'), "{text:?}");
         }
+        // The From stays as sent, for the decision to refuse.
+        assert_eq!(parsed.from, ["a\0na@example.com"]);
         let sms = sms_text(&parsed, TextMode::BodyOrSubject, None, 10).unwrap();
         assert_eq!(
             sms.encoding,
