@@ -441,6 +441,62 @@ impl Part {
     }
 }
 
+/// What [`sendable`] does with one character: keep it, make it a line break or a space, or drop it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sendable {
+    Keep,
+    LineBreak,
+    Space,
+    Drop,
+}
+
+/// Whether an SMS can carry `c`. GSM-7 and UCS-2 (UTF-16 here) can both encode every control
+/// character, but Postgres refuses NUL in text (a job with one was retried for ever), many
+/// SMSCs end the message at a NUL or reject control characters, and a handset shows the others
+/// as boxes or nothing. So: line ends and vertical spacing (CR, VT, FF, NEL, U+2028, U+2029)
+/// become one line break, a tab a space; every other C0 and C1 control, DEL, the byte-order mark
+/// (an SMSC may take a U+FEFF inside UCS-2 for one and swap the bytes) and the noncharacters
+/// (U+FFFE, U+FFFF, U+FDD0-U+FDEF and the last two of every plane) are dropped.
+pub fn sendable_char(c: char) -> Sendable {
+    match c {
+        '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}' => {
+            Sendable::LineBreak
+        }
+        '\t' => Sendable::Space,
+        '\u{FEFF}' | '\u{FDD0}'..='\u{FDEF}' => Sendable::Drop,
+        c if c.is_control() => Sendable::Drop,
+        c if (c as u32) & 0xFFFE == 0xFFFE => Sendable::Drop,
+        _ => Sendable::Keep,
+    }
+}
+
+/// `text` with every character handled as [`sendable_char`] says; a CR LF pair is one line
+/// break. Borrows when nothing changes, which is nearly always.
+pub fn sendable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text
+        .chars()
+        .all(|c| c == '\n' || sendable_char(c) == Sendable::Keep)
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match sendable_char(c) {
+            Sendable::Keep => out.push(c),
+            Sendable::LineBreak => {
+                if c == '\r' && chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push('\n');
+            }
+            Sendable::Space => out.push(' '),
+            Sendable::Drop => {}
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Cuts `text` to what fits in `max_parts` parts (clamped to 1..=255), on a character boundary, so
 /// that an extension character or a surrogate pair is never cut in half. Returns the text and whether
 /// anything was cut. Ingest uses it for a company's maximum-parts setting.
@@ -479,6 +535,37 @@ fn prefix_end(text: &str, encoding: Encoding, capacity: usize) -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn sendable_drops_controls_and_keeps_text() {
+        assert_eq!(
+            sendable("P\0u\0m\0p\u{1} 3\u{7f}\u{9b} failed"),
+            "Pump 3 failed"
+        );
+        assert_eq!(sendable("a\r\nb\rc\u{2028}d\u{0C}e"), "a\nb\nc\nd\ne");
+        assert_eq!(sendable("tab\there"), "tab here");
+        assert_eq!(
+            sendable("\u{FEFF}bom \u{FFFE}\u{FFFF}\u{1FFFF}\u{FDD0}x"),
+            "bom x"
+        );
+        // Ordinary text, emoji with joiners and every GSM-7 character but the controls stay.
+        let kept = "Kia ora — café 😀 👩\u{200D}💻 €[]{} Привет\nnext";
+        assert!(matches!(sendable(kept), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(sendable(kept), kept);
+    }
+
+    proptest! {
+        /// Whatever comes in, what goes out has no character `sendable_char` would change except
+        /// line breaks, and encodes.
+        #[test]
+        fn sendable_output_is_clean(text in "\\PC*|[\\x00-\\x1f\\x7f-\\x9f a-z]*") {
+            let out = sendable(&text);
+            for c in out.chars() {
+                prop_assert!(c == '\n' || sendable_char(c) == Sendable::Keep, "{c:?}");
+            }
+            prop_assert!(split(&out, 1).is_ok() || encode(&out).segments > MAX_PARTS);
+        }
+    }
 
     #[test]
     fn basic_alphabet_is_one_septet_each() {

@@ -90,6 +90,37 @@ pub struct Config {
     #[arg(long, env = "EMAIL2SMS_INGEST_DATA_TIMEOUT", default_value = "3m", value_parser = parse_duration)]
     pub data_timeout: Duration,
 
+    /// Longest one message may take from the 354 reply to its end, however steadily it arrives
+    /// (the DATA timeout restarts with every byte): 25 MiB at 43 KiB/s, and Exchange's limit for a
+    /// whole receive connection.
+    #[arg(long, env = "EMAIL2SMS_INGEST_DATA_DEADLINE", default_value = "10m", value_parser = parse_duration)]
+    pub data_deadline: Duration,
+
+    /// Longest a write of replies may wait for the client to read them; then the session is
+    /// dropped. Only a client that stops reading while it pipelines (hundreds of KiB of unread
+    /// replies) ever waits at all.
+    #[arg(long, env = "EMAIL2SMS_INGEST_WRITE_TIMEOUT", default_value = "1m", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Longest one SMTP session may last, whatever it does; then 421 and the relay connects
+    /// again. Postfix reuses a connection for at most 5 minutes, so only a stuck or hostile
+    /// client comes near 30.
+    #[arg(long, env = "EMAIL2SMS_INGEST_MAX_SESSION_DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub max_session_duration: Duration,
+
+    /// A bare LF (without CR) in a message: `refuse` it with 554 5.5.2, as Postfix does by
+    /// default, or `normalize` it to a line end for old clients (a fake end of DATA such as
+    /// `\n.\n` is refused either way). A bare CR is always refused.
+    #[arg(long, env = "EMAIL2SMS_INGEST_BARE_LF", default_value = "refuse")]
+    pub bare_lf: smtp::BareLf,
+
+    /// Bytes of message content all sessions together may hold while messages arrive and are
+    /// read (K, M or G suffix); beyond it a message gets 452 4.3.1 and the relay retries. At
+    /// least the largest message. 256M is ten messages of 25 MiB at once, or 2,000 of 128 KiB;
+    /// parsing a message briefly needs about as much again.
+    #[arg(long, env = "EMAIL2SMS_INGEST_BUFFER_BUDGET", default_value = "256M", value_parser = parse_size)]
+    pub buffer_budget: usize,
+
     /// SMTP sessions open at once.
     #[arg(long, env = "EMAIL2SMS_INGEST_MAX_CONNECTIONS", default_value_t = 2000)]
     pub max_connections: usize,
@@ -325,6 +356,12 @@ impl ServiceConfig for Config {
         for (name, value) in [
             ("EMAIL2SMS_INGEST_COMMAND_TIMEOUT", self.command_timeout),
             ("EMAIL2SMS_INGEST_DATA_TIMEOUT", self.data_timeout),
+            ("EMAIL2SMS_INGEST_DATA_DEADLINE", self.data_deadline),
+            ("EMAIL2SMS_INGEST_WRITE_TIMEOUT", self.write_timeout),
+            (
+                "EMAIL2SMS_INGEST_MAX_SESSION_DURATION",
+                self.max_session_duration,
+            ),
             ("EMAIL2SMS_INGEST_POLICY_CACHE_TTL", self.policy_cache_ttl),
             ("EMAIL2SMS_INGEST_DEDUPE_WINDOW", self.dedupe_window),
             ("EMAIL2SMS_INGEST_PUBLISH_TIMEOUT", self.publish_timeout),
@@ -338,6 +375,37 @@ impl ServiceConfig for Config {
             }
         }
         self.validate_spf_timing()?;
+        // Each bound must leave room for the one inside it, or the inner one never applies.
+        for (name, value, inner, what) in [
+            (
+                "EMAIL2SMS_INGEST_DATA_DEADLINE",
+                self.data_deadline,
+                self.data_timeout,
+                "EMAIL2SMS_INGEST_DATA_TIMEOUT",
+            ),
+            (
+                "EMAIL2SMS_INGEST_MAX_SESSION_DURATION",
+                self.max_session_duration,
+                self.data_deadline,
+                "EMAIL2SMS_INGEST_DATA_DEADLINE",
+            ),
+        ] {
+            if value < inner {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("must be at least {what} ({inner:?})"),
+                });
+            }
+        }
+        if self.buffer_budget < self.max_message_size {
+            return Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_INGEST_BUFFER_BUDGET",
+                reason: format!(
+                    "must be at least EMAIL2SMS_INGEST_MAX_MESSAGE_SIZE ({} bytes), or the largest message could never be received",
+                    self.max_message_size
+                ),
+            });
+        }
         if let Some(hostname) = &self.smtp_hostname {
             check_dns_name("EMAIL2SMS_INGEST_HOSTNAME", hostname)?;
         }
@@ -378,9 +446,14 @@ impl Config {
                 max_line_length: self.max_line_length,
                 command_timeout: self.command_timeout,
                 data_timeout: self.data_timeout,
+                data_deadline: self.data_deadline,
+                write_timeout: self.write_timeout,
+                max_session_duration: self.max_session_duration,
+                bare_lf: self.bare_lf,
                 max_bad_commands: self.max_bad_commands,
                 proxy_wait: self.proxy_wait,
             },
+            budget: smtp::BufferBudget::new(self.buffer_budget),
         })
     }
 
@@ -563,6 +636,7 @@ impl Config {
             publish_timeout: self.publish_timeout,
             sightings: Arc::new(sender_sightings::Sightings::new(SIGHTING_PAIRS)),
             sighting_flush: self.sighting_flush,
+            parse_slots: pipeline::ParseSlots::for_this_machine(),
         })
     }
 }

@@ -1,6 +1,21 @@
 //! What ingest reads from a message: the From mailbox, the auto-reply signals and the text that
 //! becomes the SMS. Pure: bytes in, facts out, so Diagnose and the tests see exactly what the
 //! SMTP path sees.
+//!
+//! Characters that Postgres or an SMSC cannot take are cleaned here, never refused: a NUL in a
+//! body once got 250 and then failed in dispatch on every retry. Every text that reaches a job
+//! (subject, body, Message-ID) goes through [`email2sms_sms::sendable`]: NUL and the other
+//! C0 and C1 controls, DEL, the byte-order mark and the Unicode noncharacters are removed, line
+//! ends and vertical spacing become one line break, a tab a space. Cleaning rather than refusing,
+//! because the sender's words are still there and readable (a NUL usually comes from a broken
+//! charset conversion, `P\0u\0m\0p`), and a refusal would bounce an alert for a byte nobody saw.
+//! Rust strings cannot hold unpaired surrogates, and GSM-7 or UCS-2 (UTF-16) carry every other
+//! character, so nothing else needs removing.
+//! The From address is left as sent: with a control character it is not the address without
+//! it, and the decision refuses it as invalid.
+//!
+//! Texts are cut at [`MAX_TEXT_CHARS`], beyond the longest SMS there is, so sizing and cutting
+//! the SMS text stays cheap whatever the message holds.
 
 use email2sms_proto::policy::v1::{CompanyLimits, OverLimitBehavior, TextMode};
 use email2sms_proto::queue::v1::SmsEncoding;
@@ -23,8 +38,28 @@ pub struct ParsedMail {
     pub body: String,
 }
 
+/// The most characters of subject or body kept: more than the longest SMS, 255 parts of 153
+/// septets (39,015 characters) or 67 UTF-16 units, so a text cut here still needs more than 255
+/// parts and is then cut by the part limit exactly as the whole text would be.
+pub const MAX_TEXT_CHARS: usize = 40_000;
+
+/// [`email2sms_sms::sendable`], then at most [`MAX_TEXT_CHARS`] characters.
+pub fn clean_text(text: &str) -> String {
+    let clean = email2sms_sms::sendable(text);
+    match clean.char_indices().nth(MAX_TEXT_CHARS) {
+        Some((cut, _)) => clean[..cut].to_owned(),
+        None => clean.into_owned(),
+    }
+}
+
+/// A header value as one clean line (the Message-ID).
+fn one_line(text: &str) -> String {
+    clean_text(text).replace('\n', " ").trim().to_owned()
+}
+
 /// Parses the message. A message mail-parser cannot read at all yields empty facts, which the
-/// decision then refuses as "no From" — never a panic.
+/// decision then refuses as "no From" — never a panic. This does all the work of reading a
+/// message (a 25 MB one takes a while): the SMTP handler runs it off the async workers.
 pub fn parse(message: &[u8]) -> ParsedMail {
     let Some(mail) = MessageParser::default().parse(message) else {
         return ParsedMail::default();
@@ -37,17 +72,21 @@ pub fn parse(message: &[u8]) -> ParsedMail {
             collect_addresses(address, &mut from);
         }
     }
-    let subject = collapse(mail.subject().unwrap_or_default());
+    let subject = collapse(&clean_text(mail.subject().unwrap_or_default()));
+    // Cleaned first (a quote marker or signature line hidden behind a control character is
+    // still found), cut after (quotes and footers are removed from the whole text).
     let body = mail
         .body_text(0)
-        .map(|text| clean_body(&text))
+        .map(|text| clean_text(&clean_body(&email2sms_sms::sendable(&text))))
         .unwrap_or_default();
     ParsedMail {
+        // Left as sent: an address with a control character is not the address without it, and
+        // the decision refuses it (EmailAddress does not take control characters).
         from,
         from_headers,
         auto_reply: auto_reply_reason(&mail, &subject),
         subject,
-        message_id: mail.message_id().map(str::to_owned),
+        message_id: mail.message_id().map(one_line),
         body,
     }
 }
@@ -290,6 +329,45 @@ mod tests {
 
     fn text_of(raw: &str) -> SmsText {
         sms_text(&mail(raw), TextMode::BodyOrSubject, None, 10).unwrap()
+    }
+
+    #[test]
+    fn control_characters_are_removed_from_every_text() {
+        let parsed = parse(
+            b"From: Ana <a\0na@example.com>\r\nSubject: Al\x00ert\x01 now\r\nMessage-ID: <m\x00x@example.com>\r\n\r\nPump\x00 3\tfailed\x7f\x0b\x0csecond\r\n",
+        );
+        assert_eq!(parsed.subject, "Alert now");
+        assert_eq!(parsed.body, "Pump 3 failed\nsecond");
+        assert_eq!(parsed.message_id.as_deref(), Some("mx@example.com"));
+        for text in [&parsed.subject, &parsed.body] {
+            assert!(!text.contains('\0'), "{text:?}");
+        }
+        // The From stays as sent, for the decision to refuse.
+        assert_eq!(parsed.from, ["a\0na@example.com"]);
+        let sms = sms_text(&parsed, TextMode::BodyOrSubject, None, 10).unwrap();
+        assert_eq!(
+            sms.encoding,
+            SmsEncoding::Gsm7,
+            "a control character forced UCS-2"
+        );
+        // A quoted line behind a NUL is still a quote.
+        assert_eq!(clean_body(&email2sms_sms::sendable("hi\n\0> quoted")), "hi");
+    }
+
+    #[test]
+    fn a_huge_body_is_cut_beyond_the_longest_sms_and_truncated_as_before() {
+        let words = "lorem ipsum ".repeat(10_000);
+        let raw = format!("From: a@example.com\r\n\r\n{words}\r\n");
+        let parsed = parse(raw.as_bytes());
+        assert_eq!(parsed.body.chars().count(), MAX_TEXT_CHARS);
+        let cut = sms_text(&parsed, TextMode::Body, None, 255).unwrap();
+        let whole = ParsedMail {
+            body: collapse(&words),
+            ..parsed.clone()
+        };
+        assert_eq!(cut, sms_text(&whole, TextMode::Body, None, 255).unwrap());
+        assert!(cut.truncated);
+        assert_eq!(cut.segments, 255);
     }
 
     #[test]

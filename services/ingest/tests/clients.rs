@@ -520,6 +520,7 @@ async fn shutdown_stops_accepting_and_closes_idle_sessions_with_421() {
 async fn a_10_mb_attachment_with_a_one_line_body_is_read_whole() {
     let mut config = session_config(&[]);
     config.limits.max_message_size = 25 * 1024 * 1024;
+    config.budget = smtp::BufferBudget::new(config.limits.max_message_size);
     let server = start_server(config, ConnectionLimits::default()).await;
     let mut client = Client::new(TcpStream::connect(server.addr).await.unwrap());
     client.reply().await;

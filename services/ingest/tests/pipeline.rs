@@ -300,8 +300,14 @@ fn mail(from: &str, message_id: &str, body: &str) -> String {
 async fn authorised_mail_becomes_exactly_the_expected_jobs() {
     let dns = dns_with_zones().await;
     let mut h = harness(&dns, &[]).await;
-    h.allow_email("alice@corp.test", SecurityType::ByIpAddresses)
-        .await;
+    // An NZ company whose admin allowed Australia.
+    let mut alice = entry(
+        MatchKind::EmailAddress,
+        "alice@corp.test",
+        SecurityType::ByIpAddresses,
+    );
+    alice.limits.as_mut().unwrap().allowed_destination_regions = vec!["AU".into()];
+    h.put_email("alice@corp.test", &alice).await;
     h.allow_domain("good.test", SecurityType::ViaSpf).await;
 
     // By IP addresses, two recipients (national and international form), GSM-7.

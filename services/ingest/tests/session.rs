@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Client, Recorder, expect, session_config};
 use email2sms_ingest::smtp::command::ReversePath;
-use email2sms_ingest::smtp::conn::Phase;
+use email2sms_ingest::smtp::conn::{Deadline, Phase};
 use email2sms_ingest::smtp::proxy;
 use email2sms_ingest::smtp::{NotReadyHandler, Session, SessionConfig, SessionEnd};
 use tokio::io::DuplexStream;
@@ -160,17 +160,11 @@ async fn dot_stuffing_is_undone_exactly() {
     expect(&h.client.reply().await, "250");
     expect(&h.client.reply().await, "250");
     expect(&h.client.reply().await, "354");
-    // A first line of "..", a line "...", a dot mid-line, an empty line, a line " ." and CR/LF
-    // alone inside lines.
-    h.client
-        .send(b"..\r\n...\r\na.b\r\n\r\n .\r\nx\ry\nz\r\n.\r\n")
-        .await;
+    // A first line of "..", a line "...", a dot mid-line, an empty line and a line " ".
+    h.client.send(b"..\r\n...\r\na.b\r\n\r\n .\r\n.\r\n").await;
     expect(&h.client.reply().await, "250");
     let messages = h.handler.messages();
-    assert_eq!(
-        messages[0].1,
-        b".\r\n..\r\na.b\r\n\r\n .\r\nx\ry\nz\r\n".to_vec()
-    );
+    assert_eq!(messages[0].1, b".\r\n..\r\na.b\r\n\r\n .\r\n".to_vec());
 }
 
 #[tokio::test]
@@ -190,7 +184,8 @@ async fn an_empty_message_ends_at_the_first_dot_line() {
 }
 
 /// SMTP smuggling: end-of-data markers other than CRLF.CRLF must not end the message, so a
-/// second message hidden behind them is never executed as commands.
+/// second message hidden behind them is never executed as commands; and the message holding
+/// them is refused (554 5.5.2, bare <CR> or <LF>), so nothing behind them reaches an SMS either.
 #[tokio::test]
 async fn bare_lf_and_other_fake_end_markers_never_end_data() {
     for fake_end in [
@@ -215,21 +210,11 @@ async fn bare_lf_and_other_fake_end_markers_never_end_data() {
             b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<64299999999@sms.example.net>\r\nDATA\r\nsmuggled\r\n.\r\n",
         );
         h.client.send(&body).await;
-        expect(&h.client.reply().await, "250 2.0.0 queued");
+        let reply = h.client.reply().await;
+        expect(&reply, "554 5.5.2 Error: bare <");
         // Exactly one reply: nothing after the fake marker ran as a command.
         expect(&h.client.command("NOOP").await, "250 2.0.0 OK");
-        let messages = h.handler.messages();
-        assert_eq!(messages.len(), 1, "{fake_end:?}");
-        let content = String::from_utf8_lossy(&messages[0].1).into_owned();
-        assert!(
-            content.contains("MAIL FROM:<evil@example.com>"),
-            "{fake_end:?}: {content:?}"
-        );
-        assert!(
-            content.ends_with("smuggled\r\n"),
-            "{fake_end:?}: {content:?}"
-        );
-        assert_eq!(messages[0].0.recipients.len(), 1);
+        assert!(h.handler.messages().is_empty(), "{fake_end:?}");
     }
 }
 
@@ -439,7 +424,10 @@ async fn silence_ends_the_session_with_421() {
     expect(&h.client.reply().await, "220");
     expect(&h.client.reply().await, "421 4.4.2");
     assert!(h.client.closed().await);
-    assert_eq!(h.session.await.unwrap(), SessionEnd::Timeout);
+    assert_eq!(
+        h.session.await.unwrap(),
+        SessionEnd::Timeout(Deadline::Idle)
+    );
 
     let mut config = session_config(&[]);
     config.limits.data_timeout = Duration::from_millis(200);

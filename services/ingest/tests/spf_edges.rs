@@ -124,6 +124,7 @@ impl Harness {
             limits: Some(CompanyLimits {
                 max_sms_parts: 3,
                 over_limit_behavior: OverLimitBehavior::Truncate as i32,
+                ..CompanyLimits::default()
             }),
             text_mode: TextMode::BodyOrSubject as i32,
             readiness: Some(Readiness {

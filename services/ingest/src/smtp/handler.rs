@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
+use super::budget::Reservation;
 use super::command::{BodyType, Mailbox, ReversePath};
 use super::reply::Reply;
 
@@ -55,6 +56,45 @@ pub struct Envelope {
     pub declared_size: Option<u64>,
 }
 
+/// One message as received: its content exactly as sent (dot-stuffing removed, CRLF line ends),
+/// at most the configured size, together with its share of the gateway's buffer budget, which is
+/// given back when the message is dropped. A handler that moves it to another thread (to parse it
+/// off the async workers) keeps the budget accounted for until it is done.
+#[derive(Debug)]
+pub struct ReceivedMessage {
+    content: Vec<u8>,
+    _reservation: Option<Reservation>,
+}
+
+impl ReceivedMessage {
+    pub fn new(content: Vec<u8>, reservation: Reservation) -> ReceivedMessage {
+        ReceivedMessage {
+            content,
+            _reservation: Some(reservation),
+        }
+    }
+
+    /// A message outside any budget, for tests and tools.
+    pub fn unbudgeted(content: Vec<u8>) -> ReceivedMessage {
+        ReceivedMessage {
+            content,
+            _reservation: None,
+        }
+    }
+
+    pub fn content(&self) -> &[u8] {
+        &self.content
+    }
+}
+
+impl std::ops::Deref for ReceivedMessage {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.content
+    }
+}
+
 /// The pipeline behind the SMTP server.
 ///
 /// Replies must follow the contract in DESIGN.md: 250 only when every SMS of the message is safely
@@ -73,9 +113,14 @@ pub trait MessageHandler: Send + Sync + 'static {
         async { None }
     }
 
-    /// Decides about one complete message: `message` is the content exactly as received (dot-
-    /// stuffing removed, CRLF line ends), at most the configured size.
-    fn accept(&self, envelope: &Envelope, message: &[u8]) -> impl Future<Output = Reply> + Send;
+    /// Decides about one complete message. Anything slow that does not wait on I/O (parsing a
+    /// 25 MB message takes seconds in a debug build) belongs off the async workers, or it stalls
+    /// every other session on that worker.
+    fn accept(
+        &self,
+        envelope: &Envelope,
+        message: ReceivedMessage,
+    ) -> impl Future<Output = Reply> + Send;
 }
 
 /// A handler that refuses every message with a temporary failure, so the sending server keeps it
@@ -85,7 +130,7 @@ pub trait MessageHandler: Send + Sync + 'static {
 pub struct NotReadyHandler;
 
 impl MessageHandler for NotReadyHandler {
-    async fn accept(&self, _envelope: &Envelope, _message: &[u8]) -> Reply {
+    async fn accept(&self, _envelope: &Envelope, _message: ReceivedMessage) -> Reply {
         Reply::new(
             451,
             "4.3.0",

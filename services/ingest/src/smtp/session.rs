@@ -10,13 +10,16 @@ use futures::FutureExt;
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use super::budget::{BufferBudget, MIN_RESERVATION};
 use super::command::{
     self, BodyType, Command, CommandError, MailParams, Mailbox, ReversePath, XclientAttribute,
 };
-use super::conn::{CommandLine, Conn, DataBlock, Interrupted, Phase};
-use super::handler::{ClientInfo, Envelope, MessageHandler};
+use super::conn::{CommandLine, Conn, Deadline, Interrupted, Phase};
+use super::data::{BareLf, DataBlock, DataDecoder, DataLimits};
+use super::handler::{ClientInfo, Envelope, MessageHandler, ReceivedMessage};
 use super::proxy::{self, ProxyHeader};
 use super::reply::Reply;
 
@@ -33,6 +36,16 @@ pub struct Limits {
     pub command_timeout: Duration,
     /// How long the client may be silent while sending the message (421 4.4.2).
     pub data_timeout: Duration,
+    /// How long one message may take from the 354 to its end, however steadily it trickles in
+    /// (421 4.4.2): the silence timeout alone restarts with every byte.
+    pub data_deadline: Duration,
+    /// How long a write of our replies may take before the session is dropped: a client that
+    /// pipelines commands and never reads the replies blocks it once the socket buffers are full.
+    pub write_timeout: Duration,
+    /// How long one session may last, whatever it does (421 4.4.2).
+    pub max_session_duration: Duration,
+    /// What to do with a bare LF inside a message.
+    pub bare_lf: BareLf,
     /// Protocol errors tolerated before the session is closed (421 4.7.0).
     pub max_bad_commands: u32,
     /// How long to wait, on a connection from a trusted relay, for a PROXY protocol header
@@ -48,6 +61,10 @@ impl Default for Limits {
             max_line_length: 1000,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            data_deadline: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(60),
+            max_session_duration: Duration::from_secs(1800),
+            bare_lf: BareLf::Refuse,
             max_bad_commands: 20,
             proxy_wait: Duration::from_millis(300),
         }
@@ -66,6 +83,8 @@ pub struct SessionConfig {
     /// STARTTLS is offered only when set.
     pub tls: Option<TlsAcceptor>,
     pub limits: Limits,
+    /// Bytes of message content all sessions together may hold.
+    pub budget: Arc<BufferBudget>,
 }
 
 impl std::fmt::Debug for SessionConfig {
@@ -76,6 +95,7 @@ impl std::fmt::Debug for SessionConfig {
             .field("trusted_relays", &self.trusted_relays)
             .field("starttls", &self.tls.is_some())
             .field("limits", &self.limits)
+            .field("budget", &self.budget.total())
             .finish()
     }
 }
@@ -115,7 +135,9 @@ struct Transaction {
 pub enum SessionEnd {
     Quit,
     ClientClosed,
-    Timeout,
+    Timeout(Deadline),
+    /// The client did not read our replies within the write timeout.
+    WriteTimeout,
     Shutdown,
     TooManyErrors,
     ProxyRefused,
@@ -166,8 +188,15 @@ where
         phase: watch::Receiver<Phase>,
     ) -> Self {
         let trusted_peer = config.is_trusted_relay(peer.ip());
+        let limits = &config.limits;
+        let conn = Conn::with_deadlines(
+            stream,
+            phase,
+            limits.write_timeout,
+            Instant::now() + limits.max_session_duration,
+        );
         Session {
-            conn: Conn::new(stream, phase),
+            conn,
             config,
             handler,
             client: ClientInfo::from_peer(peer),
@@ -251,16 +280,24 @@ where
         match interrupted {
             Interrupted::Eof => SessionEnd::ClientClosed,
             Interrupted::Io(error) => SessionEnd::Io(error.to_string()),
-            Interrupted::Timeout => {
-                self.conn.reply(&Reply::new(
-                    421,
-                    "4.4.2",
-                    format!(
-                        "{} timeout: no data for too long; closing the connection",
-                        self.config.hostname
+            Interrupted::WriteTimeout => SessionEnd::WriteTimeout,
+            Interrupted::Timeout(deadline) => {
+                let host = &self.config.hostname;
+                let text = match deadline {
+                    Deadline::Idle => {
+                        format!("{host} timeout: no data for too long; closing the connection")
+                    }
+                    Deadline::WholeData => format!(
+                        "{host} timeout: the message took longer than {} to arrive; closing the connection, your server will retry",
+                        shown_duration(self.limits().data_deadline)
                     ),
-                ));
-                SessionEnd::Timeout
+                    Deadline::Session => format!(
+                        "{host}: this connection has lasted {}, the longest allowed; closing it, connect again to send more",
+                        shown_duration(self.limits().max_session_duration)
+                    ),
+                };
+                self.conn.reply(&Reply::new(421, "4.4.2", text));
+                SessionEnd::Timeout(deadline)
             }
             Interrupted::Shutdown => {
                 self.conn.reply(&Reply::new(
@@ -560,17 +597,41 @@ where
                 "no valid recipients; nothing to send",
             ));
         }
+        let limits = self.limits().clone();
+        // The declared SIZE is reserved at once (most relays declare it); without one, a little,
+        // grown as the message arrives.
+        let declared = transaction.params.size.map_or(MIN_RESERVATION, |size| {
+            usize::try_from(size).unwrap_or(usize::MAX)
+        });
+        let Some(mut reservation) = self
+            .config
+            .budget
+            .reserve(declared.clamp(1, limits.max_message_size))
+        else {
+            tracing::warn!(
+                client = %self.client.ip,
+                declared,
+                available = self.config.budget.available(),
+                "message refused at DATA: the buffer budget is spent"
+            );
+            return self.reply(busy_reply());
+        };
         self.conn.reply(&Reply::plain(
             354,
             "send the message; end with <CR><LF>.<CR><LF>",
         ));
-        let limits = self.limits().clone();
+        let mut decoder = DataDecoder::new(DataLimits {
+            max_size: limits.max_message_size,
+            max_line_len: limits.max_line_length,
+            bare_lf: limits.bare_lf,
+        });
         let block = self
             .conn
             .read_data(
-                limits.max_message_size,
-                limits.max_line_length,
+                &mut decoder,
+                &mut reservation,
                 limits.data_timeout,
+                Instant::now() + limits.data_deadline,
             )
             .await;
         // Whatever happens now, this transaction is over (RFC 5321 §4.1.1.4).
@@ -578,6 +639,15 @@ where
             return Next::Continue;
         };
         let message = match block {
+            // A client that ends its lines with a bare LF also ends its message with `\n.\n`
+            // and then waits: tell it why nothing came, permanently, rather than a 421 it would
+            // retry for days.
+            Err(Interrupted::Timeout(Deadline::Idle)) if decoder.line_end_defect().is_some() => {
+                if let Some(block) = decoder.line_end_defect() {
+                    self.conn.reply(&data_refusal(&block));
+                }
+                return Next::Close(SessionEnd::Timeout(Deadline::Idle));
+            }
             Err(interrupted) => return Next::Close(self.interrupted(interrupted)),
             Ok(DataBlock::Flood) => {
                 self.conn.reply(&too_big_reply(limits.max_message_size));
@@ -594,6 +664,18 @@ where
                     ),
                 ));
             }
+            Ok(DataBlock::OverBudget) => {
+                tracing::warn!(
+                    client = %self.client.ip,
+                    received = decoder.received(),
+                    "message refused: the buffer budget ran out while it arrived"
+                );
+                return self.reply(busy_reply());
+            }
+            Ok(block @ (DataBlock::BareLineEnd(_) | DataBlock::FakeEndOfData)) => {
+                tracing::info!(client = %self.client.ip, ?block, "message refused: bare line end");
+                return self.reply(data_refusal(&block));
+            }
             Ok(DataBlock::Message(message)) => message,
         };
         let envelope = Envelope {
@@ -606,9 +688,11 @@ where
         };
         // Earlier pipelined replies go out now, not after the handler's work.
         if let Err(error) = self.conn.flush().await {
-            return Next::Close(SessionEnd::Io(error.to_string()));
+            return Next::Close(write_failed(&error));
         }
-        let reply = AssertUnwindSafe(self.handler.accept(&envelope, &message))
+        let size = message.len();
+        let message = ReceivedMessage::new(message, reservation);
+        let reply = AssertUnwindSafe(self.handler.accept(&envelope, message))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
@@ -619,7 +703,7 @@ where
             client = %envelope.client.ip,
             from = %envelope.reverse_path,
             recipients = envelope.recipients.len(),
-            size = message.len(),
+            size,
             eight_bit = matches!(envelope.body, BodyType::EightBitMime),
             reply = %reply,
             "message"
@@ -701,6 +785,55 @@ fn too_big_reply(max: usize) -> Reply {
             "the message is too big: this gateway accepts at most {max} bytes; send a shorter message without large attachments"
         ),
     )
+}
+
+/// The budget of buffered message bytes is spent: temporary, the relay keeps the mail.
+fn busy_reply() -> Reply {
+    Reply::new(
+        452,
+        "4.3.1",
+        "the gateway is receiving too much mail at once; nothing was sent, and your server will try again later",
+    )
+}
+
+/// A message refused for its line ends. Postfix answers `521 5.5.2 … Error: bare <LF> received`
+/// and disconnects; 521 says the host takes no mail at all (RFC 7504), while this gateway has
+/// read the message to its end and stays in step, so it gives the usual permanent refusal of a
+/// message, 554, with the same enhanced code and words.
+fn data_refusal(block: &DataBlock) -> Reply {
+    let text = match block {
+        DataBlock::BareLineEnd(bare) => format!(
+            "Error: bare {} received: every line of a message must end with <CR><LF> (RFC 5321 section 2.3.8); nothing was sent, ask your mail administrator to fix the sending server",
+            bare.as_str()
+        ),
+        _ => "Error: a line of a single dot next to a bare <LF> received; a message ends only with <CR><LF>.<CR><LF>, nothing was sent (the text after such a line is refused, as SMTP smuggling uses it); ask your mail administrator to fix the sending server".to_owned(),
+    };
+    Reply::new(554, "5.5.2", text)
+}
+
+/// A session that cannot write its replies ends; a timed-out write is the client not reading.
+fn write_failed(error: &std::io::Error) -> SessionEnd {
+    if error.kind() == std::io::ErrorKind::TimedOut {
+        SessionEnd::WriteTimeout
+    } else {
+        SessionEnd::Io(error.to_string())
+    }
+}
+
+/// `10m`, `90s`, `1h30m`, `250ms` for reply texts.
+fn shown_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    if secs == 0 {
+        return format!("{}ms", duration.as_millis());
+    }
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    for (value, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if value > 0 {
+            out.push_str(&format!("{value}{unit}"));
+        }
+    }
+    out
 }
 
 fn unavailable_reply() -> Reply {

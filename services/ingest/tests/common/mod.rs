@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use email2sms_domain::DomainName;
 use email2sms_ingest::smtp::command::ReversePath;
-use email2sms_ingest::smtp::{ClientInfo, Envelope, Limits, MessageHandler, Reply, SessionConfig};
+use email2sms_ingest::smtp::{
+    BareLf, BufferBudget, ClientInfo, Envelope, Limits, MessageHandler, ReceivedMessage, Reply,
+    SessionConfig,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Records every message and answers with a fixed reply; a recipient starting with `999`
@@ -44,7 +47,7 @@ impl MessageHandler for Recorder {
         }
     }
 
-    async fn accept(&self, envelope: &Envelope, message: &[u8]) -> Reply {
+    async fn accept(&self, envelope: &Envelope, message: ReceivedMessage) -> Reply {
         if envelope
             .recipients
             .iter()
@@ -75,9 +78,14 @@ pub fn session_config(trusted: &[&str]) -> SessionConfig {
             max_line_length: 1000,
             command_timeout: Duration::from_secs(5),
             data_timeout: Duration::from_secs(5),
+            data_deadline: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            max_session_duration: Duration::from_secs(300),
+            bare_lf: BareLf::Refuse,
             max_bad_commands: 5,
             proxy_wait: Duration::from_millis(200),
         },
+        budget: BufferBudget::new(1 << 20),
     }
 }
 
@@ -97,7 +105,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// Reads one complete reply (all its lines), e.g. `"250-a\r\n250 b"` without the last CRLF.
     pub async fn reply(&mut self) -> String {
-        tokio::time::timeout(Duration::from_secs(10), async {
+        self.reply_within(Duration::from_secs(10)).await
+    }
+
+    /// [`Client::reply`], waiting at most `limit` (of tokio time: virtual in a paused test).
+    pub async fn reply_within(&mut self, limit: Duration) -> String {
+        tokio::time::timeout(limit, async {
             let mut lines = Vec::new();
             loop {
                 while let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
@@ -121,7 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
         })
         .await
-        .expect("a reply within 10 s")
+        .unwrap_or_else(|_| panic!("no reply within {limit:?}"))
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
