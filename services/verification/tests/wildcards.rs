@@ -36,8 +36,20 @@ fn outcome(applied: &Applied) -> Outcome {
 }
 
 /// The check says which wildcard served the token and which random name showed it, permanently
-/// (the customer must change DNS; retrying changes nothing).
-fn assert_wildcard(applied: &Applied, wildcard: &str) {
+/// (the customer must change DNS; retrying changes nothing), and GetStatus reads it all back.
+async fn assert_wildcard(world: &World, applied: &Applied, wildcard: &str) {
+    let (challenge, checks) = world
+        .verifier
+        .status(&key(COMPANY_A, &applied.challenge.domain), 1)
+        .await
+        .unwrap();
+    let shown = world.verifier.to_proto(&challenge);
+    assert_eq!(shown.state_reason, applied.check.detail);
+    let last = checks[0].to_proto();
+    assert_eq!(last.result(), CheckResult::Wildcard);
+    assert_eq!(last.wildcard_name, wildcard);
+    assert_eq!(last.wildcard_probe_names, applied.check.probed_names);
+    assert_eq!(last.message, applied.check.detail);
     assert_eq!(
         outcome(applied),
         Outcome::Wildcard,
@@ -62,10 +74,6 @@ fn assert_wildcard(applied: &Applied, wildcard: &str) {
         applied.challenge.consecutive_failures, 1,
         "counts as a miss"
     );
-    let sent = applied.check.to_proto();
-    assert_eq!(sent.result(), CheckResult::Wildcard);
-    assert_eq!(sent.wildcard_name, wildcard);
-    assert_eq!(sent.wildcard_probe_names, applied.check.probed_names);
 }
 
 #[tokio::test]
@@ -86,7 +94,7 @@ async fn a_token_only_a_wildcard_serves_does_not_verify() {
     let reason = &applied.challenge.reason;
     assert!(reason.contains("wildcard record *.example.com"), "{reason}");
     assert!(reason.contains("sales.example.com itself"), "{reason}");
-    assert_wildcard(&applied, "*.example.com");
+    assert_wildcard(&world, &applied, "*.example.com").await;
     assert_eq!(applied.check.probed_names.len(), 1, "one parent, one probe");
     assert_ne!(applied.check.probed_names[0], "sales.example.com");
 }
@@ -141,7 +149,7 @@ async fn a_token_in_both_an_explicit_record_and_the_wildcard_does_not_verify() {
     )
     .await;
     assert_eq!(applied.challenge.state(), State::Pending);
-    assert_wildcard(&applied, "*.example.com");
+    assert_wildcard(&world, &applied, "*.example.com").await;
     assert!(
         applied
             .challenge
@@ -175,7 +183,7 @@ async fn a_wildcard_cname_does_not_verify() {
         reason.contains("wildcard record *.example.com (an alias of holder.example.org)"),
         "{reason}"
     );
-    assert_wildcard(&applied, "*.example.com");
+    assert_wildcard(&world, &applied, "*.example.com").await;
 }
 
 #[tokio::test]
@@ -202,7 +210,7 @@ async fn a_cname_into_a_wildcarded_zone_does_not_verify() {
         "{reason}"
     );
     assert!(reason.contains("wildcard record *.example.org"), "{reason}");
-    assert_wildcard(&applied, "*.example.org");
+    assert_wildcard(&world, &applied, "*.example.org").await;
     assert_eq!(
         applied.check.probed_names.len(),
         2,
