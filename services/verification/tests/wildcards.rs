@@ -312,3 +312,82 @@ async fn aliases_under_more_parents_than_are_probed_do_not_verify() {
         applied.challenge.reason
     );
 }
+
+#[tokio::test]
+async fn a_holder_whose_token_only_a_wildcard_serves_loses_the_domain_after_the_grace() {
+    // A verified sales.example.com; then its token stays only where a wildcard serves it too,
+    // while B publishes its own token at the name. A's token proves nothing any more, so after
+    // the grace (72 h) and enough misses the domain moves to B, as if A's token were gone.
+    let mut world = world(&[]).await;
+    let start = now();
+    let a = key(COMPANY_A, "sales.example.com");
+    let b = key(COMPANY_B, "sales.example.com");
+    let (a_challenge, _) = world.verifier.create(&a, start).await.unwrap();
+    let (b_challenge, _) = world.verifier.create(&b, start).await.unwrap();
+    let record = |token: &str| format!("TXT \"email2sms-verification={token}\"");
+    world
+        .dns
+        .set_zone(
+            "example.com",
+            &format!("sales {}", record(&a_challenge.token)),
+        )
+        .await;
+    let verified = world
+        .verifier
+        .check_now(&a, None, Some(start))
+        .await
+        .unwrap();
+    assert_eq!(verified.challenge.state(), State::Verified);
+
+    world
+        .dns
+        .set_zone(
+            "example.com",
+            &format!(
+                "sales {}\nsales {}\n* {}",
+                record(&a_challenge.token),
+                record(&b_challenge.token),
+                record(&a_challenge.token)
+            ),
+        )
+        .await;
+    for hours in [1, 2] {
+        let missed = world
+            .verifier
+            .check_now(&a, None, Some(start + seconds(hours * 3600)))
+            .await
+            .unwrap();
+        assert_eq!(outcome(&missed), Outcome::Wildcard);
+        assert_eq!(
+            missed.challenge.state(),
+            State::Verified,
+            "within the grace"
+        );
+    }
+    let waiting = world
+        .verifier
+        .check_now(&b, None, Some(start + seconds(3 * 3600)))
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting.challenge.state(),
+        State::Pending,
+        "A's grace is not over"
+    );
+    assert_eq!(outcome(&waiting), Outcome::Found);
+
+    let after_grace = start + seconds(3600 + 72 * 3600 + 1);
+    let moved = world
+        .verifier
+        .check_now(&b, None, Some(after_grace))
+        .await
+        .unwrap();
+    assert_eq!(
+        moved.challenge.state(),
+        State::Verified,
+        "{}",
+        moved.challenge.reason
+    );
+    let a_now = world.verifier.find(&a).await.unwrap();
+    assert_eq!(a_now.state(), State::Revoked, "{}", a_now.reason);
+}
