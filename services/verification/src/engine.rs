@@ -22,7 +22,7 @@ use crate::model::{
     CHALLENGE_COLUMNS, CHECK_COLUMNS, ChallengeRow, CheckRow, State, Trigger, timestamp,
 };
 use crate::outbox;
-use crate::rules::{self, Decision, Facts, Holder, Rules};
+use crate::rules::{self, Decision, Facts, Holder, Presence, Rules};
 use crate::settings::VerificationArgs;
 
 /// Checks returned by GetStatus when the request does not say.
@@ -297,6 +297,7 @@ impl Verifier {
                 queried_name: domain.as_str().to_owned(),
                 cname_chain: Vec::new(),
                 answer: TxtAnswer::Timeout,
+                probes: Vec::new(),
                 nameserver: self.resolver.nameserver().to_owned(),
                 duration: started.elapsed(),
             },
@@ -341,9 +342,15 @@ impl Verifier {
         let holder = rows
             .iter()
             .find(|r| r.id != current.id && r.state() == State::Verified);
+        // The holder's token counts as present unless it is absent or served only by a wildcard
+        // (its own checks then fail the same way); an unsure probe does not move ownership.
         let holder_facts = holder.map(|h| Holder {
-            token_present: VerificationToken::parse(&h.token)
-                .is_ok_and(|t| rules::token_present(values, &t)),
+            token_present: VerificationToken::parse(&h.token).is_ok_and(|t| {
+                !matches!(
+                    rules::presence(lookup, &t),
+                    Presence::Absent | Presence::ViaWildcard(_) | Presence::TooManyAliases(_)
+                )
+            }),
             consecutive_failures: h.consecutive_failures.max(0) as u32,
             missing_since: h.missing_since,
         });
@@ -386,8 +393,10 @@ impl Verifier {
         .await?;
         let check: CheckRow = sqlx::query_as(&format!(
             "INSERT INTO checks (challenge_id, checked_at, outcome, temporary, detail, values_found, \
-                 nameserver, duration_ms, trigger, queried_name, cname_chain, state_before, state_after) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {CHECK_COLUMNS}"
+                 nameserver, duration_ms, trigger, queried_name, cname_chain, state_before, state_after, \
+                 probed_names, wildcard_name) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             RETURNING {CHECK_COLUMNS}"
         ))
         .bind(current.id)
         .bind(now)
@@ -402,6 +411,14 @@ impl Verifier {
         .bind(&lookup.cname_chain)
         .bind(before.as_db())
         .bind(decision.state.as_db())
+        .bind(
+            lookup
+                .probes
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(&evaluation.wildcard)
         .fetch_one(&mut *tx)
         .await?;
         if changed {

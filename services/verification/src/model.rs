@@ -54,6 +54,11 @@ pub enum Outcome {
     Timeout,
     Refused,
     Error,
+    /// The token is in the answer, but a random name under a parent of the names it came
+    /// through answers with it too: a wildcard serves it, which proves nothing about this name.
+    Wildcard,
+    /// The token came through aliases under more parents than one check probes.
+    TooManyAliases,
 }
 
 impl Outcome {
@@ -61,7 +66,12 @@ impl Outcome {
     /// retried.
     pub fn is_temporary(self) -> bool {
         match self {
-            Outcome::Found | Outcome::WrongValue | Outcome::NoData | Outcome::NxDomain => false,
+            Outcome::Found
+            | Outcome::WrongValue
+            | Outcome::NoData
+            | Outcome::NxDomain
+            | Outcome::Wildcard
+            | Outcome::TooManyAliases => false,
             Outcome::ServFail | Outcome::Timeout | Outcome::Refused | Outcome::Error => true,
         }
     }
@@ -76,6 +86,8 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Refused => "refused",
             Outcome::Error => "error",
+            Outcome::Wildcard => "wildcard",
+            Outcome::TooManyAliases => "too_many_aliases",
         }
     }
 
@@ -90,6 +102,8 @@ impl Outcome {
             "timeout" => Outcome::Timeout,
             "refused" => Outcome::Refused,
             "error" => Outcome::Error,
+            "wildcard" => Outcome::Wildcard,
+            "too_many_aliases" => Outcome::TooManyAliases,
             _ => return None,
         })
     }
@@ -104,6 +118,8 @@ impl Outcome {
             Outcome::Timeout => pb::CheckResult::Timeout,
             Outcome::Refused => pb::CheckResult::Refused,
             Outcome::Error => pb::CheckResult::Error,
+            Outcome::Wildcard => pb::CheckResult::Wildcard,
+            Outcome::TooManyAliases => pb::CheckResult::TooManyAliases,
         }
     }
 }
@@ -192,10 +208,15 @@ pub struct CheckRow {
     pub cname_chain: Vec<String>,
     pub state_before: Option<String>,
     pub state_after: Option<String>,
+    /// The random names asked to detect a wildcard, in order.
+    pub probed_names: Vec<String>,
+    /// The wildcard record that served the token (`*.example.com`), for a `wildcard` outcome.
+    pub wildcard_name: Option<String>,
 }
 
 pub const CHECK_COLUMNS: &str = "id, checked_at, outcome, temporary, detail, values_found, \
-     nameserver, duration_ms, trigger, queried_name, cname_chain, state_before, state_after";
+     nameserver, duration_ms, trigger, queried_name, cname_chain, state_before, state_after, \
+     probed_names, wildcard_name";
 
 pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -233,6 +254,8 @@ impl CheckRow {
             message: self.detail.clone(),
             state_before: state(&self.state_before),
             state_after: state(&self.state_after),
+            wildcard_probe_names: self.probed_names.clone(),
+            wildcard_name: self.wildcard_name.clone().unwrap_or_default(),
         }
     }
 }

@@ -3,9 +3,9 @@
 //! up, grace, revocation) are tested by moving `now`, never by sleeping.
 
 use chrono::{DateTime, Duration, Utc};
-use email2sms_domain::VerificationToken;
+use email2sms_domain::{TXT_RECORD_PREFIX, VerificationToken};
 
-use crate::dns::{TxtAnswer, TxtLookup};
+use crate::dns::{Probe, TxtAnswer, TxtLookup};
 use crate::model::{Outcome, State, Trigger};
 use crate::settings::VerificationArgs;
 
@@ -57,6 +57,92 @@ pub struct Evaluation {
     pub outcome: Outcome,
     /// A sentence for the customer, naming what was found.
     pub message: String,
+    /// The wildcard record that serves the token (`*.example.com`), for [`Outcome::Wildcard`].
+    pub wildcard: Option<String>,
+}
+
+/// Most wildcard probes in one check: one per distinct parent domain of the names the answer
+/// came through. The queried name plus three aliases in other domains covers the setups seen in
+/// practice (the name itself, or the name aliased once or twice to a DNS provider's host); a
+/// longer chain is refused rather than probed further, so a check costs at most five lookups.
+pub const MAX_WILDCARD_PROBES: usize = 4;
+
+/// The parents under which a wildcard could have served the answer: of the queried name and of
+/// each CNAME target, in that order and without repeats (`www.example.com` aliased to
+/// `verify.example.com` needs one probe). A parent of one label is a top-level domain (or the
+/// root): only its registry could publish a wildcard there, and it cannot know the token (random
+/// per challenge), so it is not probed and `example.com` itself costs no probe. `Err(n)`: `n`
+/// parents, more than [`MAX_WILDCARD_PROBES`].
+pub fn wildcard_parents(queried: &str, cname_chain: &[String]) -> Result<Vec<String>, usize> {
+    let mut parents: Vec<String> = Vec::new();
+    for name in std::iter::once(queried).chain(cname_chain.iter().map(String::as_str)) {
+        if let Some((_, parent)) = name.split_once('.')
+            && parent.contains('.')
+            && !parents.iter().any(|p| p == parent)
+        {
+            parents.push(parent.to_owned());
+        }
+    }
+    if parents.len() > MAX_WILDCARD_PROBES {
+        Err(parents.len())
+    } else {
+        Ok(parents)
+    }
+}
+
+/// Whether any value looks like a verification record (of any token): only then can the answer
+/// prove something, and only then are wildcard probes worth their lookups.
+pub fn has_verification_record(values: &[String]) -> bool {
+    values.iter().any(|v| {
+        unwrap_value(v)
+            .get(..TXT_RECORD_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(TXT_RECORD_PREFIX))
+    })
+}
+
+/// Where a token in a check's answer comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence<'a> {
+    /// Not in the answer.
+    Absent,
+    /// Published at the name (or at the alias it points to) itself: no probe answered with it.
+    AtName,
+    /// A random name under the probe's parent answers with the token too: a wildcard serves it.
+    ViaWildcard(&'a Probe),
+    /// The answer came through aliases under this many parents, more than can be probed.
+    TooManyAliases(usize),
+    /// A probe failed (SERVFAIL, timeout, ...): whether a wildcard serves the token is not known.
+    Unsure(&'a Probe),
+    /// The lookup has fewer probes than the answer needs (it was not made by
+    /// [`crate::dns::TxtResolver`]); never taken as proof.
+    Unprobed,
+}
+
+/// Where `token` in `lookup`'s answer comes from.
+pub fn presence<'a>(lookup: &'a TxtLookup, token: &VerificationToken) -> Presence<'a> {
+    let TxtAnswer::Records(values) = &lookup.answer else {
+        return Presence::Absent;
+    };
+    if !token_present(values, token) {
+        return Presence::Absent;
+    }
+    let parents = match wildcard_parents(&lookup.queried_name, &lookup.cname_chain) {
+        Ok(parents) => parents,
+        Err(count) => return Presence::TooManyAliases(count),
+    };
+    // A probe answering with the token decides, whatever the others said.
+    let carries = |probe: &&Probe| matches!(&probe.answer, TxtAnswer::Records(values) if token_present(values, token));
+    if let Some(probe) = lookup.probes.iter().find(carries) {
+        return Presence::ViaWildcard(probe);
+    }
+    if let Some(probe) = lookup.probes.iter().find(|p| p.answer.is_temporary()) {
+        return Presence::Unsure(probe);
+    }
+    let probed = |parent: &String| lookup.probes.iter().any(|p| &p.parent == parent);
+    if !parents.iter().all(probed) {
+        return Presence::Unprobed;
+    }
+    Presence::AtName
 }
 
 /// A TXT value as people and DNS control panels mangle it: surrounding spaces, and quotes that a
@@ -85,17 +171,112 @@ fn alias_note(lookup: &TxtLookup) -> String {
     }
 }
 
+const RETRY: &str = "this is temporary and the check will be retried";
+
+/// A sentence for a lookup of `name` that failed in a way that says nothing about the customer's
+/// DNS; `None` for a definite answer.
+fn temporary_failure(
+    name: &str,
+    answer: &TxtAnswer,
+    server: &str,
+    duration: std::time::Duration,
+) -> Option<(Outcome, String)> {
+    Some(match answer {
+        TxtAnswer::ServFail => (
+            Outcome::ServFail,
+            format!("the DNS server {server} answered SERVFAIL for {name}"),
+        ),
+        TxtAnswer::Refused => (
+            Outcome::Refused,
+            format!("the DNS server {server} refused the query for {name}"),
+        ),
+        TxtAnswer::Timeout => (
+            Outcome::Timeout,
+            format!(
+                "no answer from the DNS server {server} for {name} within {:.1}s",
+                duration.as_secs_f64()
+            ),
+        ),
+        TxtAnswer::Error(error) => (
+            Outcome::Error,
+            format!("the DNS lookup of {name} at {server} failed ({error})"),
+        ),
+        TxtAnswer::Records(_) | TxtAnswer::NxDomain => return None,
+    })
+}
+
+/// The token is in the answer: whether that proves anything depends on where it comes from.
+fn evaluate_found(lookup: &TxtLookup, token: &VerificationToken) -> Evaluation {
+    let name = &lookup.queried_name;
+    let found = format!(
+        "found the verification token at {name}{}",
+        alias_note(lookup)
+    );
+    let (outcome, message, wildcard) = match presence(lookup, token) {
+        Presence::AtName | Presence::Absent => (Outcome::Found, found, None),
+        Presence::ViaWildcard(probe) => {
+            let wildcard = format!("*.{}", probe.parent);
+            let points_to = match probe.cname_chain.last() {
+                Some(target) => format!(" (an alias of {target})"),
+                None => String::new(),
+            };
+            (
+                Outcome::Wildcard,
+                format!(
+                    "{found}, but the wildcard record {wildcard}{points_to} serves it too: {}, a name nobody created, answers with it, so it proves nothing about {name}; publish the TXT record at {name} itself and remove the token from {wildcard}",
+                    probe.name
+                ),
+                Some(wildcard),
+            )
+        }
+        Presence::TooManyAliases(count) => (
+            Outcome::TooManyAliases,
+            format!(
+                "{found}, but through aliases under {count} different domains: at most {MAX_WILDCARD_PROBES} are checked for wildcard records, so it cannot be accepted; publish the TXT record at {name} itself, or alias {name} to the record's name directly"
+            ),
+            None,
+        ),
+        Presence::Unsure(probe) => {
+            let (outcome, what) = temporary_failure(
+                &probe.name,
+                &probe.answer,
+                &lookup.nameserver,
+                lookup.duration,
+            )
+            .unwrap_or((Outcome::Error, format!("{} was not answered", probe.name)));
+            (
+                outcome,
+                format!(
+                    "{found}, but could not check whether the wildcard record *.{} serves it: {what}; {RETRY}",
+                    probe.parent
+                ),
+                None,
+            )
+        }
+        Presence::Unprobed => (
+            Outcome::Error,
+            format!(
+                "{found}, but the check did not ask whether a wildcard record serves it; {RETRY}"
+            ),
+            None,
+        ),
+    };
+    Evaluation {
+        outcome,
+        message,
+        wildcard,
+    }
+}
+
 /// What `lookup` means for `token`.
 pub fn evaluate(lookup: &TxtLookup, token: &VerificationToken) -> Evaluation {
     let name = &lookup.queried_name;
     let alias = alias_note(lookup);
     let server = &lookup.nameserver;
-    let retry = "this is temporary and the check will be retried";
     let (outcome, message) = match &lookup.answer {
-        TxtAnswer::Records(values) if token_present(values, token) => (
-            Outcome::Found,
-            format!("found the verification token at {name}{alias}"),
-        ),
+        TxtAnswer::Records(values) if token_present(values, token) => {
+            return evaluate_found(lookup, token);
+        }
         TxtAnswer::Records(values) if values.is_empty() => (
             Outcome::NoData,
             format!("no TXT record found at {name}{alias}"),
@@ -114,27 +295,17 @@ pub fn evaluate(lookup: &TxtLookup, token: &VerificationToken) -> Evaluation {
                 "no TXT record found at {name}{alias}: the name does not exist in DNS (NXDOMAIN)"
             ),
         ),
-        TxtAnswer::ServFail => (
-            Outcome::ServFail,
-            format!("the DNS server {server} answered SERVFAIL for {name}; {retry}"),
-        ),
-        TxtAnswer::Refused => (
-            Outcome::Refused,
-            format!("the DNS server {server} refused the query for {name}; {retry}"),
-        ),
-        TxtAnswer::Timeout => (
-            Outcome::Timeout,
-            format!(
-                "no answer from the DNS server {server} for {name} within {:.1}s; {retry}",
-                lookup.duration.as_secs_f64()
-            ),
-        ),
-        TxtAnswer::Error(error) => (
-            Outcome::Error,
-            format!("the DNS lookup of {name} at {server} failed ({error}); {retry}"),
-        ),
+        answer => {
+            let (outcome, what) = temporary_failure(name, answer, server, lookup.duration)
+                .unwrap_or((Outcome::Error, format!("unexpected answer for {name}")));
+            (outcome, format!("{what}; {RETRY}"))
+        }
     };
-    Evaluation { outcome, message }
+    Evaluation {
+        outcome,
+        message,
+        wildcard: None,
+    }
 }
 
 /// The challenge as the rules need to see it.
@@ -348,14 +519,128 @@ mod tests {
         }
     }
 
+    /// A lookup of example.com answering `answer` (a name directly under a top-level domain needs
+    /// no probe).
     fn lookup(answer: TxtAnswer) -> TxtLookup {
         TxtLookup {
             queried_name: "example.com".into(),
             cname_chain: vec![],
             answer,
+            probes: vec![],
             nameserver: "127.0.0.1:53".into(),
             duration: std::time::Duration::from_millis(3),
         }
+    }
+
+    fn probe(parent: &str, answer: TxtAnswer) -> Probe {
+        Probe {
+            parent: parent.into(),
+            name: format!("0123456789abcdef.{parent}"),
+            cname_chain: vec![],
+            answer,
+        }
+    }
+
+    fn token_record() -> TxtAnswer {
+        TxtAnswer::Records(vec![format!("email2sms-verification={TOKEN}")])
+    }
+
+    #[test]
+    fn wildcard_parents_are_each_parent_once_and_bounded() {
+        let chain = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            wildcard_parents("www.example.com", &chain(&["verify.example.com"])),
+            Ok(vec!["example.com".to_owned()])
+        );
+        assert_eq!(
+            wildcard_parents("example.com", &chain(&["x.provider.net", "host"])),
+            Ok(vec!["provider.net".to_owned()]),
+            "top-level domains and the root are not probed"
+        );
+        let deep = |n: usize| {
+            (0..n)
+                .map(|i| format!("a.b{i}.example"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(wildcard_parents("x.y.example", &deep(4)), Err(5));
+        assert_eq!(
+            wildcard_parents("x.y.example", &deep(3)).unwrap().len(),
+            MAX_WILDCARD_PROBES
+        );
+    }
+
+    #[test]
+    fn only_verification_records_are_worth_probing() {
+        assert!(!has_verification_record(&["v=spf1 -all".into()]));
+        assert!(has_verification_record(&[
+            "v=spf1 -all".into(),
+            " \"EMAIL2SMS-verification=zz\"".into()
+        ]));
+    }
+
+    #[test]
+    fn a_probe_answering_with_the_token_is_a_wildcard() {
+        let token = VerificationToken::parse(TOKEN).unwrap();
+        let mut wild = lookup(token_record());
+        wild.queried_name = "sales.example.com".into();
+        wild.probes = vec![probe("example.com", token_record())];
+        let judged = evaluate(&wild, &token);
+        assert_eq!(judged.outcome, Outcome::Wildcard);
+        assert!(!judged.outcome.is_temporary());
+        assert_eq!(judged.wildcard.as_deref(), Some("*.example.com"));
+        assert!(
+            judged.message.contains("0123456789abcdef.example.com"),
+            "{}",
+            judged.message
+        );
+        // Another token at the probe name: the wildcard does not serve this one.
+        wild.probes = vec![probe(
+            "example.com",
+            TxtAnswer::Records(vec![
+                "email2sms-verification=ffffffffffffffffffffffffffffffff".into(),
+            ]),
+        )];
+        assert_eq!(evaluate(&wild, &token).outcome, Outcome::Found);
+    }
+
+    #[test]
+    fn a_failed_probe_makes_the_check_temporary() {
+        let token = VerificationToken::parse(TOKEN).unwrap();
+        let mut unsure = lookup(token_record());
+        unsure.queried_name = "sales.example.com".into();
+        unsure.probes = vec![probe("example.com", TxtAnswer::ServFail)];
+        let judged = evaluate(&unsure, &token);
+        assert_eq!(judged.outcome, Outcome::ServFail);
+        assert!(
+            judged
+                .message
+                .contains("could not check whether the wildcard record *.example.com"),
+            "{}",
+            judged.message
+        );
+        assert!(judged.message.contains("temporary"), "{}", judged.message);
+        // A pending challenge stays pending and the failure does not count.
+        let now = Utc::now();
+        let d = decide(
+            now,
+            &rules(),
+            &facts(State::Pending, now),
+            &judged,
+            Trigger::OnDemand,
+            None,
+        );
+        assert_eq!(d.state, State::Pending);
+        assert_eq!(d.consecutive_failures, 0);
+    }
+
+    #[test]
+    fn a_lookup_without_its_probes_proves_nothing() {
+        let token = VerificationToken::parse(TOKEN).unwrap();
+        let mut bare = lookup(token_record());
+        bare.queried_name = "sales.example.com".into();
+        let judged = evaluate(&bare, &token);
+        assert_eq!(judged.outcome, Outcome::Error);
+        assert!(judged.outcome.is_temporary());
     }
 
     fn judge(answer: TxtAnswer) -> Evaluation {
