@@ -250,7 +250,12 @@ async fn receipts_written_right_after_each_submit_response_deliver_every_job_und
     let smsc = NpmSmsc::start(&["--ids", "decimal"]).await;
     let (db, pool) = database().await;
     let running = start(&pool, &db.url, &smsc.url("window=10")).await;
-    let jobs: Vec<SmsJob> = (0..200)
+    // EMAIL2SMS_TEST_RECEIPT_JOBS=2000 repeats the reported 2,000-mail run.
+    let count: usize = std::env::var("EMAIL2SMS_TEST_RECEIPT_JOBS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    let jobs: Vec<SmsJob> = (0..count)
         .map(|n| job(&format!("+6421{:07}", 1000 + n), &format!("concurrent {n}")))
         .collect();
     running.process_all(&jobs).await;
@@ -258,6 +263,7 @@ async fn receipts_written_right_after_each_submit_response_deliver_every_job_und
     let counts = wait_for_states(&pool, &jobs, 60, |c| all_in(c, "delivered", jobs.len())).await;
     let (acknowledged, receipts) = smsc.wait_for_acknowledgements().await;
     let submits = smsc.submits();
+    println!("{} jobs: states {counts:?}", jobs.len());
     assert_eq!(submits.len(), jobs.len(), "each job submitted once");
     assert!(
         all_in(&counts, "delivered", jobs.len()),
