@@ -468,3 +468,43 @@ async fn receipts_that_cannot_be_recorded_are_refused_with_a_temporary_error_and
     );
     running.stop().await;
 }
+
+/// An SMSC that answers submit_sm with a hex id and writes its decimal value in the receipt, with
+/// ids from 0x100000 on: most are digits only ("100000" … "100099"), so `auto` cannot tell them
+/// from decimal ids and matches such a receipt only as given. `receipt_ids=decimal` says how this
+/// SMSC writes them, and every receipt then finds its SMS.
+#[tokio::test]
+async fn receipt_ids_decimal_matches_digits_only_hex_ids_by_their_decimal_value() {
+    let smsc = NpmSmsc::start(&[
+        "--ids",
+        "hex",
+        "--first-id",
+        "1048576",
+        "--receipt-ids",
+        "decimal",
+    ])
+    .await;
+    let (db, pool) = database().await;
+    let running = start(&pool, &db.url, &smsc.url("window=10&receipt_ids=decimal")).await;
+    let jobs: Vec<SmsJob> = (0..100)
+        .map(|n| job("+64211000006", &format!("decimal receipt {n}")))
+        .collect();
+    running.process_all(&jobs).await;
+    let counts = wait_for_states(&pool, &jobs, 30, |c| all_in(c, "delivered", jobs.len())).await;
+    let digits_only = smsc
+        .submits()
+        .iter()
+        .filter(|s| s.message_id.bytes().all(|b| b.is_ascii_digit()))
+        .count();
+    assert!(
+        digits_only > 50,
+        "mostly digits-only hex ids ({digits_only})"
+    );
+    assert!(all_in(&counts, "delivered", jobs.len()), "{counts:?}");
+    let unmatched: i64 = sqlx::query_scalar("SELECT count(*) FROM unmatched_delivery_receipts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(unmatched, 0);
+    running.stop().await;
+}

@@ -8,9 +8,11 @@
 // sent again on the next bind (and after an error answer, 200 ms later), as an SMSC's store and
 // forward does.
 //
-// Usage: node smsc.js [--ids decimal|hex] [--first-id N] [--drop-after N]
+// Usage: node smsc.js [--ids decimal|hex] [--first-id N] [--receipt-ids same|decimal] [--drop-after N]
 //   --ids         message ids in submit_sm_resp and receipts: decimal (default) or upper-case hex,
 //                 counting up from --first-id (default 1)
+//   --receipt-ids how receipts write the id: as submit_sm_resp gave it (same, the default) or, for
+//                 hex ids, as its decimal value (decimal), as some SMSCs do
 //   --drop-after  the SMSC restarts once, at the Nth accepted submit (counted over the whole run):
 //                 the answers and receipts of the last 8 submits up to it are held back, then written
 //                 all at once (more than a client reads in one go), nothing more is read, and the
@@ -39,6 +41,7 @@ function option(name, fallback) {
 }
 const idFormat = option('--ids', 'decimal');
 let nextId = Number(option('--first-id', '1'));
+const receiptIds = option('--receipt-ids', 'same');
 const dropAfter = Number(option('--drop-after', '0'));
 let accepted = 0;
 let dropped = false;
@@ -55,6 +58,9 @@ function say(line) {
 }
 
 function receiptText(id) {
+  if (receiptIds === 'decimal') {
+    id = String(parseInt(id, 16));
+  }
   return `id:${id} sub:001 dlvrd:001 submit date:2612020000 done date:2612020001 stat:DELIVRD err:000 text:`;
 }
 
