@@ -57,6 +57,7 @@ const ESM_CLASS_DEFAULT: u8 = 0x00;
 /// UDHI (bit 6): the short message starts with a user data header, as every part of a
 /// concatenated SMS does.
 const ESM_CLASS_UDHI: u8 = 0x40;
+
 /// Settings of one SMPP bind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmppSettings {
@@ -698,7 +699,7 @@ async fn handle_deliver_sm(
         // Not the text: a receipt's `text:` field quotes the start of the message.
         tracing::warn!(
             length = text.len(),
-            "unreadable delivery receipt dropped (no id: and stat: fields)"
+            "unreadable delivery receipt dropped (no id: or no known stat: field)"
         );
         return CommandStatus::EsmeRok;
     };
