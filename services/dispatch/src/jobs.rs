@@ -27,7 +27,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::batch::Batcher;
-use crate::connector::receipt::message_id_candidates;
+use crate::connector::receipt::{IdForms, message_id_forms};
 use crate::connector::{
     Connector, ConnectorError, DeliveryReceipt, ErrorKind, OutgoingSms, ReceiptStatus,
 };
@@ -691,6 +691,8 @@ pub async fn resolve_review(
 struct RecordAccepted {
     pool: PgPool,
     connector: &'static str,
+    /// How the connector's receipts name the ids recorded here.
+    id_forms: IdForms,
 }
 
 impl BatchWrite for RecordAccepted {
@@ -788,15 +790,18 @@ impl BatchWrite for RecordAccepted {
             .collect();
         apply_changes(&mut tx, &changes).await?;
 
-        // Receipts that beat the submit response: matched now, under the same locks.
-        let candidates: std::collections::HashMap<String, &str> = provider_ids
+        // Receipts that beat the submit response: matched now, under the same locks. An id that
+        // is itself one of the batch's provider ids means that one, whatever other form it has.
+        let mut candidates: std::collections::HashMap<String, &str> = provider_ids
             .iter()
             .flat_map(|id| {
-                message_id_candidates(id)
+                self.id_forms
+                    .of(id)
                     .into_iter()
                     .map(move |candidate| (candidate, *id))
             })
             .collect();
+        candidates.extend(provider_ids.iter().map(|id| ((*id).to_owned(), *id)));
         let mut waiting: Vec<(i64, String, String, Option<String>, String)> = sqlx::query_as(
             "DELETE FROM unmatched_delivery_receipts
              WHERE connector = $1 AND provider_message_id = ANY($2)
@@ -821,6 +826,7 @@ impl BatchWrite for RecordAccepted {
                 status,
                 error_code,
                 raw,
+                id_forms: self.id_forms,
             };
             apply_receipt(&mut tx, &receipt, part).await?;
         }
@@ -1085,6 +1091,7 @@ impl Dispatcher {
             acceptances: write_in_batches(RecordAccepted {
                 pool: pool.clone(),
                 connector: connector.name(),
+                id_forms: connector.receipt_id_forms(),
             }),
             claims: connector.window().map(|window| {
                 Arc::new(tokio::sync::Semaphore::new(
@@ -1275,18 +1282,16 @@ impl Dispatcher {
     }
 }
 
-/// Serialises receipt matching and part recording on a provider id (every hex/decimal form of it),
-/// as the schema's comment on `unmatched_delivery_receipts` requires; locks are taken in sorted
-/// order, so two transactions never deadlock.
+/// Serialises receipt matching and part recording on a provider id (every hex/decimal form of it,
+/// which covers the forms of [`IdForms::of`] for either kind of connector), as the schema's
+/// comment on `unmatched_delivery_receipts` requires; locks are taken in sorted order, so two
+/// transactions never deadlock.
 async fn lock_message_ids(
     conn: &mut PgConnection,
     connector: &str,
     ids: &[&str],
 ) -> Result<(), JobError> {
-    let mut candidates: Vec<String> = ids
-        .iter()
-        .flat_map(|id| message_id_candidates(id))
-        .collect();
+    let mut candidates: Vec<String> = ids.iter().flat_map(|id| message_id_forms(id)).collect();
     candidates.sort();
     candidates.dedup();
     // A function scan returns the array's elements in order, so the locks follow the sort.
@@ -1366,14 +1371,21 @@ impl BatchWrite for RecordReceipts {
     }
 }
 
-/// The recorded part each receipt is for (under any hex/decimal form of its id), if any.
+/// The recorded part each receipt is for (its id as given first, then under its other forms), if
+/// any.
 async fn find_parts(
     conn: &mut PgConnection,
     receipts: &[DeliveryReceipt],
 ) -> Result<Vec<Option<String>>, JobError> {
     let candidates: Vec<Vec<String>> = receipts
         .iter()
-        .map(|r| message_id_candidates(&r.provider_message_id))
+        .map(|r| {
+            let given = crate::connector::receipt::normalise_message_id(&r.provider_message_id);
+            let mut forms = r.id_forms.of(&given);
+            forms.retain(|form| *form != given);
+            forms.insert(0, given);
+            forms
+        })
         .collect();
     let mut known = std::collections::HashSet::new();
     let mut connectors: Vec<&str> = receipts.iter().map(|r| r.connector.as_str()).collect();

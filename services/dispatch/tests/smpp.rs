@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use email2sms_dispatch::connector::receipt::{DeliveryReceipt, ReceiptStatus};
+use email2sms_dispatch::connector::receipt::{DeliveryReceipt, IdForms, ReceiptStatus};
 use email2sms_dispatch::connector::smpp::{SmppConnector, SmppSettings};
 use email2sms_dispatch::connector::{Connector, OutgoingSms, ReceiptDelivery};
 use email2sms_dispatch::jobs::{DispatchSettings, Dispatcher, Outcome, run_receipt_recorder};
@@ -170,6 +170,7 @@ async fn a_burst_of_receipts_completes_each_job_by_all_its_parts() {
         status,
         error_code: error.map(str::to_owned),
         raw: format!("stat:{status:?}"),
+        id_forms: IdForms::EitherBase,
     };
     let burst = vec![
         receipt(part(0, 1), ReceiptStatus::Delivered, None),

@@ -334,7 +334,7 @@ impl<'a> UnregisteredRequestBuilder<'a> {
             .inner
             .actions
             .send(Action::unregistered_request(request))
-            .map_err(|_| Error::ConnectionClosed)?;
+            .map_err(|_| Error::NotSent)?;
 
         tracing::trace!(target: TARGET, sequence_number, ?status, ?id, "Waiting for ack");
 
@@ -472,7 +472,7 @@ impl<'a> RegisteredRequestBuilder<'a> {
                 .inner
                 .actions
                 .send(Action::registered_request(request))
-                .map_err(|_| Error::ConnectionClosed)?;
+                .map_err(|_| Error::NotSent)?;
 
             tracing::trace!(target: TARGET, sequence_number, ?status, ?id, "Waiting for ack");
 

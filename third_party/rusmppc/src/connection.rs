@@ -33,6 +33,12 @@ enum State {
     Active,
     /// The user sent a close request.
     Closing,
+    /// A write failed, so the connection is broken: nothing more is written and no new requests
+    /// are taken, but what the peer sent before it broke (responses to requests already written,
+    /// deliver_sm) is still read and passed on, until the stream ends or fails, or for at most the
+    /// enquire_link response timeout. (Patched: the connection used to end at once, dropping
+    /// responses that had already arrived; see third_party/PATCHES.md.)
+    Draining,
     Errored,
 }
 
@@ -210,6 +216,39 @@ where
         tracing::trace!(target: TIMER, ?delay, "Activated enquire_link_response_timer");
     }
 
+    /// Called when writing failed: fails `request` with the error and starts draining.
+    fn write_failed(
+        mut self: Pin<&mut Self>,
+        request: Request,
+        err: EncodeError,
+        cx: &mut Context<'_>,
+    ) {
+        tracing::debug!(target: CONN, "Write failed; reading what the peer already sent");
+
+        self.as_mut().set_state(State::Draining);
+        // New requests fail at once instead of waiting for a connection that will not write them,
+        // and those already queued are answered as never sent: the caller may send them again.
+        self.as_mut().project().actions.close();
+        while let Poll::Ready(Some(action)) = self.as_mut().project().actions.poll_next(cx) {
+            if let Action::Request(queued) = action {
+                let _ = queued.send_ack(Err(Error::NotSent));
+            }
+        }
+        while let Some(queued) = self.as_mut().requests_pop_front() {
+            let _ = queued.send_ack(Err(Error::NotSent));
+        }
+        // A client no longer waiting learns that the connection broke from the event sent when
+        // the stream ends.
+        let _ = request.send_ack(Err(Error::from(err)));
+
+        self.as_mut().deactivate_enquire_link_timer();
+        self.as_mut().unset_last_enquire_link_sequence_number();
+        self.as_mut().activate_enquire_link_response_timer();
+
+        // Poll the timer to register the waker
+        let _ = self.as_mut().project().enquire_link_response_timer.poll(cx);
+    }
+
     /// [`Self::sequence_number`] is incremented by 2 after each call.
     ///
     /// The clients also hold an atomic sequence number, which is incremented by 2 for each request, starting from 1.
@@ -232,7 +271,7 @@ where
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if !matches!(self.state, State::Active | State::Closing) {
+        if !matches!(self.state, State::Active | State::Closing | State::Draining) {
             return Poll::Ready(());
         }
 
@@ -240,6 +279,26 @@ where
 
         'main: loop {
             tracing::trace!(target: CONN, "Entering main poll loop");
+
+            if matches!(self.state, State::Draining) {
+                if let Poll::Ready(()) =
+                    self.as_mut().project().enquire_link_response_timer.poll(cx)
+                {
+                    tracing::debug!(target: CONN, "The broken connection did not end; giving up");
+
+                    self.as_mut().set_state(State::Errored);
+
+                    let _ =
+                        self.as_mut()
+                            .events
+                            .send(Event::error(Error::Io(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "the connection broke while writing and the peer did not close it",
+                            ))));
+
+                    return Poll::Ready(());
+                }
+            }
 
             if matches!(self.state, State::Active) {
                 match self.as_mut().project().enquire_link_response_timer.poll(cx) {
@@ -413,23 +472,9 @@ where
                                 Poll::Ready(Err(err)) => {
                                     tracing::error!(target: CONN, ?err);
 
-                                    self.as_mut().set_state(State::Errored);
+                                    self.as_mut().write_failed(request, err, cx);
 
-                                    match request.send_ack(Err(Error::from(err))) {
-                                        Ok(()) => {
-                                            return Poll::Ready(());
-                                        }
-                                        Err(Err(err)) => {
-                                            // Client not waiting
-
-                                            let _ = self.as_mut().events.send(Event::error(err));
-
-                                            return Poll::Ready(());
-                                        }
-                                        Err(Ok(_)) => {
-                                            unreachable!()
-                                        }
-                                    }
+                                    break 'sink;
                                 }
                                 Poll::Pending => {
                                     self.as_mut().set_pending_request(request);
@@ -460,22 +505,9 @@ where
                                     {
                                         tracing::error!(target: CONN, sequence_number, ?status, ?id, ?err);
 
-                                        self.as_mut().set_state(State::Errored);
+                                        self.as_mut().write_failed(request, err, cx);
 
-                                        match request.send_ack(Err(Error::from(err))) {
-                                            Ok(()) => {
-                                                return Poll::Ready(());
-                                            }
-                                            Err(Err(err)) => {
-                                                let _ =
-                                                    self.as_mut().events.send(Event::error(err));
-
-                                                return Poll::Ready(());
-                                            }
-                                            Err(Ok(_)) => {
-                                                unreachable!()
-                                            }
-                                        }
+                                        break 'sink;
                                     }
 
                                     // Start send was ok, we encoded the command now we set the request as a pending request.
@@ -487,23 +519,9 @@ where
                                 Poll::Ready(Err(err)) => {
                                     tracing::error!(target: CONN, ?err);
 
-                                    self.as_mut().set_state(State::Errored);
+                                    self.as_mut().write_failed(request, err, cx);
 
-                                    match request.send_ack(Err(Error::from(err))) {
-                                        Ok(()) => {
-                                            return Poll::Ready(());
-                                        }
-                                        Err(Err(err)) => {
-                                            // Client not waiting
-
-                                            let _ = self.as_mut().events.send(Event::error(err));
-
-                                            return Poll::Ready(());
-                                        }
-                                        Err(Ok(_)) => {
-                                            unreachable!()
-                                        }
-                                    }
+                                    break 'sink;
                                 }
                                 Poll::Pending => {
                                     self.as_mut().requests_push_front(request);
@@ -534,7 +552,7 @@ where
                 }
             }
 
-            if matches!(self.state, State::Active) {
+            if matches!(self.state, State::Active | State::Draining) {
                 'stream: loop {
                     stream_polls += 1;
 

@@ -38,6 +38,11 @@ pub enum Error {
     /// - [`Error::ConnectionClosedByPeer`] means that the `SMPP` server closed the (TCP) connection unexpectedly.
     #[error("Connection closed")]
     ConnectionClosed,
+    /// The request was never written: the connection had stopped taking requests (it was closing,
+    /// or a write had failed) before this one was sent. Unlike [`Error::ConnectionClosed`], the
+    /// server cannot have received it. (Patched in; see third_party/PATCHES.md.)
+    #[error("Request not sent: the connection stopped taking requests")]
+    NotSent,
     /// The connection to the `SMPP` server was closed by the peer.
     ///
     /// This can happen if the server closes the connection unexpectedly.

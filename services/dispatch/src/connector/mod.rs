@@ -14,7 +14,7 @@ pub mod jsonl;
 pub mod receipt;
 pub mod smpp;
 
-pub use receipt::{DeliveryReceipt, ReceiptStatus};
+pub use receipt::{DeliveryReceipt, IdForms, ReceiptStatus};
 
 /// One SMS as handed to a connector. The connector splits the text into parts itself, because how
 /// parts are carried (UDH in SMPP, one body in HTTP) is the connector's business.
@@ -113,6 +113,11 @@ pub trait Connector: Send + Sync + fmt::Debug {
     /// Submits the connector keeps in flight at most (the SMPP window), when it has such a limit.
     fn window(&self) -> Option<usize> {
         None
+    }
+
+    /// Under which forms its receipts name the provider message ids its submits returned.
+    fn receipt_id_forms(&self) -> IdForms {
+        IdForms::AsGiven
     }
 
     /// Hands one SMS to the provider. Returns once the provider accepted or refused every part.

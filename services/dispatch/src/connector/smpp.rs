@@ -4,7 +4,10 @@
 //! Configured as `smpp://system_id:password@host:port?window=50&tps=100&system_type=&source=INFO`
 //! (all query parameters optional: `window` in-flight submit_sm (default 10), `tps` submits per
 //! second on this bind (0 = no limit, the default), `enquire_link` seconds (30), `response_timeout`
-//! seconds (10), `source` the default source address when a job has no sender ID).
+//! seconds (10), `source` the default source address when a job has no sender ID, `receipt_ids`
+//! how the SMSC's receipts write the message ids its submit_sm_resp gave: `same`, `decimal` (the
+//! decimal value of a hex id), `hex` (the reverse) or `auto` (the default: as given, or converted
+//! where the two forms cannot be confused)).
 //!
 //! Exactly-once rules: a submit_sm the SMSC explicitly refused with a throttling, queue-full or
 //! bind-state error was not taken and is retried (on this bind, after a pause, or on the next bind).
@@ -29,9 +32,9 @@ use rusmppc::{Client, ConnectionBuilder, Event};
 use tokio::sync::{Mutex, Semaphore, oneshot, watch};
 use tokio::time::Instant;
 
-use super::receipt::{normalise_message_id, parse_receipt_text};
+use super::receipt::{ReceiptIds, normalise_message_id, parse_receipt_text};
 use super::{
-    Connector, ConnectorError, DeliveryReceipt, ErrorKind, OutgoingSms, ReceiptDelivery,
+    Connector, ConnectorError, DeliveryReceipt, ErrorKind, IdForms, OutgoingSms, ReceiptDelivery,
     ReceiptSink, Submitted,
 };
 
@@ -45,6 +48,15 @@ const MESSAGE_QUEUE_FULL: u32 = 0x14;
 const INVALID_BIND_STATUS: u32 = 0x04;
 /// Statuses worth retrying later that are not throttling: system error, submit failed.
 const TRANSIENT_STATUSES: [u32; 2] = [0x08, 0x45];
+
+/// submit_sm esm_class (SMPP 3.4 §5.2.12): default messaging mode, default message type, no
+/// GSM features. Not `EsmClass::default()`: rusmpp's default sets bits 3-5 to 0b001, "ESME
+/// delivery acknowledgement" (0x08), which a strict SMSC refuses in a submit_sm or treats as an
+/// acknowledgement rather than a message to deliver.
+const ESM_CLASS_DEFAULT: u8 = 0x00;
+/// UDHI (bit 6): the short message starts with a user data header, as every part of a
+/// concatenated SMS does.
+const ESM_CLASS_UDHI: u8 = 0x40;
 
 /// Settings of one SMPP bind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +81,8 @@ pub struct SmppSettings {
     pub throttle_pause: Duration,
     /// Source address for jobs without a sender ID.
     pub default_source: Option<String>,
+    /// How the SMSC's receipts write the message ids of its submit_sm_resp.
+    pub receipt_ids: ReceiptIds,
 }
 
 impl SmppSettings {
@@ -98,6 +112,7 @@ impl SmppSettings {
             throttle_retries: 5,
             throttle_pause: Duration::from_millis(200),
             default_source: None,
+            receipt_ids: ReceiptIds::Auto,
         };
         for (key, value) in url.query_pairs() {
             let number = || {
@@ -117,6 +132,13 @@ impl SmppSettings {
                 "response_timeout" => settings.response_timeout = Duration::from_secs(number()?),
                 "system_type" => settings.system_type = value.into_owned(),
                 "source" => settings.default_source = Some(value.into_owned()),
+                "receipt_ids" => {
+                    settings.receipt_ids = ReceiptIds::parse(&value).ok_or_else(|| {
+                        format!(
+                            "SMPP setting receipt_ids must be auto, same, decimal or hex, not {value:?}"
+                        )
+                    })?
+                }
                 other => return Err(format!("unknown SMPP setting {other:?}")),
             }
         }
@@ -258,6 +280,12 @@ impl SmppConnector {
                             ));
                         }
                     }
+                }
+                Err(SmppError::NotSent) => {
+                    // The bind stopped taking requests before this one (a write failed and it is
+                    // reading what the SMSC sent before the break): never written, so the next
+                    // bind takes it.
+                    last_generation = Some(generation);
                 }
                 Err(error) => {
                     // Written (or possibly written) to the SMSC with no answer: it may have been
@@ -402,11 +430,11 @@ fn submit_pdus(
         .parts
         .iter()
         .map(|part| {
-            let esm_class = if part.has_udh() {
-                EsmClass::default().with_udhi_indicator()
+            let esm_class = EsmClass::from(if part.has_udh() {
+                ESM_CLASS_DEFAULT | ESM_CLASS_UDHI
             } else {
-                EsmClass::default()
-            };
+                ESM_CLASS_DEFAULT
+            });
             Ok(SubmitSm::builder()
                 .service_type(ServiceType::default())
                 .source_addr_ton(source_ton)
@@ -441,6 +469,10 @@ impl Connector for SmppConnector {
 
     fn window(&self) -> Option<usize> {
         Some(self.inner.settings.window)
+    }
+
+    fn receipt_id_forms(&self) -> IdForms {
+        self.inner.settings.receipt_ids.id_forms()
     }
 
     async fn submit(&self, sms: &OutgoingSms) -> Result<Submitted, ConnectorError> {
@@ -619,15 +651,18 @@ async fn handle_incoming(
         Some(Pdu::DeliverSm(deliver)) => {
             let deliver = deliver.clone();
             let (client, receipts) = (client.clone(), receipts.clone());
+            let receipt_ids = inner.settings.receipt_ids;
             // Answered from a task so a slow database never stalls this bind's other PDUs.
             tokio::spawn(async move {
-                let status = handle_deliver_sm(&deliver, &receipts).await;
+                let status = handle_deliver_sm(&deliver, receipt_ids, &receipts).await;
                 let answered = client
                     .status(status)
                     .deliver_sm_resp(sequence_number, DeliverSmResp::default())
                     .await;
                 if let Err(error) = answered {
-                    tracing::warn!(%error, "cannot answer deliver_sm");
+                    // The receipt is recorded (or was refused): an SMSC that has no answer sends it
+                    // again, on this bind or the next, and a repeat changes nothing.
+                    tracing::warn!(%error, ?status, "cannot answer deliver_sm; the SMSC will send it again");
                 }
             });
             false
@@ -644,9 +679,14 @@ async fn handle_incoming(
     }
 }
 
-/// Hands a receipt to dispatch and says how to answer the SMSC: OK once recorded; a system error
-/// (the SMSC retries the receipt) if it could not be recorded.
-async fn handle_deliver_sm(deliver: &DeliverSm, receipts: &ReceiptSink) -> CommandStatus {
+/// Hands a receipt to dispatch and says how to answer the SMSC: OK once it is committed;
+/// ESME_RX_T_APPDN (0x64, "temporary application error", which asks the SMSC to send it again
+/// later) when it could not be recorded. Never OK for a receipt only held in memory.
+async fn handle_deliver_sm(
+    deliver: &DeliverSm,
+    receipt_ids: ReceiptIds,
+    receipts: &ReceiptSink,
+) -> CommandStatus {
     // esm_class bits 2-5 = 0001: MC delivery receipt. Anything else is a mobile-originated SMS,
     // which this product does not take; it is acknowledged and dropped.
     let message_type = u8::from(deliver.esm_class) & 0b0011_1100;
@@ -656,26 +696,31 @@ async fn handle_deliver_sm(deliver: &DeliverSm, receipts: &ReceiptSink) -> Comma
         return CommandStatus::EsmeRok;
     }
     let Some((provider_message_id, status, error_code)) = parse_receipt_text(&text) else {
-        tracing::warn!(receipt = %text, "unreadable delivery receipt dropped");
+        // Not the text: a receipt's `text:` field quotes the start of the message.
+        tracing::warn!(
+            length = text.len(),
+            "unreadable delivery receipt dropped (no id: or no known stat: field)"
+        );
         return CommandStatus::EsmeRok;
     };
     let (recorded, was_recorded) = oneshot::channel();
     let delivery = ReceiptDelivery {
         receipt: DeliveryReceipt {
             connector: NAME.to_owned(),
-            provider_message_id,
+            provider_message_id: receipt_ids.submit_form(&provider_message_id),
             status,
             error_code,
             raw: text,
+            id_forms: receipt_ids.id_forms(),
         },
         recorded,
     };
     if receipts.send(delivery).await.is_err() {
-        return CommandStatus::EsmeRsyserr;
+        return CommandStatus::EsmeRxTAppn;
     }
     match was_recorded.await {
         Ok(true) => CommandStatus::EsmeRok,
-        _ => CommandStatus::EsmeRsyserr,
+        _ => CommandStatus::EsmeRxTAppn,
     }
 }
 
@@ -714,6 +759,31 @@ mod tests {
         assert_eq!(settings.window, 50);
         assert_eq!(settings.throughput, Some(100));
         assert!(SmppSettings::from_url("smpp://user@h:1?bogus=1").is_err());
+        assert_eq!(settings.receipt_ids, ReceiptIds::Auto);
+        let decimal = SmppSettings::from_url("smpp://user@h:1?receipt_ids=decimal").unwrap();
+        assert_eq!(decimal.receipt_ids, ReceiptIds::Decimal);
+        let error = SmppSettings::from_url("smpp://user@h:1?receipt_ids=octal").unwrap_err();
+        assert!(error.contains("receipt_ids"), "{error}");
+    }
+
+    #[test]
+    fn esm_class_is_default_or_udhi_alone() {
+        let sms = OutgoingSms {
+            job_id: uuid::Uuid::nil(),
+            recipient: "+64211234567".into(),
+            sender_id: None,
+            text: "short".into(),
+            valid_until: None,
+        };
+        let single = submit_pdus(&sms, None, 1).unwrap();
+        assert_eq!(u8::from(single[0].esm_class), 0x00);
+        let long = OutgoingSms {
+            text: "long ".repeat(60),
+            ..sms
+        };
+        let parts = submit_pdus(&long, None, 1).unwrap();
+        assert!(parts.len() > 1);
+        assert!(parts.iter().all(|part| u8::from(part.esm_class) == 0x40));
     }
 
     #[test]
