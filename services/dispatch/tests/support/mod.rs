@@ -33,6 +33,8 @@ pub struct Accepted {
 pub struct Behaviour {
     /// Refuse this many submits with ESME_RTHROTTLED (0x58) before accepting.
     pub throttle_next: AtomicUsize,
+    /// Refuse this many submits with ESME_RSYSERR (0x08, "try again later") before accepting.
+    pub fail_next: AtomicUsize,
     /// Hold every submit this long before answering.
     pub response_delay_ms: AtomicU64,
     /// After this many accepted submits (0 = never), send unbind once on that session.
@@ -131,6 +133,14 @@ impl SmppServerListener for Listener {
             .is_ok();
         if throttle {
             return submit.reject(SmppError::ESME_RTHROTTLED);
+        }
+        let fail = state
+            .behaviour
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return submit.reject(SmppError::ESME_RSYSERR);
         }
         let numeric_id = state.next_id.fetch_add(1, Ordering::SeqCst) + 1_000_000;
         let message_id = format!("{numeric_id:X}");
