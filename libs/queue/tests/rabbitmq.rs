@@ -22,6 +22,7 @@ fn topology(retry_delays: Vec<Duration>, delivery_limit: u32) -> Topology {
         prefix: format!("test.{}.", uuid::Uuid::new_v4().simple()),
         retry_delays,
         delivery_limit,
+        ..Topology::default()
     }
 }
 

@@ -282,6 +282,7 @@ mod tests {
                 Duration::from_secs(600),
             ],
             delivery_limit: 5,
+            ..Topology::default()
         }
     }
 

@@ -371,3 +371,49 @@ impl CuttableProxy {
         }
     }
 }
+
+/// Every log line of this test process from the moment [`captured_logs`] is first called,
+/// filtered as the services filter theirs but at debug (more than a service logs by default).
+/// Process-wide: lapin and the connectors log from threads of their own.
+pub fn captured_logs() -> &'static CapturedLogs {
+    static CAPTURED: std::sync::OnceLock<CapturedLogs> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = CapturedLogs::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(email2sms_runtime::telemetry::log_filter("debug").unwrap())
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        captured
+    })
+}
+
+/// Log output captured by [`captured_logs`].
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Panics when the log shows any of `secrets` (a full phone number, a text), naming it.
+    pub fn assert_never_shows(&self, secrets: &[&str]) {
+        let text = self.text();
+        for secret in secrets {
+            assert!(!text.contains(secret), "the log shows {secret:?}:\n{text}");
+        }
+    }
+}
