@@ -607,7 +607,7 @@ async fn insert_new_jobs(
                                email_message_id, recipient, text, encoding, segments,
                                valid_until, truncated, origin, job_created_at, state, connector,
                                failure_kind, error_code, last_error, final_at, status_sequence,
-                               history)
+                               history, company_region)
          SELECT job_id, company_id, forwarding_user_id, NULLIF(sender_id, ''),
                 NULLIF(sender_email, ''), NULLIF(email_message_id, ''), recipient, text, encoding,
                 segments, valid_until, truncated, origin, job_created_at, state, connector,
@@ -619,17 +619,18 @@ async fn insert_new_jobs(
                 || CASE WHEN announce THEN jsonb_build_array(jsonb_build_object(
                        'from_state', 'queued', 'to_state', state, 'at', now(), 'attempt', 0,
                        'detail', detail))
-                   ELSE '[]' END
+                   ELSE '[]' END,
+                NULLIF(company_region, '')
          FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
                      $7::text[], $8::text[], $9::text[], $10::int4[], $11::timestamptz[],
                      $12::bool[], $13::bytea[], $14::timestamptz[], $15::text[], $16::text[],
                      $17::text[], $18::text[], $19::text[], $20::bool[], $21::bool[],
-                     $22::text[])
+                     $22::text[], $23::text[])
               WITH ORDINALITY
               AS n(job_id, company_id, forwarding_user_id, sender_id, sender_email,
                    email_message_id, recipient, text, encoding, segments, valid_until, truncated,
                    origin, job_created_at, state, connector, failure_kind, error_code, last_error,
-                   is_final, announce, detail, position)
+                   is_final, announce, detail, company_region, position)
          ORDER BY position
          ON CONFLICT (job_id) DO NOTHING
          RETURNING job_id, company_id, forwarding_user_id, recipient, attempts, connector,
@@ -665,6 +666,7 @@ async fn insert_new_jobs(
     .bind(column(jobs, |(_, c)| c.to.is_final()))
     .bind(column(jobs, |(_, c)| c.announce))
     .bind(column(jobs, |(_, c)| c.detail.as_str()))
+    .bind(column(jobs, |(j, _)| j.job.company_region.as_str()))
     .fetch_all(&mut *conn)
     .await?;
     Ok(inserted)
@@ -1261,6 +1263,7 @@ impl Dispatcher {
         clean(&mut job.text);
         clean(&mut job.sender_id);
         clean(&mut job.recipient);
+        clean(&mut job.company_region);
         if let Some(origin) = job.origin.as_mut() {
             clean(&mut origin.from_address);
             clean(&mut origin.message_id);

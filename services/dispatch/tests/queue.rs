@@ -234,6 +234,7 @@ async fn a_throttled_job_goes_through_a_retry_tier_and_is_then_sent() {
 
 #[tokio::test]
 async fn permanent_failures_and_poison_land_in_the_dead_letter_queue_with_the_reason() {
+    let logs = support::captured_logs();
     let (db, pool) = database().await;
     let dir = tempfile::tempdir().unwrap();
     let connector = format!("file:{}", dir.path().join("sms.jsonl").display());
@@ -270,6 +271,9 @@ async fn permanent_failures_and_poison_land_in_the_dead_letter_queue_with_the_re
         "{reasons:?}"
     );
     running.stop().await;
+    // The dead-lettering path logged the reason, with the number masked.
+    assert!(logs.text().contains("dead-lettered"), "{}", logs.text());
+    logs.assert_never_shows(&["0211234567", "not protobuf"]);
 }
 
 #[tokio::test]
@@ -617,6 +621,7 @@ async fn a_job_whose_text_the_database_refuses_is_delivered_once_and_dead_letter
 
 #[tokio::test]
 async fn a_transient_fault_walks_the_retry_tiers_and_stops_at_the_delivery_limit() {
+    let logs = support::captured_logs();
     let (db, pool) = database().await;
     let smsc = Smsc::start().await;
     // The SMSC says "system error, try later" to every submit.
@@ -672,5 +677,74 @@ async fn a_transient_fault_walks_the_retry_tiers_and_stops_at_the_delivery_limit
         4,
         "nothing after the limit"
     );
+    running.stop().await;
+    // Every retry and the dead-lettering were logged, without the number or the text.
+    assert!(logs.text().contains("job retried later"), "{}", logs.text());
+    logs.assert_never_shows(&["64211234567", "the SMSC is unwell"]);
+}
+
+#[tokio::test]
+async fn list_messages_finds_an_sms_by_the_number_as_people_type_it() {
+    use email2sms_proto::dispatch::v1::ListMessagesRequest;
+    use email2sms_proto::dispatch::v1::dispatch_service_client::DispatchServiceClient;
+
+    let (db, pool) = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let connector = format!("file:{}", dir.path().join("sms.jsonl").display());
+    let running = start(&pool, &db.url, &connector).await;
+    // As ingest publishes them for an NZ company: the recipient in E.164, read with its region.
+    let mut wanted = job("+64211000003", "the one");
+    wanted.company_region = "NZ".into();
+    let mut other = job("+64211000004", "another");
+    other.company_region = "NZ".into();
+    for sms in [&wanted, &other] {
+        running.publish(&encoded(sms), &sms.job_id).await;
+        eventually("recorded", || async {
+            support::recorded_state(&pool, &sms.job_id).await.is_some()
+        })
+        .await;
+    }
+    let mut client = DispatchServiceClient::connect(format!("http://{}", running.grpc_addr))
+        .await
+        .unwrap();
+    let list = |recipient: &str| ListMessagesRequest {
+        company_id: wanted.company_id.clone(),
+        recipient: recipient.into(),
+        ..ListMessagesRequest::default()
+    };
+    for typed in [
+        "0211000003",
+        "021 100 0003",
+        "021-100-0003",
+        "64211000003",
+        "+64211000003",
+        "+64 21 100 0003",
+        "0064 21 100 0003",
+    ] {
+        let found: Vec<String> = client
+            .list_messages(list(typed))
+            .await
+            .unwrap_or_else(|status| panic!("{typed:?} refused: {}", status.message()))
+            .into_inner()
+            .messages
+            .into_iter()
+            .map(|m| m.job_id)
+            .collect();
+        assert_eq!(found, [wanted.job_id.clone()], "{typed:?}");
+    }
+    for (garbage, says) in [
+        ("hello", "letters"),
+        ("+64", "too few digits"),
+        ("021 100 0003 ext 5", "letters"),
+        ("+999 21 100 0003", "country code that does not exist"),
+    ] {
+        let status = client.list_messages(list(garbage)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{garbage:?}");
+        assert!(
+            status.message().contains("recipient") && status.message().contains(says),
+            "{garbage:?}: {}",
+            status.message()
+        );
+    }
     running.stop().await;
 }
