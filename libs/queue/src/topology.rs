@@ -480,6 +480,22 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "--retry-delays", "0s"]).is_err());
         let http = Cli::try_parse_from(["x", "--amqp-url", "http://rabbit"]).unwrap();
         assert!(http.queue.validate().is_err());
+        let bounds = ok.queue.topology().status_events;
+        assert_eq!(bounds, StatusQueueBounds::default());
+        let unbounded = Cli::try_parse_from(["x", "--status-queue-max-length", "0"]).unwrap();
+        assert!(matches!(
+            unbounded.queue.validate(),
+            Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_STATUS_QUEUE_MAX_LENGTH",
+                ..
+            })
+        ));
+        let short = Cli::try_parse_from(["x", "--status-queue-ttl", "2h"]).unwrap();
+        assert_eq!(
+            short.queue.topology().status_events.ttl,
+            Duration::from_secs(7200)
+        );
+        assert!(Cli::try_parse_from(["x", "--status-queue-ttl", "0s"]).is_err());
     }
 
     #[test]

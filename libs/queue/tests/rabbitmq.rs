@@ -37,6 +37,9 @@ fn broker(name: &str) -> Arc<Broker> {
 /// leave nothing behind on the broker.
 async fn cleanup(channel: &Channel, topology: &Topology, extra: &[String]) {
     let mut queues = topology.job_path_queues();
+    // What declaring the events exchange declares too.
+    queues.push(topology.status_events_queue());
+    queues.push(topology.policy_events_queue());
     queues.extend(extra.iter().cloned());
     for queue in queues {
         let _ = channel

@@ -113,6 +113,27 @@ impl Running {
             .expect("dispatch stops")
             .unwrap()
             .unwrap();
+        // Every queue is a quorum queue (a Raft cluster on the broker): leave none behind.
+        if let Ok(channel) = self.publisher.broker().channel().await {
+            let mut queues = self.topology.job_path_queues();
+            queues.push(self.topology.status_events_queue());
+            queues.push(self.topology.policy_events_queue());
+            for queue in queues {
+                let _ = channel
+                    .queue_delete(queue.as_str().into(), Default::default())
+                    .await;
+            }
+            for exchange in [
+                self.topology.jobs_exchange(),
+                self.topology.retry_exchange(),
+                self.topology.dead_exchange(),
+                self.topology.events_exchange(),
+            ] {
+                let _ = channel
+                    .exchange_delete(exchange.as_str().into(), Default::default())
+                    .await;
+            }
+        }
     }
 }
 
