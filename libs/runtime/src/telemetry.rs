@@ -60,10 +60,13 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// lapin logs every message the broker returns as unroutable at WARN with its whole body (3 KB of
-/// bytes for a status event, phone numbers included). Its callers report an unroutable message
-/// themselves, by routing key, so this one target is always off, whatever `RUST_LOG` says.
-const SILENCED: &str = "lapin::returned_messages=off";
+/// Targets that would log message bodies, capped whatever `RUST_LOG` says:
+/// * lapin logs every message the broker returns as unroutable at WARN with its whole body (3 KB
+///   of bytes for a status event, phone numbers included); its callers report an unroutable
+///   message themselves, by routing key.
+/// * rusmpp logs every SMPP PDU it encodes or decodes at DEBUG, destination number and text
+///   included.
+const SILENCED: [&str; 2] = ["lapin::returned_messages=off", "rusmpp::codec=info"];
 
 /// The log filter of every binary: `RUST_LOG` (`rust_log`), with the targets that would log
 /// message bodies turned off.
@@ -72,7 +75,9 @@ pub fn log_filter(rust_log: &str) -> Result<EnvFilter, ConfigError> {
         name: "RUST_LOG",
         reason: e.to_string(),
     })?;
-    Ok(filter.add_directive(SILENCED.parse().expect("a valid directive")))
+    Ok(SILENCED.iter().fold(filter, |filter, directive| {
+        filter.add_directive(directive.parse().expect("a valid directive"))
+    }))
 }
 
 /// Installs the global subscriber. Must run inside the Tokio runtime (the OTLP exporter uses it).
