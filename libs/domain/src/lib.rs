@@ -38,7 +38,7 @@ pub use email::{EmailAddress, EmailAddressError, MAX_EMAIL_LEN, MAX_LOCAL_PART_L
 pub use error::DomainError;
 pub use ip::{IpNetwork, IpNetworkError, canonical_ip, longest_prefix_match};
 pub use phone::{
-    NumberKind, PhoneNumber, PhoneNumberError, Region, RegionError, check_phone_local_part,
-    is_plausible_phone_local_part,
+    NumberKind, PhoneNumber, PhoneNumberError, Region, RegionError, UNMASKED_DIGITS,
+    check_phone_local_part, is_plausible_phone_local_part, mask_phone,
 };
 pub use token::{TXT_RECORD_PREFIX, TokenError, VerificationToken};

@@ -561,6 +561,35 @@ pub fn is_plausible_phone_local_part(local: &str) -> bool {
     check_phone_local_part(local).is_ok()
 }
 
+/// Digits of a phone number that [`mask_phone`] leaves readable: enough for support to tell two
+/// numbers of one customer apart, too few to call anyone.
+pub const UNMASKED_DIGITS: usize = 3;
+
+/// A phone number (or any text that may be one) as logs may show it: every digit but the last
+/// [`UNMASKED_DIGITS`] replaced by `*`, everything else kept, so `+64211234567` becomes
+/// `+********567`. Use it wherever a recipient or sender number would reach a log line.
+pub fn mask_phone(text: &str) -> String {
+    let digits = text.chars().filter(char::is_ascii_digit).count();
+    let mut hidden = digits.saturating_sub(UNMASKED_DIGITS);
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_digit() && hidden > 0 {
+                hidden -= 1;
+                '*'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+impl PhoneNumber {
+    /// This number as logs may show it ([`mask_phone`]).
+    pub fn masked(&self) -> String {
+        mask_phone(&self.e164)
+    }
+}
+
 impl FromStr for PhoneNumber {
     type Err = PhoneNumberError;
 
@@ -589,6 +618,20 @@ mod tests {
 
     fn region(s: &str) -> Region {
         Region::parse(s).unwrap()
+    }
+
+    #[test]
+    fn masking_keeps_only_the_last_three_digits() {
+        assert_eq!(mask_phone("+64211234567"), "+********567");
+        assert_eq!(mask_phone("021 123 4567"), "*** *** *567");
+        assert_eq!(mask_phone("12"), "12");
+        assert_eq!(mask_phone(""), "");
+        assert_eq!(
+            PhoneNumber::parse("+64 21 123 4567", None)
+                .unwrap()
+                .masked(),
+            "+********567"
+        );
     }
 
     fn ok(s: &str, r: Option<&str>) -> String {

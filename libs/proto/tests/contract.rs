@@ -201,6 +201,7 @@ fn sample_job() -> queue::v1::SmsJob {
         }),
         recipient_index: 0,
         recipient_count: 2,
+        company_region: "NZ".into(),
     }
 }
 

@@ -116,14 +116,15 @@ struct OutboxRow {
 }
 
 /// What one round of the relay did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Round {
     /// Events confirmed and deleted.
     published: usize,
     /// Rows were left for the next round (the round was full, or another replica is relaying).
     more: bool,
-    /// A row failed: it and the rows after it wait for the next try.
-    stuck: bool,
+    /// A row failed (why, without any event's body): it and the rows after it wait for the next
+    /// try.
+    stuck: Option<String>,
 }
 
 /// The advisory lock class of outbox relays (the two-key form, so no single-key lock a service
@@ -135,9 +136,12 @@ impl OutboxRelay {
     /// out. One relay at a time per schema (a transaction-level advisory lock): the others find
     /// nothing to do, so two replicas never publish the same row at once, and rows go out in the
     /// order they were written. A row whose publish fails stays with its error recorded, and so do
-    /// the rows after it: they go again next time, in order. A row nobody can take (no queue bound
-    /// to a routing key of it) therefore holds back the rest until a consumer declares its queue:
-    /// events wait rather than vanish.
+    /// the rows after it: they go again next time, in order. No event waits for a subscriber:
+    /// [`Topology::declare_events`], which the relay runs before its first round and again after
+    /// every failed one, gives every event type a queue (status events a bounded one). A row is
+    /// unroutable only when such a queue was deleted under a running relay; the relay logs that
+    /// (routing key only, never the body), declares the topology again and sends the row on its
+    /// next try, after the back-off (200 ms, doubling to 30 s) rather than on every commit.
     ///
     /// The round is published in order on one channel without waiting for each confirm in turn
     /// (the confirms are awaited together), so a busy service's events do not queue up behind one
@@ -160,7 +164,7 @@ impl OutboxRelay {
             return Ok(Round {
                 published: 0,
                 more: false,
-                stuck: false,
+                stuck: None,
             });
         }
         let sizes: Vec<(i64, i32)> =
@@ -279,10 +283,10 @@ impl OutboxRelay {
         tx.commit().await?;
         match failure {
             Some(error) if published.is_empty() => Err(error),
-            _ => Ok(Round {
+            failure => Ok(Round {
                 published: published_events,
                 more: more && failure.is_none(),
-                stuck: failure.is_some(),
+                stuck: failure.map(|error| error.to_string()),
             }),
         }
     }
@@ -331,10 +335,14 @@ impl OutboxRelay {
                     }
                 }
                 match self.publish_round().await {
-                    Ok(Round { stuck: true, .. }) => {
-                        tracing::warn!(retry_in = ?backoff, "outbox relay: a row could not be published; it and the rows after it wait");
+                    Ok(Round {
+                        stuck: Some(error), ..
+                    }) => {
+                        tracing::warn!(%error, retry_in = ?backoff, "outbox relay: a row could not be published; it and the rows after it wait");
                         wait = backoff;
                         backing_off = true;
+                        // Perhaps unroutable: a queue of the topology deleted under us comes back.
+                        declared = false;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                         break;
                     }
@@ -347,6 +355,7 @@ impl OutboxRelay {
                         tracing::warn!(%error, retry_in = ?backoff, "outbox relay could not publish");
                         wait = backoff;
                         backing_off = true;
+                        declared = false;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                         break;
                     }

@@ -8,7 +8,10 @@
 //!                    │ TTL expiry                         ▼
 //!  {prefix}retry (direct) ──<tier>──▶ {prefix}sms.retry.<tier>   {prefix}dead ──▶ {prefix}sms.dead
 //!
-//!  every service ──▶ {prefix}events (topic) ──<routing key>──▶ each consumer's own queue
+//!  every service ──▶ {prefix}events (topic) ─sms.status.changed──▶ {prefix}sms.status (bounded)
+//!                                          ├─domain.verification.changed, sender.ip_seen──▶
+//!                                          │                             {prefix}policy.events
+//!                                          └─<routing key>──▶ any other consumer's own queue
 //! ```
 
 use std::time::Duration;
@@ -20,11 +23,17 @@ use lapin::{Channel, ExchangeKind};
 use email2sms_runtime::config::{ConfigError, check_url};
 
 use crate::QueueError;
+use email2sms_proto::queue::v1::SMS_STATUS_CHANGED_ROUTING_KEY;
 
 /// Routing key of SMS jobs on the jobs exchange and of their way back from a retry tier.
 pub const SMS_JOB_ROUTING_KEY: &str = "sms.job";
 /// Routing key of jobs parked in the dead-letter queue.
 pub const SMS_DEAD_ROUTING_KEY: &str = "sms.dead";
+/// The routing keys of the policy service's queue ([`Topology::policy_events_queue`]).
+pub const POLICY_EVENT_ROUTING_KEYS: [&str; 2] = [
+    email2sms_proto::queue::v1::DOMAIN_VERIFICATION_CHANGED_ROUTING_KEY,
+    email2sms_proto::queue::v1::SENDER_IP_SEEN_ROUTING_KEY,
+];
 /// Header carrying why a job was dead-lettered, for the operator reading the queue.
 pub const DEAD_REASON_HEADER: &str = "x-email2sms-reason";
 
@@ -52,6 +61,41 @@ pub struct QueueArgs {
     /// Deliveries of one SMS job before it is treated as poison and dead-lettered.
     #[arg(long, env = "EMAIL2SMS_DELIVERY_LIMIT", default_value_t = 10)]
     pub delivery_limit: u32,
+
+    /// Status events the status queue holds at most; when full the oldest are dropped.
+    #[arg(long, env = "EMAIL2SMS_STATUS_QUEUE_MAX_LENGTH", default_value_t = DEFAULT_STATUS_QUEUE_MAX_LENGTH)]
+    pub status_queue_max_length: u64,
+
+    /// How long an unread status event stays in the status queue (e.g. 1d, 12h).
+    #[arg(long, env = "EMAIL2SMS_STATUS_QUEUE_TTL", default_value = "1d", value_parser = parse_delay)]
+    pub status_queue_ttl: Duration,
+}
+
+/// The status queue's default bound: with ~250-byte events (four or five per SMS), at most about
+/// 250 MB of the broker's disk for some 200,000 SMS, a few hours of a busy gateway's traffic kept
+/// for a portal that is down.
+pub const DEFAULT_STATUS_QUEUE_MAX_LENGTH: u64 = 1_000_000;
+/// The status queue's default TTL: a day, long enough for a portal to come back from an outage,
+/// short enough that an unread queue empties itself.
+pub const DEFAULT_STATUS_QUEUE_TTL: Duration = Duration::from_secs(86_400);
+
+/// The bound of the status events queue ([`Topology::status_events_queue`]): it is read by the
+/// portal or any subscriber, and must not fill the broker when nobody reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusQueueBounds {
+    /// Events held at most (`x-max-length`); when full the oldest go (`x-overflow: drop-head`).
+    pub max_length: u64,
+    /// How long an event stays unread (`x-message-ttl`).
+    pub ttl: Duration,
+}
+
+impl Default for StatusQueueBounds {
+    fn default() -> Self {
+        StatusQueueBounds {
+            max_length: DEFAULT_STATUS_QUEUE_MAX_LENGTH,
+            ttl: DEFAULT_STATUS_QUEUE_TTL,
+        }
+    }
 }
 
 fn parse_delay(text: &str) -> Result<Duration, String> {
@@ -79,6 +123,18 @@ impl QueueArgs {
         if self.delivery_limit == 0 {
             return Err(invalid("EMAIL2SMS_DELIVERY_LIMIT", "must be at least 1"));
         }
+        if self.status_queue_max_length == 0 || self.status_queue_max_length > i64::MAX as u64 {
+            return Err(invalid(
+                "EMAIL2SMS_STATUS_QUEUE_MAX_LENGTH",
+                "must be at least 1",
+            ));
+        }
+        if self.status_queue_ttl > Duration::from_secs(365 * 86_400) {
+            return Err(invalid(
+                "EMAIL2SMS_STATUS_QUEUE_TTL",
+                "must be at most a year",
+            ));
+        }
         if self.retry_delays.windows(2).any(|w| w[0] >= w[1]) {
             return Err(invalid(
                 "EMAIL2SMS_RETRY_DELAYS",
@@ -93,6 +149,10 @@ impl QueueArgs {
             prefix: self.amqp_prefix.clone(),
             retry_delays: self.retry_delays.clone(),
             delivery_limit: self.delivery_limit,
+            status_events: StatusQueueBounds {
+                max_length: self.status_queue_max_length,
+                ttl: self.status_queue_ttl,
+            },
         }
     }
 }
@@ -107,6 +167,8 @@ pub struct Topology {
     pub retry_delays: Vec<Duration>,
     /// Deliveries of one job before RabbitMQ treats it as poison and dead-letters it.
     pub delivery_limit: u32,
+    /// The bound of the status events queue.
+    pub status_events: StatusQueueBounds,
 }
 
 impl Default for Topology {
@@ -120,6 +182,7 @@ impl Default for Topology {
                 Duration::from_secs(3600),
             ],
             delivery_limit: 10,
+            status_events: StatusQueueBounds::default(),
         }
     }
 }
@@ -174,6 +237,14 @@ impl Topology {
     }
     pub fn events_exchange(&self) -> String {
         format!("{}events", self.prefix)
+    }
+    /// The queue of `sms.status.changed` events, read by the portal (or any subscriber).
+    pub fn status_events_queue(&self) -> String {
+        format!("{}sms.status", self.prefix)
+    }
+    /// The policy service's queue: `domain.verification.changed` and `sender.ip_seen`.
+    pub fn policy_events_queue(&self) -> String {
+        format!("{}policy.events", self.prefix)
     }
 
     /// The retry tier for a job that has already failed `attempts` times: the delays grow with each
@@ -265,7 +336,10 @@ impl Topology {
         .await
     }
 
-    /// Declares the events exchange every service publishes to. Idempotent.
+    /// Declares the events exchange every service publishes to, and a home for every event type
+    /// the services publish, so that no event is unroutable for want of a subscriber that has not
+    /// started yet (or, for status events, does not exist at all): the status events queue and the
+    /// policy service's queue. Idempotent.
     pub async fn declare_events(&self, channel: &Channel) -> Result<(), QueueError> {
         channel
             .exchange_declare(
@@ -278,7 +352,49 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
+        self.declare_bound_queue(
+            channel,
+            &self.status_events_queue(),
+            self.status_events_arguments(),
+            &self.events_exchange(),
+            SMS_STATUS_CHANGED_ROUTING_KEY,
+        )
+        .await?;
+        for key in POLICY_EVENT_ROUTING_KEYS {
+            self.declare_bound_queue(
+                channel,
+                &self.policy_events_queue(),
+                quorum_arguments(),
+                &self.events_exchange(),
+                key,
+            )
+            .await?;
+        }
         Ok(())
+    }
+
+    /// The status queue's arguments: a quorum queue (one consumer sees the events in the order
+    /// they were published) bounded in length and age. When full it drops the oldest event
+    /// (`drop-head`) rather than refusing the newest (`reject-publish`): refused events would stay
+    /// in every publisher's outbox and hold back all the events behind them, so an unread queue
+    /// would fill PostgreSQL instead of the broker. A subscriber that finds a gap in a job's
+    /// `sequence` reads the job's state with `GetMessage`.
+    fn status_events_arguments(&self) -> FieldTable {
+        let mut arguments = quorum_arguments();
+        arguments.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(
+                i64::try_from(self.status_events.max_length).unwrap_or(i64::MAX),
+            ),
+        );
+        arguments.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(
+                i64::try_from(self.status_events.ttl.as_millis()).unwrap_or(i64::MAX),
+            ),
+        );
+        arguments.insert("x-overflow".into(), string("drop-head"));
+        arguments
     }
 
     /// Declares a consumer's own durable queue on the events exchange, bound to `routing_keys`.
@@ -364,6 +480,22 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "--retry-delays", "0s"]).is_err());
         let http = Cli::try_parse_from(["x", "--amqp-url", "http://rabbit"]).unwrap();
         assert!(http.queue.validate().is_err());
+        let bounds = ok.queue.topology().status_events;
+        assert_eq!(bounds, StatusQueueBounds::default());
+        let unbounded = Cli::try_parse_from(["x", "--status-queue-max-length", "0"]).unwrap();
+        assert!(matches!(
+            unbounded.queue.validate(),
+            Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_STATUS_QUEUE_MAX_LENGTH",
+                ..
+            })
+        ));
+        let short = Cli::try_parse_from(["x", "--status-queue-ttl", "2h"]).unwrap();
+        assert_eq!(
+            short.queue.topology().status_events.ttl,
+            Duration::from_secs(7200)
+        );
+        assert!(Cli::try_parse_from(["x", "--status-queue-ttl", "0s"]).is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use email2sms_queue::topology::SMS_JOB_ROUTING_KEY;
 use email2sms_queue::{Outgoing, Publisher, Topology};
 use std::sync::Arc;
 
+use email2sms_domain::{PhoneNumber, PhoneNumberError, Region};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -94,6 +95,7 @@ struct JobRow {
     error_code: Option<String>,
     last_error: Option<String>,
     origin: Option<Vec<u8>>,
+    company_region: Option<String>,
     job_created_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     submitted_at: Option<DateTime<Utc>>,
@@ -104,7 +106,7 @@ struct JobRow {
 
 const JOB_COLUMNS: &str = "job_id, company_id, forwarding_user_id, sender_id, recipient, text, \
     encoding, segments, truncated, state, attempts, connector, provider_message_id, failure_kind, \
-    error_code, last_error, origin, job_created_at, created_at, submitted_at, final_at, \
+    error_code, last_error, origin, company_region, job_created_at, created_at, submitted_at, final_at, \
     valid_until, updated_at";
 
 fn timestamp(time: DateTime<Utc>) -> Timestamp {
@@ -219,30 +221,8 @@ impl ListFilter {
             }
             size => i64::from(size).min(MAX_PAGE_SIZE),
         };
-        let recipient = match request.recipient.trim() {
-            "" => None,
-            text => {
-                // Dispatch does not know the company's default region, so only E.164 is accepted
-                // here; separators are tolerated.
-                let compact: String = text
-                    .chars()
-                    .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-                    .collect();
-                let digits = compact.strip_prefix('+').unwrap_or("");
-                if (6..=15).contains(&digits.len())
-                    && digits.bytes().all(|b| b.is_ascii_digit())
-                    && !digits.starts_with('0')
-                {
-                    Some(compact)
-                } else {
-                    problems.push(Violation::without_reason(
-                        "recipient",
-                        "use the international E.164 form, e.g. +64211234567",
-                    ));
-                    None
-                }
-            }
-        };
+        // Read as ingest reads a recipient once the company is known: see `recipient_filter`.
+        let recipient = Some(request.recipient.trim().to_owned()).filter(|text| !text.is_empty());
         let forwarding_user_id = match request.forwarding_user_id.as_str() {
             "" => None,
             text => parse_uuid("forwarding_user_id", text)
@@ -428,11 +408,47 @@ async fn get_message(
     })
 }
 
+/// A recipient as a person types it, in E.164: every form ingest accepts in RCPT TO (libs/domain's
+/// [`PhoneNumber`], the same parser): international with `+` or `00`, or national, with spaces,
+/// dots, dashes or brackets. A national number (or one written without `+`, such as
+/// `64211000003`) is read with the company's default region; dispatch learns it from the jobs
+/// ingest publishes (`SmsJob.company_region`), so the region recorded on the company's most recent
+/// job is used. A company with none recorded can be searched by international numbers only.
+async fn recipient_filter(pool: &PgPool, company_id: Uuid, typed: &str) -> Result<String, Error> {
+    let refused = |error: PhoneNumberError| {
+        Error::InvalidArgument(vec![Violation::without_reason(
+            "recipient",
+            error.to_string(),
+        )])
+    };
+    match PhoneNumber::parse(typed, None) {
+        Ok(number) => return Ok(number.as_str().to_owned()),
+        Err(PhoneNumberError::MissingCountryCode { .. }) => {}
+        Err(error) => return Err(refused(error)),
+    }
+    // Served by the company index, newest first: normally the first row has it.
+    let region: Option<String> = sqlx::query_scalar(
+        "SELECT company_region FROM sms_jobs
+         WHERE company_id = $1 AND company_region IS NOT NULL
+         ORDER BY created_at DESC, job_id DESC LIMIT 1",
+    )
+    .bind(company_id)
+    .fetch_optional(pool)
+    .await?;
+    let region = region.as_deref().and_then(|code| Region::parse(code).ok());
+    PhoneNumber::parse(typed, region)
+        .map(|number| number.as_str().to_owned())
+        .map_err(refused)
+}
+
 async fn list_messages(
     pool: &PgPool,
     request: ListMessagesRequest,
 ) -> Result<ListMessagesResponse, Error> {
-    let filter = ListFilter::parse(&request).map_err(Error::InvalidArgument)?;
+    let mut filter = ListFilter::parse(&request).map_err(Error::InvalidArgument)?;
+    if let Some(typed) = filter.recipient.take() {
+        filter.recipient = Some(recipient_filter(pool, filter.company_id, &typed).await?);
+    }
     let after = match request.page_token.as_str() {
         "" => None,
         text => match PageToken::decode(text) {
@@ -524,6 +540,7 @@ fn job_from_row(row: &JobRow) -> SmsJob {
             .origin
             .as_deref()
             .and_then(|bytes| EmailOrigin::decode(bytes).ok()),
+        company_region: row.company_region.clone().unwrap_or_default(),
         ..SmsJob::default()
     }
 }

@@ -1,7 +1,7 @@
 //! The RabbitMQ side of dispatch: consumes SMS jobs with manual acks and a prefetch window, hands
-//! each to the [`Dispatcher`], and settles it by the outcome: done → ack; transient → through the
-//! retry tier for its attempt count, then ack; permanent → into the dead-letter queue with the
-//! reason in a header, then ack. A job is only acked once its next home (the SMSC, a retry tier
+//! each to the [`Dispatcher`], and settles it as [`decide`] says: done → ack; transient → through
+//! the retry tier for its number of failed deliveries, then ack, until the delivery limit; permanent
+//! or over the limit → into the dead-letter queue with the reason in a header, then ack. A job is only acked once its next home (the SMSC, a retry tier
 //! or the dead-letter queue) has confirmed it, so a crash at any point redelivers rather than
 //! loses it; the Dispatcher's job table makes the redelivery harmless.
 
@@ -16,7 +16,7 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::{Dispatcher, Outcome};
+use crate::jobs::{Dispatcher, Outcome, Retry};
 
 /// Header telling an operator why a job sits in a retry tier.
 pub const RETRY_REASON_HEADER: &str = "x-email2sms-retry-reason";
@@ -59,62 +59,166 @@ pub async fn consume_jobs(
     .await;
 }
 
+/// Header counting a job's failed deliveries before this one. A job sent through a retry tier
+/// comes back as a new message, whose RabbitMQ delivery count (`x-delivery-count`, and with it the
+/// queue's `x-delivery-limit`) starts again at zero; this header is what carries the count across
+/// the tiers, so the delivery limit holds however a job failed.
+pub const FAILED_DELIVERIES_HEADER: &str = "x-email2sms-failed-deliveries";
+
+/// The quorum queue's count of earlier deliveries of this message (requeued or left unacked by a
+/// consumer that went away), absent on the first.
+const RABBITMQ_DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
+
+/// What the consumer does with a delivery: what [`decide`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Done with it: ack.
+    Ack,
+    /// Through the retry tier of this delay (publish with confirm, then ack).
+    RetryAfter(Duration),
+    /// Into the dead-letter queue with this reason (publish with confirm, then ack).
+    DeadLetter(String),
+    /// No retry tiers are configured: back to the queue, which counts it against its own limit.
+    Requeue,
+}
+
+/// The one decision every outcome of a delivery goes through, whichever path failed (the payload,
+/// the database, the connector): `failed_before` is how many deliveries of this job failed before
+/// this one ([`failed_deliveries`]).
+///
+/// * a permanent fault is dead-lettered at once with its reason;
+/// * a transient one goes through the tier for its number of failed deliveries (the first failure
+///   to the shortest, then each longer, then the longest), until the delivery limit: the delivery
+///   that reaches it is dead-lettered, saying how many there were and why the last failed;
+/// * a throttled one waits in the shortest tier, and does not count: the provider asked to slow
+///   down, the job did nothing wrong.
+pub fn decide(outcome: &Outcome, failed_before: u32, topology: &Topology) -> Settlement {
+    let retry = match outcome {
+        Outcome::Done => return Settlement::Ack,
+        Outcome::Permanent(reason) => return Settlement::DeadLetter(reason.clone()),
+        Outcome::RetryLater(retry) => retry,
+    };
+    if retry.throttled {
+        return topology
+            .retry_delay_for(0)
+            .map_or(Settlement::Requeue, Settlement::RetryAfter);
+    }
+    let deliveries = failed_before.saturating_add(1);
+    if deliveries >= topology.delivery_limit {
+        return Settlement::DeadLetter(format!(
+            "gave up after {deliveries} deliveries: {}",
+            retry.reason
+        ));
+    }
+    topology
+        .retry_delay_for(failed_before)
+        .map_or(Settlement::Requeue, Settlement::RetryAfter)
+}
+
+/// How many deliveries of this job failed before this one: those counted through the retry tiers
+/// ([`FAILED_DELIVERIES_HEADER`]) and RabbitMQ's redeliveries of this message.
+pub fn failed_deliveries(delivery: &Delivery) -> u32 {
+    let Some(headers) = delivery.properties.headers().as_ref() else {
+        return 0;
+    };
+    let count = |name: &str| headers.inner().get(name).and_then(integer).unwrap_or(0);
+    count(FAILED_DELIVERIES_HEADER).saturating_add(count(RABBITMQ_DELIVERY_COUNT_HEADER))
+}
+
+fn integer(value: &AMQPValue) -> Option<u32> {
+    let wide: i64 = match value {
+        AMQPValue::ShortShortInt(v) => i64::from(*v),
+        AMQPValue::ShortShortUInt(v) => i64::from(*v),
+        AMQPValue::ShortInt(v) => i64::from(*v),
+        AMQPValue::ShortUInt(v) => i64::from(*v),
+        AMQPValue::LongInt(v) => i64::from(*v),
+        AMQPValue::LongUInt(v) => i64::from(*v),
+        AMQPValue::LongLongInt(v) => *v,
+        _ => return None,
+    };
+    u32::try_from(wide.max(0)).ok()
+}
+
 async fn settle(
     dispatcher: &Dispatcher,
     publisher: &Publisher,
     topology: &Topology,
     delivery: Delivery,
 ) -> Disposition {
-    let job = match SmsJob::decode(delivery.data.as_slice()) {
-        Ok(job) => job,
-        Err(error) => {
-            return park(
-                publisher,
-                topology,
-                &delivery,
-                &format!("the message is not an SMS job: {error}"),
-            )
-            .await;
+    let failed_before = failed_deliveries(&delivery);
+    let (job_id, outcome) = match SmsJob::decode(delivery.data.as_slice()) {
+        Ok(job) => {
+            let job_id = job.job_id.clone();
+            (job_id, dispatcher.process_job(job).await)
         }
+        Err(error) => (
+            String::new(),
+            Outcome::Permanent(format!("the message is not an SMS job: {error}")),
+        ),
     };
-    let job_id = job.job_id.clone();
-    match dispatcher.process_job(job).await {
-        Outcome::Done => Disposition::Ack,
-        Outcome::Permanent(reason) => park(publisher, topology, &delivery, &reason).await,
-        Outcome::RetryLater(retry) => {
-            // A throttled job waits in the shortest tier: its wait is about the bucket refilling,
-            // not about how often it failed.
-            let tier_index = if retry.throttled {
-                0
-            } else {
-                retry.attempts.saturating_sub(1)
-            };
-            let Some(delay) = topology.retry_delay_for(tier_index) else {
-                // No tiers configured: the queue itself redelivers (counting against its limit).
-                return Disposition::Requeue;
-            };
-            let tier = topology.retry_tier(delay);
-            let exchange = topology.retry_exchange();
-            let outcome = publisher
-                .publish(Outgoing {
-                    exchange: &exchange,
-                    routing_key: &tier,
-                    payload: &delivery.data,
-                    message_id: job_id.clone(),
-                    message_type: SMS_JOB_TYPE,
-                    headers: header(RETRY_REASON_HEADER, &retry.reason),
-                })
-                .await;
-            match outcome {
-                Ok(()) => {
-                    tracing::info!(job_id, ?delay, reason = %retry.reason, throttled = retry.throttled, "job retried later");
-                    Disposition::Ack
-                }
-                Err(error) => {
-                    tracing::warn!(job_id, %error, "cannot move the job to its retry tier; requeueing");
-                    Disposition::Requeue
-                }
+    match (decide(&outcome, failed_before, topology), &outcome) {
+        (Settlement::Ack, _) => Disposition::Ack,
+        (Settlement::Requeue, _) => Disposition::Requeue,
+        (Settlement::DeadLetter(reason), outcome) => {
+            if matches!(outcome, Outcome::RetryLater(_)) {
+                // Given up here rather than by the job store: its row says so too, when it can.
+                dispatcher.give_up(&job_id, &reason).await;
             }
+            park(publisher, topology, &delivery, &reason).await
+        }
+        (Settlement::RetryAfter(delay), Outcome::RetryLater(retry)) => {
+            let failed = if retry.throttled {
+                // A wait, not a failure: the count goes on unchanged.
+                failed_before
+            } else {
+                failed_before.saturating_add(1)
+            };
+            retry_later(
+                publisher, topology, &delivery, &job_id, delay, retry, failed,
+            )
+            .await
+        }
+        // `decide` retries only what asked to be retried.
+        (Settlement::RetryAfter(_), Outcome::Done | Outcome::Permanent(_)) => Disposition::Ack,
+    }
+}
+
+/// Sends the job through the retry tier of `delay`, counting `failed` deliveries so far.
+async fn retry_later(
+    publisher: &Publisher,
+    topology: &Topology,
+    delivery: &Delivery,
+    job_id: &str,
+    delay: Duration,
+    retry: &Retry,
+    failed: u32,
+) -> Disposition {
+    let mut headers = header(RETRY_REASON_HEADER, &retry.reason);
+    headers.insert(
+        FAILED_DELIVERIES_HEADER.into(),
+        AMQPValue::LongLongInt(i64::from(failed)),
+    );
+    let tier = topology.retry_tier(delay);
+    let exchange = topology.retry_exchange();
+    let outcome = publisher
+        .publish(Outgoing {
+            exchange: &exchange,
+            routing_key: &tier,
+            payload: &delivery.data,
+            message_id: job_id.to_owned(),
+            message_type: SMS_JOB_TYPE,
+            headers,
+        })
+        .await;
+    match outcome {
+        Ok(()) => {
+            tracing::info!(job_id, ?delay, failed_deliveries = failed, reason = %retry.reason, throttled = retry.throttled, "job retried later");
+            Disposition::Ack
+        }
+        Err(error) => {
+            // Requeued, RabbitMQ counts this delivery (x-delivery-count), so the limit still holds.
+            tracing::warn!(job_id, %error, "cannot move the job to its retry tier; requeueing");
+            Disposition::Requeue
         }
     }
 }
@@ -163,4 +267,93 @@ fn header(name: &str, value: &str) -> FieldTable {
         AMQPValue::LongString(LongString::from(value.as_bytes().to_vec())),
     );
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology() -> Topology {
+        Topology {
+            prefix: "t.".into(),
+            retry_delays: vec![
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+                Duration::from_secs(600),
+            ],
+            delivery_limit: 5,
+            ..Topology::default()
+        }
+    }
+
+    fn transient(reason: &str) -> Outcome {
+        Outcome::RetryLater(Retry {
+            throttled: false,
+            attempts: 0,
+            reason: reason.into(),
+        })
+    }
+
+    #[test]
+    fn done_is_acked_and_permanent_faults_are_dead_lettered_on_their_first_delivery() {
+        assert_eq!(decide(&Outcome::Done, 0, &topology()), Settlement::Ack);
+        assert_eq!(decide(&Outcome::Done, 9, &topology()), Settlement::Ack);
+        assert_eq!(
+            decide(&Outcome::Permanent("bad data".into()), 0, &topology()),
+            Settlement::DeadLetter("bad data".into())
+        );
+    }
+
+    #[test]
+    fn transient_faults_walk_the_tiers_by_failed_deliveries_and_stop_at_the_limit() {
+        let t = topology();
+        let s = Duration::from_secs;
+        // Whatever failed (database or connector), the count decides, not the job's own attempts.
+        let walked: Vec<Settlement> = (0..5).map(|n| decide(&transient("x"), n, &t)).collect();
+        assert_eq!(
+            walked,
+            [
+                Settlement::RetryAfter(s(10)),
+                Settlement::RetryAfter(s(60)),
+                Settlement::RetryAfter(s(600)),
+                Settlement::RetryAfter(s(600)),
+                Settlement::DeadLetter("gave up after 5 deliveries: x".into()),
+            ]
+        );
+        // Past the limit (a count carried from before the limit was lowered) still dead-letters.
+        assert!(matches!(
+            decide(&transient("x"), 40, &t),
+            Settlement::DeadLetter(_)
+        ));
+    }
+
+    #[test]
+    fn throttled_waits_stay_in_the_shortest_tier_and_never_reach_the_limit() {
+        let throttled = Outcome::RetryLater(Retry {
+            throttled: true,
+            attempts: 3,
+            reason: "over the user's rate".into(),
+        });
+        assert_eq!(
+            decide(&throttled, 0, &topology()),
+            Settlement::RetryAfter(Duration::from_secs(10))
+        );
+        assert_eq!(
+            decide(&throttled, 4, &topology()),
+            Settlement::RetryAfter(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn without_tiers_the_queue_redelivers_and_its_limit_still_holds() {
+        let t = Topology {
+            retry_delays: vec![],
+            ..topology()
+        };
+        assert_eq!(decide(&transient("x"), 0, &t), Settlement::Requeue);
+        assert!(matches!(
+            decide(&transient("x"), 4, &t),
+            Settlement::DeadLetter(_)
+        ));
+    }
 }

@@ -36,15 +36,17 @@ use crate::throttle::{Decision, Throttle};
 /// The outbox routing key of status events.
 pub const STATUS_CHANGED: &str = "sms.status.changed";
 
-/// What the queue consumer does with the delivery after [`Dispatcher::process_job`]:
+/// What [`Dispatcher::process_job`] makes of a delivery; the queue consumer settles it as
+/// [`crate::consumer::decide`] says:
 ///
 /// * `Done` → ack.
 /// * `RetryLater(retry)` → publish the same body (with publisher confirm) to the retry exchange
-///   with the tier `topology.retry_delay_for(retry.attempts)`, then ack; the TTL queue
-///   dead-letters it back to the job queue. `throttled` attempts do not count, so they stay in the
-///   shortest tier.
+///   with the tier for the job's failed deliveries so far, then ack; the TTL queue dead-letters it
+///   back to the job queue. At the delivery limit it is dead-lettered instead. `throttled` waits
+///   do not count, so they stay in the shortest tier.
 /// * `Permanent(reason)` → dead-letter it with `reason` in a header (publish to the dead exchange,
-///   then ack; or reject when the reason header is not needed).
+///   then ack; or reject when the reason header is not needed). A fault the job itself causes
+///   every time (invalid payload, data the database refuses) is permanent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Ack: the job was submitted now, or earlier, or is final, or is parked for review.
@@ -176,6 +178,19 @@ pub enum JobError {
 }
 
 impl JobError {
+    /// Whether writing this one job failed because of what the job holds, so that writing it again
+    /// fails again: a data exception (SQLSTATE class 22, such as a NUL byte in a text, `22021`) or
+    /// an integrity violation (class 23) from a write of this job alone. Anything else (the
+    /// database unreachable, a deadlock, a batch that failed as a whole) may pass next time.
+    pub fn is_the_jobs_own_fault(&self) -> bool {
+        match self {
+            JobError::Database(sqlx::Error::Database(error)) => error
+                .code()
+                .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+            JobError::Database(_) | JobError::Stopping | JobError::BatchFailed(_) => false,
+        }
+    }
+
     /// Whether the failure may come from one job of a batch (a deadlock with another batch, a
     /// constraint or a value one row breaks), so that writing the jobs one by one is worth it.
     fn may_be_one_items_fault(&self) -> bool {
@@ -185,6 +200,21 @@ impl JobError {
             }),
             JobError::Database(_) | JobError::Stopping | JobError::BatchFailed(_) => false,
         }
+    }
+}
+
+/// Why [`Dispatcher::try_process`] did not come to an outcome.
+#[derive(Debug)]
+enum Failure {
+    /// The job store failed; worth trying again.
+    Job(JobError),
+    /// The database refused the job's own data ([`JobError::is_the_jobs_own_fault`]).
+    Refused(Box<SmsJob>, JobError),
+}
+
+impl From<JobError> for Failure {
+    fn from(error: JobError) -> Failure {
+        Failure::Job(error)
     }
 }
 
@@ -250,7 +280,11 @@ impl NewJob {
                 && !digits.starts_with('0')
         });
         if !recipient_ok {
-            return Err(format!("recipient {:?} is not E.164", job.recipient));
+            // Masked: the reason reaches the log (the payload in the dead-letter queue keeps it).
+            return Err(format!(
+                "recipient {:?} is not E.164",
+                email2sms_domain::mask_phone(&job.recipient)
+            ));
         }
         if job.sender_id.chars().count() > 20 {
             return Err("sender_id is longer than 20 characters".into());
@@ -573,7 +607,7 @@ async fn insert_new_jobs(
                                email_message_id, recipient, text, encoding, segments,
                                valid_until, truncated, origin, job_created_at, state, connector,
                                failure_kind, error_code, last_error, final_at, status_sequence,
-                               history)
+                               history, company_region)
          SELECT job_id, company_id, forwarding_user_id, NULLIF(sender_id, ''),
                 NULLIF(sender_email, ''), NULLIF(email_message_id, ''), recipient, text, encoding,
                 segments, valid_until, truncated, origin, job_created_at, state, connector,
@@ -585,17 +619,18 @@ async fn insert_new_jobs(
                 || CASE WHEN announce THEN jsonb_build_array(jsonb_build_object(
                        'from_state', 'queued', 'to_state', state, 'at', now(), 'attempt', 0,
                        'detail', detail))
-                   ELSE '[]' END
+                   ELSE '[]' END,
+                NULLIF(company_region, '')
          FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
                      $7::text[], $8::text[], $9::text[], $10::int4[], $11::timestamptz[],
                      $12::bool[], $13::bytea[], $14::timestamptz[], $15::text[], $16::text[],
                      $17::text[], $18::text[], $19::text[], $20::bool[], $21::bool[],
-                     $22::text[])
+                     $22::text[], $23::text[])
               WITH ORDINALITY
               AS n(job_id, company_id, forwarding_user_id, sender_id, sender_email,
                    email_message_id, recipient, text, encoding, segments, valid_until, truncated,
                    origin, job_created_at, state, connector, failure_kind, error_code, last_error,
-                   is_final, announce, detail, position)
+                   is_final, announce, detail, company_region, position)
          ORDER BY position
          ON CONFLICT (job_id) DO NOTHING
          RETURNING job_id, company_id, forwarding_user_id, recipient, attempts, connector,
@@ -631,6 +666,7 @@ async fn insert_new_jobs(
     .bind(column(jobs, |(_, c)| c.to.is_final()))
     .bind(column(jobs, |(_, c)| c.announce))
     .bind(column(jobs, |(_, c)| c.detail.as_str()))
+    .bind(column(jobs, |(j, _)| j.job.company_region.as_str()))
     .fetch_all(&mut *conn)
     .await?;
     Ok(inserted)
@@ -1128,7 +1164,8 @@ impl Dispatcher {
     pub async fn process_job(&self, job: SmsJob) -> Outcome {
         match self.try_process(job).await {
             Ok(outcome) => outcome,
-            Err(error) => {
+            Err(Failure::Refused(job, error)) => self.refuse(*job, &error).await,
+            Err(Failure::Job(error)) => {
                 tracing::warn!(%error, "job processing hit the database; retrying later");
                 Outcome::RetryLater(Retry {
                     throttled: false,
@@ -1139,7 +1176,9 @@ impl Dispatcher {
         }
     }
 
-    async fn try_process(&self, job: SmsJob) -> Result<Outcome, JobError> {
+    async fn try_process(&self, job: SmsJob) -> Result<Outcome, Failure> {
+        // Kept for recording the job as failed should its data be what the database refuses.
+        let original = job.clone();
         let job = match NewJob::validate(job) {
             Ok(job) => job,
             Err(reason) => return Ok(invalid(reason)),
@@ -1164,7 +1203,10 @@ impl Dispatcher {
         };
         // Recorded, and claimed ("submitting" committed) before anything is sent.
         let (attempts, valid_until) = match self.admissions.call(job).await {
-            None => return Err(JobError::Stopping),
+            None => return Err(JobError::Stopping.into()),
+            Some(Err(error)) if error.is_the_jobs_own_fault() => {
+                return Err(Failure::Refused(Box::new(original), error));
+            }
             Some(admission) => match admission? {
                 Admission::Settled(outcome) => return Ok(outcome),
                 Admission::Send {
@@ -1195,10 +1237,101 @@ impl Dispatcher {
                 .await?;
                 Ok(Outcome::Done)
             }
-            Err(error) => {
-                self.record_with_retries(|| self.record_failure(job_id, attempts, &error))
-                    .await
+            // A failure to record after the connector answered is retried, whatever it is: the
+            // job is in "submitting", so its redelivery holds it for review (never resent).
+            Err(error) => Ok(self
+                .record_with_retries(|| self.record_failure(job_id, attempts, &error))
+                .await?),
+        }
+    }
+
+    /// A job whose own data the database refused to admit: it goes to the dead-letter queue with
+    /// the reason, and is recorded as failed with that reason, where the row can be written with
+    /// the characters PostgreSQL cannot store (NUL) replaced. If even that row is refused, the
+    /// dead-letter queue is the only record.
+    async fn refuse(&self, job: SmsJob, error: &JobError) -> Outcome {
+        let reason = format!("the job's data cannot be stored: {error}");
+        match self.record_refused(job, &reason).await {
+            Ok(()) => {}
+            Err(record_error) => {
+                tracing::warn!(error = %record_error, "cannot record a refused job as failed");
             }
+        }
+        Outcome::Permanent(reason)
+    }
+
+    async fn record_refused(&self, job: SmsJob, reason: &str) -> Result<(), JobError> {
+        let clean = |text: &mut String| {
+            if text.contains('\0') {
+                *text = text.replace('\0', "\u{fffd}");
+            }
+        };
+        let mut job = job;
+        clean(&mut job.text);
+        clean(&mut job.sender_id);
+        clean(&mut job.recipient);
+        clean(&mut job.company_region);
+        if let Some(origin) = job.origin.as_mut() {
+            clean(&mut origin.from_address);
+            clean(&mut origin.message_id);
+        }
+        let Ok(job) = NewJob::validate(job) else {
+            return Ok(());
+        };
+        let change = JobChange::new(job.job_id, None, JobState::Failed).failure(
+            FailureKind::Permanent,
+            Some("invalid_data"),
+            reason,
+        );
+        let mut tx = self.pool.begin().await?;
+        let created = [(&job, change)];
+        let inserted = insert_new_jobs(&mut tx, &created).await?;
+        if let Some(row) = inserted.first() {
+            announce(&mut tx, &[(&created[0].1, row)]).await?;
+        } else {
+            // Known already (a write of its update was refused): failed unless it has moved on.
+            let state: Option<String> =
+                sqlx::query_scalar("SELECT state FROM sms_jobs WHERE job_id = $1 FOR UPDATE")
+                    .persistent(false)
+                    .bind(job.job_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if state.as_deref().and_then(JobState::parse) == Some(JobState::Queued) {
+                let change = JobChange::new(job.job_id, Some(JobState::Queued), JobState::Failed)
+                    .failure(FailureKind::Permanent, Some("invalid_data"), reason);
+                apply_changes(&mut tx, &[change]).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records that the consumer gave up on a job at the delivery limit: a job waiting in
+    /// "queued" becomes failed with `reason`. Anything else is left as it is (a job in
+    /// "submitting" may have reached the SMSC, and its review decides). Best effort: when the
+    /// database is what kept failing, the dead-letter queue is the record.
+    pub async fn give_up(&self, job_id: &str, reason: &str) {
+        let Ok(job_id) = Uuid::parse_str(job_id) else {
+            return;
+        };
+        let recorded = async {
+            let mut tx = self.pool.begin().await?;
+            let state: Option<String> =
+                sqlx::query_scalar("SELECT state FROM sms_jobs WHERE job_id = $1 FOR UPDATE")
+                    .persistent(false)
+                    .bind(job_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if state.as_deref().and_then(JobState::parse) == Some(JobState::Queued) {
+                let change = JobChange::new(job_id, Some(JobState::Queued), JobState::Failed)
+                    .failure(FailureKind::Transient, Some("delivery_limit"), reason);
+                apply_changes(&mut tx, &[change]).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, JobError>(())
+        };
+        if let Err(error) = recorded.await {
+            tracing::warn!(%job_id, %error, "cannot record a job given up at the delivery limit");
         }
     }
 

@@ -113,6 +113,27 @@ impl Running {
             .expect("dispatch stops")
             .unwrap()
             .unwrap();
+        // Every queue is a quorum queue (a Raft cluster on the broker): leave none behind.
+        if let Ok(channel) = self.publisher.broker().channel().await {
+            let mut queues = self.topology.job_path_queues();
+            queues.push(self.topology.status_events_queue());
+            queues.push(self.topology.policy_events_queue());
+            for queue in queues {
+                let _ = channel
+                    .queue_delete(queue.as_str().into(), Default::default())
+                    .await;
+            }
+            for exchange in [
+                self.topology.jobs_exchange(),
+                self.topology.retry_exchange(),
+                self.topology.dead_exchange(),
+                self.topology.events_exchange(),
+            ] {
+                let _ = channel
+                    .exchange_delete(exchange.as_str().into(), Default::default())
+                    .await;
+            }
+        }
     }
 }
 
@@ -234,6 +255,7 @@ async fn a_throttled_job_goes_through_a_retry_tier_and_is_then_sent() {
 
 #[tokio::test]
 async fn permanent_failures_and_poison_land_in_the_dead_letter_queue_with_the_reason() {
+    let logs = support::captured_logs();
     let (db, pool) = database().await;
     let dir = tempfile::tempdir().unwrap();
     let connector = format!("file:{}", dir.path().join("sms.jsonl").display());
@@ -266,10 +288,13 @@ async fn permanent_failures_and_poison_land_in_the_dead_letter_queue_with_the_re
         "{reasons:?}"
     );
     assert!(
-        reasons.iter().any(|r| r.contains("0211234567")),
+        reasons.iter().any(|r| r.contains("*******567")),
         "{reasons:?}"
     );
     running.stop().await;
+    // The dead-lettering path logged the reason, with the number masked.
+    assert!(logs.text().contains("dead-lettered"), "{}", logs.text());
+    logs.assert_never_shows(&["0211234567", "not protobuf"]);
 }
 
 #[tokio::test]
@@ -501,6 +526,246 @@ async fn jobs_flowing_through_a_broker_outage_are_all_sent_once() {
     let sent = support::accepted_texts(&smsc);
     for sms in &jobs {
         assert_eq!(sent.get(&sms.text), Some(&1), "{} sent once", sms.text);
+    }
+    running.stop().await;
+}
+
+/// The text of a header of a message taken from a queue.
+fn header_text(message: &lapin::message::BasicGetMessage, name: &str) -> Option<String> {
+    match message
+        .delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(name).cloned())
+    {
+        Some(AMQPValue::LongString(text)) => {
+            Some(String::from_utf8_lossy(text.as_bytes()).into_owned())
+        }
+        _ => None,
+    }
+}
+
+/// A copy of every job dispatch sends through a retry tier (an extra queue bound to the retry
+/// exchange with every tier's key), so a test can count a job's deliveries: one, plus one per
+/// retry. Exclusive: it goes away with the test's connection.
+async fn tap_retries(running: &Running, channel: &lapin::Channel) -> String {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    let tap = format!("{}tap.retries", running.topology.prefix);
+    channel
+        .queue_declare(
+            tap.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for delay in &running.topology.retry_delays {
+        channel
+            .queue_bind(
+                tap.as_str().into(),
+                running.topology.retry_exchange().as_str().into(),
+                running.topology.retry_tier(*delay).as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    tap
+}
+
+/// Everything on `queue` now (acked).
+async fn drain(channel: &lapin::Channel, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
+    let mut taken = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+    {
+        message.ack(BasicAckOptions::default()).await.unwrap();
+        taken.push(message);
+    }
+    taken
+}
+
+#[tokio::test]
+async fn a_job_whose_text_the_database_refuses_is_delivered_once_and_dead_lettered_with_the_reason()
+{
+    let (db, pool) = database().await;
+    let smsc = Smsc::start().await;
+    let running = start(&pool, &db.url, &smsc.url("window=4")).await;
+    let channel = running.publisher.broker().channel().await.unwrap();
+    let tap = tap_retries(&running, &channel).await;
+    // As ingest published it before it refused NUL bytes: PostgreSQL cannot store the text
+    // (SQLSTATE 22021), which no retry will change.
+    let poisoned = job("+64211234567", "before\0after");
+    running.publish(&encoded(&poisoned), &poisoned.job_id).await;
+
+    let parked = collect(&channel, &running.topology.dead_queue(), |m| !m.is_empty()).await;
+    assert_eq!(parked.len(), 1);
+    let reason = header_text(&parked[0], DEAD_REASON_HEADER).expect("a reason header");
+    assert!(reason.contains("0x00"), "{reason}");
+    eventually("the job is recorded as failed", || async {
+        support::recorded_state(&pool, &poisoned.job_id)
+            .await
+            .as_deref()
+            == Some("failed")
+    })
+    .await;
+    let last_error: String =
+        sqlx::query_scalar("SELECT last_error FROM sms_jobs WHERE job_id = $1::uuid")
+            .bind(&poisoned.job_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(last_error.contains("0x00"), "{last_error}");
+    // Absence needs a wait: a retry would have come back within the two tiers (200 + 400 ms).
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        drain(&channel, &tap).await.len(),
+        0,
+        "delivered once: never sent through a retry tier"
+    );
+    assert!(
+        drain(&channel, &running.topology.dead_queue())
+            .await
+            .is_empty()
+    );
+    assert_eq!(smsc.state.seen.load(Ordering::SeqCst), 0, "never sent");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_transient_fault_walks_the_retry_tiers_and_stops_at_the_delivery_limit() {
+    let logs = support::captured_logs();
+    let (db, pool) = database().await;
+    let smsc = Smsc::start().await;
+    // The SMSC says "system error, try later" to every submit.
+    smsc.state
+        .behaviour
+        .fail_next
+        .store(usize::MAX, Ordering::SeqCst);
+    // Four deliveries, fewer than the eight submit attempts after which a job fails by itself:
+    // the delivery limit is what stops it.
+    let running = start_with(
+        &pool,
+        &db.url,
+        &smsc.url("window=1"),
+        &[
+            "--retry-delays",
+            "100ms,200ms,300ms",
+            "--delivery-limit",
+            "4",
+        ],
+    )
+    .await;
+    let channel = running.publisher.broker().channel().await.unwrap();
+    let tap = tap_retries(&running, &channel).await;
+    let sms = job("+64211234567", "the SMSC is unwell");
+    running.publish(&encoded(&sms), &sms.job_id).await;
+
+    let parked = collect(&channel, &running.topology.dead_queue(), |m| !m.is_empty()).await;
+    let reason = header_text(&parked[0], DEAD_REASON_HEADER).expect("a reason header");
+    assert!(reason.contains("4 deliveries"), "{reason}");
+    assert!(reason.contains("0x00000008"), "{reason}");
+    let tiers: Vec<String> = drain(&channel, &tap)
+        .await
+        .iter()
+        .map(|m| m.delivery.routing_key.to_string())
+        .collect();
+    assert_eq!(
+        tiers,
+        ["100ms", "200ms", "300ms"],
+        "each tier once, in order"
+    );
+    assert_eq!(
+        smsc.state.seen.load(Ordering::SeqCst),
+        4,
+        "one submit per delivery"
+    );
+    eventually("the job is recorded as failed", || async {
+        support::recorded_state(&pool, &sms.job_id).await.as_deref() == Some("failed")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        smsc.state.seen.load(Ordering::SeqCst),
+        4,
+        "nothing after the limit"
+    );
+    running.stop().await;
+    // Every retry and the dead-lettering were logged, without the number or the text.
+    assert!(logs.text().contains("job retried later"), "{}", logs.text());
+    logs.assert_never_shows(&["64211234567", "the SMSC is unwell"]);
+}
+
+#[tokio::test]
+async fn list_messages_finds_an_sms_by_the_number_as_people_type_it() {
+    use email2sms_proto::dispatch::v1::ListMessagesRequest;
+    use email2sms_proto::dispatch::v1::dispatch_service_client::DispatchServiceClient;
+
+    let (db, pool) = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let connector = format!("file:{}", dir.path().join("sms.jsonl").display());
+    let running = start(&pool, &db.url, &connector).await;
+    // As ingest publishes them for an NZ company: the recipient in E.164, read with its region.
+    let mut wanted = job("+64211000003", "the one");
+    wanted.company_region = "NZ".into();
+    let mut other = job("+64211000004", "another");
+    other.company_region = "NZ".into();
+    for sms in [&wanted, &other] {
+        running.publish(&encoded(sms), &sms.job_id).await;
+        eventually("recorded", || async {
+            support::recorded_state(&pool, &sms.job_id).await.is_some()
+        })
+        .await;
+    }
+    let mut client = DispatchServiceClient::connect(format!("http://{}", running.grpc_addr))
+        .await
+        .unwrap();
+    let list = |recipient: &str| ListMessagesRequest {
+        company_id: wanted.company_id.clone(),
+        recipient: recipient.into(),
+        ..ListMessagesRequest::default()
+    };
+    for typed in [
+        "0211000003",
+        "021 100 0003",
+        "021-100-0003",
+        "64211000003",
+        "+64211000003",
+        "+64 21 100 0003",
+        "0064 21 100 0003",
+    ] {
+        let found: Vec<String> = client
+            .list_messages(list(typed))
+            .await
+            .unwrap_or_else(|status| panic!("{typed:?} refused: {}", status.message()))
+            .into_inner()
+            .messages
+            .into_iter()
+            .map(|m| m.job_id)
+            .collect();
+        assert_eq!(found, [wanted.job_id.clone()], "{typed:?}");
+    }
+    for (garbage, says) in [
+        ("hello", "letters"),
+        ("+64", "too few digits"),
+        ("021 100 0003 ext 5", "letters"),
+        ("+999 21 100 0003", "country code that does not exist"),
+    ] {
+        let status = client.list_messages(list(garbage)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{garbage:?}");
+        assert!(
+            status.message().contains("recipient") && status.message().contains(says),
+            "{garbage:?}: {}",
+            status.message()
+        );
     }
     running.stop().await;
 }

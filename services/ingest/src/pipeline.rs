@@ -235,6 +235,7 @@ impl Gateway {
                 authentication: outcome.authentication.clone(),
                 recipient_index: u32::try_from(index).unwrap_or(u32::MAX),
                 recipient_count: count,
+                company_region: sender.default_region.clone(),
             })
             .collect()
     }

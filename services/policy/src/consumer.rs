@@ -28,9 +28,10 @@ use crate::sender_log;
 /// pending ownership move is not hammered.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// The policy service's own event queue.
+/// The policy service's own event queue (the shared topology declares it too, so events sent
+/// before policy first starts wait in it).
 pub fn events_queue(args: &QueueArgs) -> String {
-    format!("{}policy.events", args.amqp_prefix)
+    args.topology().policy_events_queue()
 }
 
 /// Consumes the policy service's event queue until `stop` is cancelled.

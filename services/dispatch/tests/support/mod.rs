@@ -33,6 +33,8 @@ pub struct Accepted {
 pub struct Behaviour {
     /// Refuse this many submits with ESME_RTHROTTLED (0x58) before accepting.
     pub throttle_next: AtomicUsize,
+    /// Refuse this many submits with ESME_RSYSERR (0x08, "try again later") before accepting.
+    pub fail_next: AtomicUsize,
     /// Hold every submit this long before answering.
     pub response_delay_ms: AtomicU64,
     /// After this many accepted submits (0 = never), send unbind once on that session.
@@ -131,6 +133,14 @@ impl SmppServerListener for Listener {
             .is_ok();
         if throttle {
             return submit.reject(SmppError::ESME_RTHROTTLED);
+        }
+        let fail = state
+            .behaviour
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return submit.reject(SmppError::ESME_RSYSERR);
         }
         let numeric_id = state.next_id.fetch_add(1, Ordering::SeqCst) + 1_000_000;
         let message_id = format!("{numeric_id:X}");
@@ -358,6 +368,52 @@ impl CuttableProxy {
     pub fn cut(&self) {
         for connection in self.connections.lock().unwrap().drain(..) {
             connection.abort();
+        }
+    }
+}
+
+/// Every log line of this test process from the moment [`captured_logs`] is first called,
+/// filtered as the services filter theirs but at debug (more than a service logs by default).
+/// Process-wide: lapin and the connectors log from threads of their own.
+pub fn captured_logs() -> &'static CapturedLogs {
+    static CAPTURED: std::sync::OnceLock<CapturedLogs> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = CapturedLogs::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(email2sms_runtime::telemetry::log_filter("debug").unwrap())
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        captured
+    })
+}
+
+/// Log output captured by [`captured_logs`].
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Panics when the log shows any of `secrets` (a full phone number, a text), naming it.
+    pub fn assert_never_shows(&self, secrets: &[&str]) {
+        let text = self.text();
+        for secret in secrets {
+            assert!(!text.contains(secret), "the log shows {secret:?}:\n{text}");
         }
     }
 }
