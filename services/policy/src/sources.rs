@@ -188,8 +188,15 @@ impl PolicyApi {
         }
         self.tenancy.check_budget(&mut tx, &company).await?;
         // Another company's enabled entry, or its verified domain (all of whose mail is its
-        // own): the neutral refusal, recorded against the budget.
-        if !entry.disabled && tenancy::email_held_elsewhere(&mut tx, company.id, &address).await? {
+        // own): the neutral refusal, recorded against the budget. A disabled entry claims no
+        // address, but one at another company's verified domain would show as blocked and so
+        // tell whose domain is verified: refused as well.
+        let held = if entry.disabled {
+            tenancy::domain_verified_elsewhere(&mut tx, company.id, &address).await?
+        } else {
+            tenancy::email_held_elsewhere(&mut tx, company.id, &address).await?
+        };
+        if held {
             let error =
                 tenancy::refuse(&mut tx, &company, ConflictKind::EmailAddress, &address).await?;
             tx.commit().await?;

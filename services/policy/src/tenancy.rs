@@ -242,6 +242,23 @@ pub async fn email_held_elsewhere(
     .await?)
 }
 
+/// Whether another company has the domain of `address` verified.
+pub async fn domain_verified_elsewhere(
+    conn: &mut PgConnection,
+    company: Uuid,
+    address: &str,
+) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM domains
+                         WHERE name = split_part($2, '@', 2) AND state = 'verified'
+                           AND company_id <> $1)",
+    )
+    .bind(company)
+    .bind(address)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
 /// Whether another company has an IP entry equal to or overlapping `network`.
 pub async fn network_held_elsewhere(
     conn: &mut PgConnection,

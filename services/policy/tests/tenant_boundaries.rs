@@ -85,6 +85,21 @@ async fn an_email_entry_never_beats_another_companys_verified_domain() {
         "{status:?}"
     );
     assert!(!status.message().contains("Acme") && !status.message().contains(&a));
+    // A disabled entry there too: its readiness would tell whose domain is verified.
+    let disabled = s
+        .policy
+        .create_email_address(pb::CreateEmailAddressRequest {
+            company_id: b.clone(),
+            email_address: Some(pb::EmailAddress {
+                security_policy_id: b_emails.clone(),
+                email_address: "cfo@a.example".into(),
+                disabled: true,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await;
+    assert_code(disabled, Code::AlreadyExists);
     let sender = s.resolve("ceo@a.example", "192.0.2.1").await.unwrap();
     assert_eq!(sender.company_id, a);
     assert_eq!(sender.match_kind(), pb::MatchKind::Domain);
