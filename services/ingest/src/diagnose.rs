@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use email2sms_proto::ingest::v1::{
-    Decision, DiagnoseRequest, DiagnoseResponse, DiagnosisStep, SmsPreview, SmtpReply,
+    Decision, DiagnoseRequest, DiagnoseResponse, DiagnosisStep, SmsPreview, SmtpReply, StepOutcome,
     ingest_service_server::IngestService,
 };
 use email2sms_proto::tonic::{Request, Response, Status};
@@ -83,7 +83,44 @@ impl IngestApi {
         let outcome = engine
             .decide(&facts, (!company.is_empty()).then_some(company))
             .await;
-        Ok(response(outcome, &mail))
+        let from = outcome.from.clone();
+        let mut answer = response(outcome, &mail);
+        if !company.is_empty() {
+            conceal_other_companies(&mut answer, from.as_deref(), client_ip);
+        }
+        Ok(answer)
+    }
+}
+
+/// For a company-scoped caller, makes a refusal at `resolve_sender` independent of what other
+/// companies registered: the engine's evidence lists the keys it tried up to the first hit (one
+/// when another company holds the address, three when nobody does) and says which cache
+/// answered, and the step timings tell a hit from a miss. So the evidence becomes the three
+/// lookups resolution always makes, and no step has a duration. Nothing else in such an answer
+/// depends on other companies (the engine already hides the match, its detail and the reply).
+fn conceal_other_companies(answer: &mut DiagnoseResponse, from: Option<&str>, client_ip: IpAddr) {
+    let Some(step) = answer
+        .steps
+        .iter_mut()
+        .find(|step| step.name == "resolve_sender")
+    else {
+        return;
+    };
+    if step.outcome() != StepOutcome::Fail {
+        return;
+    }
+    let from = from.unwrap_or_default();
+    let domain = from.rsplit_once('@').map_or("", |(_, domain)| domain);
+    step.evidence = vec![
+        format!("email address entry for {from}"),
+        format!("verified domain entry for {domain}"),
+        format!(
+            "IP address entry with the longest prefix containing {}",
+            email2sms_domain::canonical_ip(client_ip)
+        ),
+    ];
+    for step in &mut answer.steps {
+        step.duration = None;
     }
 }
 

@@ -322,6 +322,11 @@ impl Cache {
         &self.prefix
     }
 
+    /// Makes the repair loop rebuild everything at its next check.
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+    }
+
     /// True when Redis may lack changes (a recompile failed) until the next rebuild.
     pub fn is_dirty(&self) -> bool {
         self.dirty.load(Ordering::SeqCst)

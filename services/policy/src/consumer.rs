@@ -140,6 +140,7 @@ async fn settle<T>(outcome: Result<T, Error>, event: &DomainVerificationChanged)
         Err(
             error @ (Error::InvalidArgument(_)
             | Error::FailedPrecondition(_)
+            | Error::ResourceExhausted(_)
             | Error::Unimplemented(_)),
         ) => {
             tracing::error!(domain, %error, "dropping a verification event that can never apply");

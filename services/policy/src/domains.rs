@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::events::{ChallengeUpdate, apply_challenge};
 use crate::model::{parse_id, parse_opt_id, parse_request_id};
 use crate::store::{self, CompanyRef, Idempotency, bump_version, request_hash};
+use crate::tenancy::{self, ConflictKind};
 
 /// How long one verification call may take. CheckNow runs a DNS lookup, so it gets more.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,6 +108,7 @@ impl PolicyApi {
                     "no Domains security policy with this id exists in this company",
                 ));
             }
+            self.tenancy.check_budget(&mut tx, &company).await?;
             let (own, verified_elsewhere): (bool, bool) = sqlx::query_as(
                 "SELECT bool_or(company_id = $1) IS TRUE,
                         bool_or(company_id <> $1 AND state = 'verified') IS TRUE
@@ -122,9 +124,10 @@ impl PolicyApi {
                 ));
             }
             if verified_elsewhere {
-                return Err(Error::AlreadyExists(
-                    "this domain is verified by another company: a verified domain routes mail for one company only".into(),
-                ));
+                let error =
+                    tenancy::refuse(&mut tx, &company, ConflictKind::Domain, name.as_str()).await?;
+                tx.commit().await?;
+                return Err(error);
             }
             company
         };
@@ -319,9 +322,20 @@ impl PolicyApi {
         }
     }
 
+    /// Recompiles the domain and, since its state may have changed, every company's email
+    /// entries at it (blocked while another company has it verified).
     async fn recompile_domain_name(&self, company: &CompanyRef, name: &str) {
         let mut keys = Keys::for_company(&company.public_id);
         keys.add(EntryKind::Domain, Some(name), None);
+        let found = match self.pool.acquire().await {
+            Ok(mut conn) => store::add_emails_at_domains(&mut conn, &mut keys).await,
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = found {
+            // Without the addresses the repair loop's full rebuild has to catch up.
+            tracing::warn!(%error, domain = name, "could not list the email entries at a changed domain; rebuilding the cache later");
+            self.cache.mark_dirty();
+        }
         self.cache.recompile(&self.pool, &keys).await;
     }
 }

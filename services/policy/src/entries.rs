@@ -16,6 +16,15 @@ use crate::model::{
     timestamp, verification_state_enum,
 };
 
+/// Whether another company has verified the domain of the email entry `e`: the entry then
+/// matches no mail (see [`matchable_sql`]). One literal, shared by every statement that needs it.
+macro_rules! blocked_by_domain_sql {
+    () => {
+        "EXISTS (SELECT 1 FROM domains d WHERE d.name = split_part(e.address, '@', 2) \
+         AND d.state = 'verified' AND d.company_id <> e.company_id)"
+    };
+}
+
 /// Which table an entry lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -78,17 +87,20 @@ pub struct EntryRow {
     pub txt_record_value: Option<String>,
     pub verified_at: Option<DateTime<Utc>>,
     pub last_checked_at: Option<DateTime<Utc>>,
+    /// Email entries: another company has the address's domain verified.
+    pub blocked_by_domain: bool,
 }
 
 /// `SELECT … FROM <entry table> e JOIN …` with the columns of [`EntryRow`]; callers append a
 /// `WHERE` (use [`visible_sql`]) and an `ORDER BY`.
 pub fn select_sql(kind: EntryKind) -> String {
-    let (key, network, disabled, state, extras) = match kind {
+    let (key, network, disabled, state, blocked, extras) = match kind {
         EntryKind::Email => (
             "e.address",
             "NULL::cidr",
             "e.disabled",
             "NULL::text",
+            blocked_by_domain_sql!(),
             "e.import_id, NULL::text AS description, NULL::text AS state_reason, \
              NULL::text AS token, NULL::text AS txt_record_value, \
              NULL::timestamptz AS verified_at, NULL::timestamptz AS last_checked_at",
@@ -98,6 +110,7 @@ pub fn select_sql(kind: EntryKind) -> String {
             "NULL::cidr",
             "false",
             "e.state",
+            "false",
             "NULL::uuid AS import_id, NULL::text AS description, e.state_reason, e.token, \
              e.txt_record_value, e.verified_at, e.last_checked_at",
         ),
@@ -106,6 +119,7 @@ pub fn select_sql(kind: EntryKind) -> String {
             "e.network",
             "false",
             "NULL::text",
+            "false",
             "NULL::uuid AS import_id, e.description, NULL::text AS state_reason, \
              NULL::text AS token, NULL::text AS txt_record_value, \
              NULL::timestamptz AS verified_at, NULL::timestamptz AS last_checked_at",
@@ -120,7 +134,7 @@ pub fn select_sql(kind: EntryKind) -> String {
                 {disabled} AS disabled, {state} AS domain_state, p.security_type, \
                 p.allowed_networks, p.text_mode, c.default_region, c.max_sms_parts, c.over_limit, \
                 c.allowed_destination_regions, c.international_sms_per_day, \
-                e.created_at, e.updated_at, {extras} \
+                e.created_at, e.updated_at, {extras}, {blocked} AS blocked_by_domain \
          FROM {table} e \
          JOIN security_policies p ON p.id = e.policy_id \
          JOIN companies c ON c.id = e.company_id \
@@ -139,12 +153,17 @@ pub fn visible_sql(kind: EntryKind) -> &'static str {
 }
 
 /// Rows that can match mail at all, ready or not. A pending domain may exist for several
-/// companies and a disabled address does not claim the address, so neither can match; every
-/// other entry can, and when it is not ready it still wins over less specific entries so that
-/// ingest refuses with the reason instead of routing the mail elsewhere.
+/// companies and a disabled address does not claim the address, so neither can match; an email
+/// address at a domain another company has verified is that company's mail, so it cannot match
+/// either (whatever let the row in: ResolveSender and the compiler both read this). Every other
+/// entry can, and when it is not ready it still wins over less specific entries so that ingest
+/// refuses with the reason instead of routing the mail elsewhere.
 pub fn matchable_sql(kind: EntryKind) -> &'static str {
     match kind {
-        EntryKind::Email => "e.deleted_at IS NULL AND NOT e.disabled",
+        EntryKind::Email => concat!(
+            "e.deleted_at IS NULL AND NOT e.disabled AND NOT ",
+            blocked_by_domain_sql!()
+        ),
         EntryKind::Domain => "e.state = 'verified'",
         EntryKind::Ip => "TRUE",
     }
@@ -154,7 +173,7 @@ pub fn matchable_sql(kind: EntryKind) -> &'static str {
 pub fn ready_sql(kind: EntryKind) -> String {
     let (state, disabled) = match kind {
         EntryKind::Domain => ("e.state = 'verified'", "false"),
-        EntryKind::Email => ("TRUE", "e.disabled"),
+        EntryKind::Email => (concat!("NOT ", blocked_by_domain_sql!()), "e.disabled"),
         EntryKind::Ip => ("TRUE", "false"),
     };
     format!(
@@ -173,11 +192,20 @@ impl EntryRow {
         }
     }
 
-    /// Whether the entry routes mail now; the first reason in the order of the enum.
+    /// Whether the entry routes mail now; BLOCKED_BY_VERIFIED_DOMAIN first (the entry matches
+    /// nothing at all), then the first reason in the order of the enum.
     pub fn readiness(&self, kind: EntryKind) -> pb::Readiness {
         use pb::NotReadyReason as R;
         let label = self.matched_value();
-        let (code, reason) = if self.effective_user_id.is_none() {
+        let (code, reason) = if kind == EntryKind::Email && self.blocked_by_domain {
+            let domain = label.rsplit_once('@').map_or("", |(_, d)| d);
+            (
+                R::BlockedByVerifiedDomain,
+                format!(
+                    "another company has verified {domain}, so mail from {label} follows that company's rules and this entry matches no mail: delete it, or verify {domain} for your company if the domain is yours"
+                ),
+            )
+        } else if self.effective_user_id.is_none() {
             (
                 R::NoForwardingUser,
                 format!(

@@ -157,7 +157,14 @@ pub async fn apply_domain_verification_changed(
     };
 
     let mut tx = pool.begin().await?;
-    let Some(company) = store::find_company(&mut tx, &event.company_id, false).await? else {
+    // A company id this service would refuse names no company it has.
+    let Some(company) = store::find_company(&mut tx, &event.company_id, false)
+        .await
+        .or_else(|error| match error {
+            Error::InvalidArgument(_) => Ok(None),
+            other => Err(other),
+        })?
+    else {
         return Ok(EventOutcome::UnknownDomain);
     };
     let (outcome, _) = apply_challenge(&mut tx, company.id, name.as_str(), &update).await?;
@@ -165,9 +172,12 @@ pub async fn apply_domain_verification_changed(
         return Ok(outcome);
     }
     store::bump_version(&mut tx).await?;
-    tx.commit().await?;
     let mut keys = Keys::for_company(&company.public_id);
     keys.add(EntryKind::Domain, Some(name.as_str()), None);
+    // Verified, revoked or moved: other companies' addresses at the domain are blocked or
+    // unblocked with it.
+    store::add_emails_at_domains(&mut tx, &mut keys).await?;
+    tx.commit().await?;
     cache.recompile(pool, &keys).await;
     Ok(EventOutcome::Applied)
 }

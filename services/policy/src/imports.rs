@@ -282,7 +282,8 @@ async fn judge(
         judged.push(out);
     }
 
-    // Registration, for every address still OK or only blocked by its user: one query.
+    // Registration, for every address still OK or only blocked by its user: one query for the
+    // entries, one for the domains other companies verified.
     let addresses: Vec<String> = judged
         .iter()
         .filter(|r| r.status != "duplicate_in_file")
@@ -298,25 +299,79 @@ async fn judge(
     .fetch_all(&mut *conn)
     .await?;
     let registered: HashMap<String, bool> = registered.into_iter().collect();
+    let verified_elsewhere: std::collections::HashSet<String> = sqlx::query_scalar(
+        "SELECT name FROM domains
+          WHERE name IN (SELECT DISTINCT split_part(a, '@', 2) FROM unnest($2::text[]) a)
+            AND state = 'verified' AND company_id <> $1",
+    )
+    .bind(company)
+    .bind(&addresses)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
     for row in &mut judged {
         if !matches!(row.status, "ok" | "unknown_user" | "inactive_user") {
             continue;
         }
-        match row.normalised.as_ref().and_then(|a| registered.get(a)) {
+        let Some(address) = row.normalised.as_ref() else {
+            continue;
+        };
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+        match registered.get(address) {
             Some(true) => {
                 row.status = "already_registered";
                 row.message = "already an entry of this company: nothing to do".to_owned();
             }
-            Some(false) => {
-                row.status = "registered_to_other_company";
-                row.message =
-                    "this email address is registered to another company and cannot be added"
-                        .to_owned();
-            }
+            Some(false) => row.status = NOT_AVAILABLE,
+            None if verified_elsewhere.contains(domain) => row.status = NOT_AVAILABLE,
             None => {}
         }
     }
     Ok(judged)
+}
+
+/// The stored status of a row another company holds (the address, or its domain verified): one
+/// neutral verdict for both; its message is set once the refusal is recorded.
+const NOT_AVAILABLE: &str = "registered_to_other_company";
+
+/// Records the rows another company holds against the company's conflict budget and gives each
+/// its neutral message. A file with more such rows than the budget has left is refused whole
+/// (RESOURCE_EXHAUSTED, no verdicts), its refusals recorded all the same: otherwise one preview
+/// of 200,000 guessed addresses would say which of them other companies registered.
+async fn ration_unavailable(
+    conn: &mut PgConnection,
+    company: &CompanyRef,
+    limits: &crate::tenancy::TenancyLimits,
+    judged: &mut [JudgedRow],
+) -> Result<Option<Error>> {
+    let remaining = limits.check_budget(conn, company).await?;
+    let held: Vec<usize> = (0..judged.len())
+        .filter(|&i| judged[i].status == NOT_AVAILABLE)
+        .collect();
+    let values: Vec<String> = held
+        .iter()
+        .filter_map(|&i| judged[i].normalised.clone())
+        .collect();
+    let references = crate::tenancy::record(
+        conn,
+        company,
+        crate::tenancy::ConflictKind::ImportRow,
+        &values,
+    )
+    .await?;
+    if held.len() > usize::try_from(remaining).unwrap_or(usize::MAX) {
+        return Ok(Some(Error::ResourceExhausted(format!(
+            "the file has more addresses that are not available to this company than it may be told about now (at most {remaining} more within {}): nothing was previewed, and the platform operator has been told. Remove addresses that are not your company's, or ask the operator",
+            crate::tenancy::humanise(limits.conflict_window)
+        ))));
+    }
+    for (&i, reference) in held.iter().zip(references) {
+        let row = &mut judged[i];
+        row.message =
+            crate::tenancy::not_available(row.normalised.as_deref().unwrap_or_default(), reference);
+    }
+    Ok(None)
 }
 
 fn status_enum(text: &str) -> pb::ImportRowStatus {
@@ -550,7 +605,14 @@ impl PolicyApi {
                         "no Email Addresses security policy with this id exists in this company",
                     ));
                 }
-                let judged = judge(&mut tx, company.id, parsed).await?;
+                let mut judged = judge(&mut tx, company.id, parsed).await?;
+                if let Some(refused) =
+                    ration_unavailable(&mut tx, &company, &self.tenancy, &mut judged).await?
+                {
+                    // Commit only the recorded refusals.
+                    tx.commit().await?;
+                    return Err(refused);
+                }
                 let ok = judged.iter().filter(|r| r.status == "ok").count();
                 let id: Uuid = sqlx::query_scalar(
                     "INSERT INTO imports (company_id, policy_id, file_name, total_rows, ok_rows)
@@ -669,6 +731,20 @@ impl PolicyApi {
         // costs about a third of a 100,000-row commit, and almost every row is new. An address
         // this company registers concurrently between the two makes the commit fail with
         // ALREADY_EXISTS (nothing applied); committing again then skips that row.
+        //
+        // Rows at a domain another company verified since the preview are skipped too. Those
+        // domains are read first and passed as a (small) array: as a join, the check changed how
+        // the planner joined the 100,000 rows.
+        let blocked_domains: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT d.name FROM domains d
+              WHERE d.state = 'verified' AND d.company_id <> $2
+                AND d.name IN (SELECT split_part(normalised_email, '@', 2) FROM import_rows
+                                WHERE import_id = $1 AND status = 'ok')",
+        )
+        .bind(id)
+        .bind(company.id)
+        .fetch_all(&mut *tx)
+        .await?;
         let mut created: Vec<(Uuid, String)> = sqlx::query_as(
             "UPDATE email_addresses e
                 SET policy_id = i.policy_id, forwarding_user_id = r.messenger_user_id,
@@ -682,10 +758,12 @@ impl PolicyApi {
                     SELECT 1 FROM email_addresses o
                      WHERE o.address = r.normalised_email AND o.company_id <> i.company_id
                        AND o.deleted_at IS NULL AND NOT o.disabled)
+                AND NOT (split_part(r.normalised_email, '@', 2) = ANY($3))
              RETURNING e.id, e.address",
         )
         .bind(id)
         .bind(company.id)
+        .bind(&blocked_domains)
         .fetch_all(&mut *tx)
         .await?;
         let inserted: Vec<(Uuid, String)> = sqlx::query_as(
@@ -698,10 +776,12 @@ impl PolicyApi {
                      WHERE o.address = r.normalised_email
                        AND (o.company_id = i.company_id
                             OR (o.deleted_at IS NULL AND NOT o.disabled)))
+                AND NOT (split_part(r.normalised_email, '@', 2) = ANY($3))
              RETURNING id, address",
         )
         .bind(id)
         .bind(company.id)
+        .bind(&blocked_domains)
         .fetch_all(&mut *tx)
         .await?;
         created.extend(inserted);

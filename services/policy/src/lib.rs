@@ -39,6 +39,7 @@ pub mod sender_alerts;
 pub mod sender_log;
 mod sources;
 pub mod store;
+pub mod tenancy;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -142,6 +143,25 @@ pub struct Config {
     #[arg(long, env = "EMAIL2SMS_CACHE_REPAIR_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub cache_repair_interval: Duration,
 
+    /// The most general IPv4 prefix an IP address entry, or a range a security policy allows,
+    /// may have (see `tenancy::DEFAULT_WIDEST_IPV4_PREFIX` for why /24).
+    #[arg(long, env = "EMAIL2SMS_POLICY_WIDEST_IPV4_PREFIX", default_value_t = tenancy::DEFAULT_WIDEST_IPV4_PREFIX)]
+    pub widest_ipv4_prefix: u8,
+
+    /// The most general IPv6 prefix an IP address entry or an allowed range may have (/48: one
+    /// end site).
+    #[arg(long, env = "EMAIL2SMS_POLICY_WIDEST_IPV6_PREFIX", default_value_t = tenancy::DEFAULT_WIDEST_IPV6_PREFIX)]
+    pub widest_ipv6_prefix: u8,
+
+    /// How many requests refused because another company holds the value a company may make per
+    /// `EMAIL2SMS_POLICY_CONFLICT_WINDOW`; after that its creates are paused (see `tenancy`).
+    #[arg(long, env = "EMAIL2SMS_POLICY_CONFLICT_BUDGET", default_value_t = tenancy::DEFAULT_CONFLICT_BUDGET)]
+    pub conflict_budget: u32,
+
+    /// The rolling window of the conflict budget.
+    #[arg(long, env = "EMAIL2SMS_POLICY_CONFLICT_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub conflict_window: Duration,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
@@ -157,6 +177,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The company-boundary settings of the admin API.
+    pub fn tenancy(&self) -> tenancy::TenancyLimits {
+        tenancy::TenancyLimits {
+            widest_ipv4_prefix: self.widest_ipv4_prefix,
+            widest_ipv6_prefix: self.widest_ipv6_prefix,
+            conflict_budget: self.conflict_budget,
+            conflict_window: self.conflict_window,
+        }
+    }
+
     /// The smarthost client this configuration describes.
     pub fn mailer(&self) -> Result<mail::Mailer, ConfigError> {
         let domains = self.sms.names();
@@ -189,6 +219,30 @@ impl ServiceConfig for Config {
         )?;
         check_url("EMAIL2SMS_SMTP_RELAY", &self.smtp_relay, &["smtp", "smtps"])?;
         self.mailer()?;
+        if self.widest_ipv4_prefix > 32 {
+            return Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_POLICY_WIDEST_IPV4_PREFIX",
+                reason: "an IPv4 prefix is between 0 and 32".into(),
+            });
+        }
+        if self.widest_ipv6_prefix > 128 {
+            return Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_POLICY_WIDEST_IPV6_PREFIX",
+                reason: "an IPv6 prefix is between 0 and 128".into(),
+            });
+        }
+        if self.conflict_budget == 0 {
+            return Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_POLICY_CONFLICT_BUDGET",
+                reason: "must be at least 1, or no company could ever meet one conflict".into(),
+            });
+        }
+        if self.conflict_window.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "EMAIL2SMS_POLICY_CONFLICT_WINDOW",
+                reason: "must be longer than zero".into(),
+            });
+        }
         if self
             .redis_prefix
             .chars()
@@ -227,6 +281,7 @@ pub struct PolicyApi {
     verification: Option<domains::VerificationClient>,
     /// `None` only in tests without a smarthost; notifications then answer UNIMPLEMENTED.
     mailer: Option<mail::Mailer>,
+    tenancy: tenancy::TenancyLimits,
 }
 
 impl PolicyApi {
@@ -236,7 +291,13 @@ impl PolicyApi {
             cache,
             verification: None,
             mailer: None,
+            tenancy: tenancy::TenancyLimits::default(),
         }
+    }
+
+    pub fn with_tenancy(mut self, limits: tenancy::TenancyLimits) -> Self {
+        self.tenancy = limits;
+        self
     }
 
     pub fn with_mailer(mut self, mailer: mail::Mailer) -> Self {
@@ -616,13 +677,15 @@ pub fn api_services(
     cache: Cache,
     verification: domains::VerificationClient,
     mailer: mail::Mailer,
+    tenancy: tenancy::TenancyLimits,
 ) -> ApiServices {
     // The size limit goes on the generated server itself, inside the interceptor, because the
     // shared server in libs/runtime does not know this service's message sizes.
     let policy = PolicyServiceServer::new(
         PolicyApi::new(pool.clone(), cache.clone())
             .with_verification(verification)
-            .with_mailer(mailer),
+            .with_mailer(mailer)
+            .with_tenancy(tenancy),
     )
     .max_decoding_message_size(MAX_REQUEST_BYTES);
     ApiServices {
@@ -717,7 +780,14 @@ pub async fn run(
         mailer.clone(),
     ));
     let served = grpc::serve(
-        api_services(auth, pool.clone(), cache, verification, mailer),
+        api_services(
+            auth,
+            pool.clone(),
+            cache,
+            verification,
+            mailer,
+            config.tenancy(),
+        ),
         listener,
         shutdown,
         config.server.shutdown_grace,

@@ -520,6 +520,18 @@ async fn explicit_targets(
     if ids.email_address_ids.is_empty() {
         return Err(Error::required("email_address_ids.email_address_ids"));
     }
+    // One list page: refused before any id is parsed or looked up.
+    let max = usize::try_from(crate::model::MAX_PAGE_SIZE).unwrap_or(1000);
+    if ids.email_address_ids.len() > max {
+        return Err(Error::invalid(
+            "email_address_ids.email_address_ids",
+            "TOO_MANY",
+            format!(
+                "at most {max} email address ids per notification; {} were given (notify a whole import with import_id)",
+                ids.email_address_ids.len()
+            ),
+        ));
+    }
     let mut wanted = Vec::with_capacity(ids.email_address_ids.len());
     for id in &ids.email_address_ids {
         wanted.push(parse_id("email_address_ids.email_address_ids", id)?);

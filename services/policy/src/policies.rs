@@ -17,6 +17,7 @@ use crate::model::{
 };
 use crate::paging;
 use crate::store::{self, CompanyRef, Idempotency, bump_version, keys_where, request_hash};
+use crate::tenancy::TenancyLimits;
 
 const UPDATABLE: &[&str] = &[
     "display_name",
@@ -98,24 +99,32 @@ fn parse_text_mode(value: i32) -> Result<pb::TextMode> {
     })
 }
 
-/// Validates allowed IP ranges (canonical CIDRs, host bits refused, no duplicates).
-fn parse_ranges(ranges: &[String]) -> Result<Vec<IpNet>> {
+/// Most allowed ranges of one policy (the schema's `security_policies_allowed_networks_valid`).
+const MAX_ALLOWED_RANGES: usize = 1000;
+
+/// Validates allowed IP ranges (canonical CIDRs, host bits refused, none wider than an IP entry
+/// may be, no duplicates). More than the bound is refused before any range is read.
+fn parse_ranges(ranges: &[String], limits: &TenancyLimits) -> Result<Vec<IpNet>> {
     let mut violations = Vec::new();
     let mut nets = Vec::new();
-    if ranges.len() > 1000 {
+    if ranges.len() > MAX_ALLOWED_RANGES {
         return Err(Error::invalid(
             "security_policy.allowed_ip_ranges",
             "TOO_MANY",
-            "at most 1000 allowed IP ranges",
+            format!(
+                "at most {MAX_ALLOWED_RANGES} allowed IP ranges; {} were given",
+                ranges.len()
+            ),
         ));
     }
+    let mut seen = std::collections::HashSet::new();
     for (i, range) in ranges.iter().enumerate() {
-        match parse_network(
-            &format!("security_policy.allowed_ip_ranges[{i}]"),
-            range.trim(),
-        ) {
+        let field = format!("security_policy.allowed_ip_ranges[{i}]");
+        match parse_network(&field, range.trim())
+            .and_then(|net| limits.check_network(&field, &net).map(|()| net))
+        {
             Ok(net) => {
-                if !nets.contains(&net) {
+                if seen.insert(net) {
                     nets.push(net);
                 }
             }
@@ -194,7 +203,7 @@ impl PolicyApi {
         let (Some(sent_from), Some(security_type)) = (sent_from, security_type) else {
             return Err(Error::required("security_policy.sent_from"));
         };
-        let nets = parse_ranges(&policy.allowed_ip_ranges)?;
+        let nets = parse_ranges(&policy.allowed_ip_ranges, &self.tenancy)?;
         check_ranges_fit_type(security_type, &nets)?;
         let name = check_name(&policy.display_name)?;
         let default_user = parse_opt_id(
@@ -344,7 +353,7 @@ impl PolicyApi {
             }
         };
         let nets = if set("allowed_ip_ranges") {
-            parse_ranges(&policy.allowed_ip_ranges)?
+            parse_ranges(&policy.allowed_ip_ranges, &self.tenancy)?
         } else {
             current.1
         };
@@ -407,7 +416,7 @@ impl PolicyApi {
         if locked.is_none() {
             return Err(Error::NotFound("security policy"));
         }
-        let keys: Keys = keys_where(&mut tx, &company, "e.policy_id = $ARG", Some(id)).await?;
+        let mut keys: Keys = keys_where(&mut tx, &company, "e.policy_id = $ARG", Some(id)).await?;
         let entries = (keys.emails.len() + keys.domains.len() + keys.ips.len()) as u64;
         if entries > 0 && !request.force {
             return Err(Error::FailedPrecondition(format!(
@@ -429,6 +438,8 @@ impl PolicyApi {
             .execute(&mut *tx)
             .await?;
         bump_version(&mut tx).await?;
+        // Deleted domains that were verified unblock other companies' addresses at them.
+        store::add_emails_at_domains(&mut tx, &mut keys).await?;
         tx.commit().await?;
         self.cache.recompile(&self.pool, &keys).await;
         Ok(pb::DeleteSecurityPolicyResponse {

@@ -18,6 +18,7 @@ use crate::model::{
 };
 use crate::paging;
 use crate::store::{self, CompanyRef, Idempotency, bump_version, request_hash};
+use crate::tenancy::{self, ConflictKind};
 
 /// Filters of the three List RPCs, applied over the aliases of [`select_sql`].
 #[derive(Debug, Default)]
@@ -185,6 +186,22 @@ impl PolicyApi {
                 email_address: Some(row.to_email()),
             });
         }
+        self.tenancy.check_budget(&mut tx, &company).await?;
+        // Another company's enabled entry, or its verified domain (all of whose mail is its
+        // own): the neutral refusal, recorded against the budget. A disabled entry claims no
+        // address, but one at another company's verified domain would show as blocked and so
+        // tell whose domain is verified: refused as well.
+        let held = if entry.disabled {
+            tenancy::domain_verified_elsewhere(&mut tx, company.id, &address).await?
+        } else {
+            tenancy::email_held_elsewhere(&mut tx, company.id, &address).await?
+        };
+        if held {
+            let error =
+                tenancy::refuse(&mut tx, &company, ConflictKind::EmailAddress, &address).await?;
+            tx.commit().await?;
+            return Err(error);
+        }
         // One row per (company, address): a deleted address is revived rather than duplicated,
         // which keeps imports idempotent. A live row of this company is ALREADY_EXISTS.
         let id: Option<Uuid> = sqlx::query_scalar(
@@ -294,6 +311,27 @@ impl PolicyApi {
         };
         let mut tx = self.pool.begin().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
+        if set("disabled") && !entry.disabled {
+            // Enabling claims the address again: the same check, and budget, as a create.
+            let address: Option<String> = sqlx::query_scalar(
+                "SELECT address FROM email_addresses
+                  WHERE company_id = $1 AND id = $2 AND deleted_at IS NULL AND disabled",
+            )
+            .bind(company.id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(address) = address {
+                self.tenancy.check_budget(&mut tx, &company).await?;
+                if tenancy::email_held_elsewhere(&mut tx, company.id, &address).await? {
+                    let error =
+                        tenancy::refuse(&mut tx, &company, ConflictKind::EmailAddress, &address)
+                            .await?;
+                    tx.commit().await?;
+                    return Err(error);
+                }
+            }
+        }
         let updated = sqlx::query(
             "UPDATE email_addresses SET
                 forwarding_user_id = CASE WHEN $3 THEN $4 ELSE forwarding_user_id END,
@@ -363,6 +401,8 @@ impl PolicyApi {
             .ok_or_else(|| Error::required("ip_address"))?;
         let policy = parse_id("ip_address.security_policy_id", &entry.security_policy_id)?;
         let network = parse_network("ip_address.ip_range", entry.ip_range.trim())?;
+        self.tenancy
+            .check_network("ip_address.ip_range", &network)?;
         let user = parse_opt_id("ip_address.forwarding_user_id", &entry.forwarding_user_id)?;
         let description = check_description(&entry.description)?;
 
@@ -381,6 +421,7 @@ impl PolicyApi {
                 ip_address: Some(row.to_ip()),
             });
         }
+        self.tenancy.check_budget(&mut tx, &company).await?;
         // The network is unique across companies; say which case it is without naming anyone.
         let own: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM ip_addresses WHERE company_id = $1 AND network = $2::cidr)",
@@ -394,6 +435,18 @@ impl PolicyApi {
                 "{} is already registered in this company",
                 cidr_text(&network)
             )));
+        }
+        // Equal to or overlapping another company's: the neutral refusal, whichever it is.
+        if tenancy::network_held_elsewhere(&mut tx, company.id, network).await? {
+            let error = tenancy::refuse(
+                &mut tx,
+                &company,
+                ConflictKind::IpAddress,
+                &cidr_text(&network),
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(error);
         }
         let id: Uuid = sqlx::query_scalar(
             "INSERT INTO ip_addresses (company_id, policy_id, network, forwarding_user_id, description)
@@ -652,9 +705,11 @@ impl PolicyApi {
         .await?;
         let name = name.ok_or(Error::NotFound("domain"))?;
         bump_version(&mut tx).await?;
-        tx.commit().await?;
         let mut keys = Keys::for_company(&company.public_id);
         keys.add(EntryKind::Domain, Some(&name), None);
+        // A verified domain gone unblocks other companies' addresses at it.
+        store::add_emails_at_domains(&mut tx, &mut keys).await?;
+        tx.commit().await?;
         self.cache.recompile(&self.pool, &keys).await;
         self.drop_challenge(&company, &name).await;
         Ok(pb::DeleteDomainResponse {})

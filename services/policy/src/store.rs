@@ -30,28 +30,17 @@ pub async fn find_company(
     public_id: &str,
     lock: bool,
 ) -> Result<Option<CompanyRef>> {
-    if public_id.is_empty() {
-        return Err(Error::required("company_id"));
-    }
+    let id = crate::tenancy::parse_company_id("company_id", public_id)?;
     let lock = if lock { " FOR UPDATE" } else { "" };
-    let found: Option<(Uuid, String)> = match Uuid::parse_str(public_id) {
-        Ok(id) => {
-            sqlx::query_as(&format!(
-                "SELECT id, id::text FROM companies WHERE id = $1 AND external_id IS NULL{lock}"
-            ))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?
-        }
-        Err(_) => {
-            sqlx::query_as(&format!(
-                "SELECT id, external_id FROM companies WHERE external_id = $1{lock}"
-            ))
-            .bind(public_id)
-            .fetch_optional(&mut *conn)
-            .await?
-        }
-    };
+    // Company ids are UUIDs (`tenancy::parse_company_id`); a row with a non-UUID `external_id`
+    // from before that rule could never have had a domain (verification keys on UUIDs) and is
+    // not reachable any more.
+    let found: Option<(Uuid, String)> = sqlx::query_as(&format!(
+        "SELECT id, id::text FROM companies WHERE id = $1 AND external_id IS NULL{lock}"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(found.map(|(id, public_id)| CompanyRef { id, public_id }))
 }
 
@@ -168,6 +157,29 @@ pub async fn entry(
         .fetch_optional(&mut *conn)
         .await?
         .ok_or(Error::NotFound(what))
+}
+
+/// Adds the email entries of every company at the domains in `keys` (their readiness depends on
+/// who has the domain verified): after a domain's state or owner changed. The set's company then
+/// becomes "several".
+pub async fn add_emails_at_domains(conn: &mut PgConnection, keys: &mut Keys) -> Result<()> {
+    if keys.domains.is_empty() {
+        return Ok(());
+    }
+    let domains: Vec<String> = keys.domains.iter().cloned().collect();
+    // The expression and predicate of `email_addresses_domain_idx`.
+    let addresses: Vec<String> = sqlx::query_scalar(
+        "SELECT address FROM email_addresses
+          WHERE split_part(address, '@', 2) = ANY($1) AND deleted_at IS NULL",
+    )
+    .bind(&domains)
+    .fetch_all(&mut *conn)
+    .await?;
+    if !addresses.is_empty() {
+        keys.company_id.clear();
+        keys.emails.extend(addresses);
+    }
+    Ok(())
 }
 
 /// The keys of every entry of `company` matching `condition` (over the aliases of

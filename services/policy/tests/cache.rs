@@ -83,7 +83,7 @@ async fn redis_view_equals_resolve_sender_after_every_kind_of_change() {
             &a,
             SentFromKind::IpAddress,
             SecurityType::ByIpAddresses,
-            &["10.0.0.0/8"],
+            &["10.1.0.0/24"],
         )
         .await;
     let domains = s
@@ -101,9 +101,9 @@ async fn redis_view_equals_resolve_sender_after_every_kind_of_change() {
     s.email(&a, &emails, "x@sub.acme.example", "")
         .await
         .unwrap();
-    let wide = s.ip(&a, &ips, "10.0.0.0/8", &ops).await.unwrap();
-    s.ip(&a, &ips, "10.1.0.0/16", &jo).await.unwrap();
-    s.ip(&a, &ips, "2001:db8::/32", "").await.unwrap();
+    let wide = s.ip(&a, &ips, "10.1.0.0/24", &ops).await.unwrap();
+    s.ip(&a, &ips, "10.1.0.0/25", &jo).await.unwrap();
+    s.ip(&a, &ips, "2001:db8::/48", "").await.unwrap();
     let (domain, token) = s.pending_domain(&a, &domains, "acme.example").await;
     assert_redis_equals_postgres(&mut s, "after create").await;
 
@@ -145,7 +145,7 @@ async fn redis_view_equals_resolve_sender_after_every_kind_of_change() {
             company_id: a.clone(),
             security_policy: Some(pb::SecurityPolicy {
                 security_policy_id: ips.clone(),
-                allowed_ip_ranges: vec!["10.0.0.0/8".into(), "192.0.2.0/24".into()],
+                allowed_ip_ranges: vec!["10.1.0.0/24".into(), "192.0.2.0/24".into()],
                 text_mode: pb::TextMode::Subject as i32,
                 ..Default::default()
             }),
