@@ -4,14 +4,12 @@
 //! message is parsed off the async workers, so a small one on another session is answered first.
 
 mod common;
-#[path = "common/gateway.rs"]
-mod gateway;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::gateway::{self, RECIPIENT, SENDER};
 use common::{Client, expect};
-use gateway::{RECIPIENT, SENDER};
 use tokio::net::TcpStream;
 
 /// Connects and opens a transaction up to the reply to DATA (`size` as SIZE=, when given).

@@ -4,11 +4,9 @@
 //! DATA (issue 11), under either `EMAIL2SMS_INGEST_BARE_LF` setting.
 
 mod common;
-#[path = "common/gateway.rs"]
-mod gateway;
 
+use common::gateway::{self, RECIPIENT, SENDER};
 use common::{Client, expect};
-use gateway::{RECIPIENT, SENDER};
 use tokio::net::TcpStream;
 
 #[tokio::test]
@@ -20,7 +18,7 @@ async fn a_nul_and_other_control_characters_never_reach_a_job() {
         "Pump\u{0} 3\u{1} failed\u{7f}\tnow\u{0}\u{0}\nsecond\u{8} line\u{9b}",
     );
     assert!(message.contains(&0), "the test sends a NUL");
-    let reply = gateway::smtplib(gw.addr, &message).await;
+    let reply = gateway::smtplib(gw.addr, SENDER, &[RECIPIENT], &message).await;
     expect(&reply, "250 2.0.0");
     let jobs = gw.jobs().await;
     assert_eq!(jobs.len(), 1, "{jobs:?}");

@@ -6,19 +6,17 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
-use email2sms_ingest::pipeline::Gateway;
-use email2sms_ingest::{Config, IngestApi, smtp};
+use common::gateway::{self, AMQP_URL, Harness, Setup, entry, smtplib_from_each};
 use email2sms_proto::ingest::v1::{Decision, DiagnoseRequest, StepOutcome};
+use email2sms_proto::policy::v1::Readiness;
 use email2sms_proto::policy::v1::sender_resolution_service_server::{
     SenderResolutionService, SenderResolutionServiceServer,
 };
 use email2sms_proto::policy::v1::{
-    CompanyLimits, CompiledSender, MatchKind, OverLimitBehavior, Readiness, RebuildCacheRequest,
-    RebuildCacheResponse, ResolveSenderRequest, ResolveSenderResponse, SecurityType, TextMode,
+    CompiledSender, MatchKind, RebuildCacheRequest, RebuildCacheResponse, ResolveSenderRequest,
+    ResolveSenderResponse, SecurityType,
 };
 use email2sms_proto::queue::v1::{SmsEncoding, SmsJob};
 use email2sms_proto::tonic::{Request, Response, Status};
@@ -29,250 +27,24 @@ use redis::AsyncCommands;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
-const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-struct Harness {
-    addr: SocketAddr,
-    prefix: String,
-    gateway: Arc<Gateway>,
-    redis: redis::aio::MultiplexedConnection,
-    _stop: oneshot::Sender<()>,
-}
-
+/// Ingest with `dns` as its DNS server and the test providers' SPF domains, then `extra` flags
+/// (a flag given there replaces the default).
 async fn harness(dns: &DnsServer, extra: &[&str]) -> Harness {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let prefix = format!("test.{id}:");
-    let amqp_prefix = format!("test.{id}.");
     let dns_addr = dns.addr().to_string();
-    let mut args = vec![
-        "email2sms-ingest",
-        "--redis-url",
-        REDIS_URL,
-        "--redis-prefix",
-        &prefix,
-        "--amqp-url",
-        AMQP_URL,
-        "--amqp-prefix",
-        &amqp_prefix,
-        // Nothing listens there: these tests decide from Redis alone.
-        "--policy-url",
-        "http://127.0.0.1:1",
+    let mut flags = vec![
         "--dns-servers",
         &dns_addr,
         "--google-spf-domain",
         "_spf.google.test",
         "--outlook-spf-domain",
         "spf.outlook.test",
-        "--sms-domains",
-        "sms.example.net",
-        "--smtp-hostname",
-        "ingest.test",
-        "--publish-timeout",
-        "3s",
     ];
-    // A flag given in `extra` replaces the default above.
-    for pair in extra.chunks(2) {
-        if let Some(at) = args.iter().position(|a| *a == pair[0]) {
-            args.drain(at..at + 2);
-        }
-        args.extend_from_slice(pair);
-    }
-    let config = Config::try_parse_from(args).unwrap();
-    let gateway = Arc::new(config.gateway().unwrap());
-    // As the binary starts it; the topology is awaited (bounded) so the jobs queue exists before
-    // the first mail, and against a dead broker it keeps trying in the background.
-    let declare = email2sms_ingest::spawn_background(&gateway, config.redis.redis_url.clone());
-    let _ = tokio::time::timeout(Duration::from_secs(5), declare).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(smtp::serve(
-        listener,
-        Arc::new(config.smtp_session_config().unwrap()),
-        config.smtp_connection_limits(),
-        gateway.clone(),
-        async {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
-    let mut redis = redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    // As the policy service leaves it after a compile: without it a miss is not final.
-    let _: () = redis
-        .set(format!("{prefix}policy:version"), 1)
-        .await
-        .unwrap();
-    Harness {
-        addr,
-        prefix,
-        gateway,
-        redis,
-        _stop: stop,
-    }
-}
-
-impl Harness {
-    async fn put_email(&mut self, address: &str, sender: &CompiledSender) {
-        let key = format!("{}policy:email:{address}", self.prefix);
-        let _: () = self.redis.set(key, sender.encode_to_vec()).await.unwrap();
-    }
-
-    async fn put_domain(&mut self, domain: &str, sender: &CompiledSender) {
-        let key = format!("{}policy:domain:{domain}", self.prefix);
-        let _: () = self.redis.set(key, sender.encode_to_vec()).await.unwrap();
-    }
-
-    /// Stores the compiled entry for `address` (an email-address rule with `security`).
-    async fn allow_email(&mut self, address: &str, security: SecurityType) {
-        let sender = entry(MatchKind::EmailAddress, address, security);
-        self.put_email(address, &sender).await;
-    }
-
-    /// Stores the compiled entry for `domain` (a domain rule with `security`).
-    async fn allow_domain(&mut self, domain: &str, security: SecurityType) {
-        let sender = entry(MatchKind::Domain, domain, security);
-        self.put_domain(domain, &sender).await;
-    }
-
-    /// Stores the compiled entry for `cidr` (an IP-address rule with `security`).
-    async fn allow_ip(&mut self, cidr: &str, security: SecurityType) {
-        let sender = entry(MatchKind::IpAddress, cidr, security);
-        self.put_ip(cidr, &sender).await;
-    }
-
-    async fn put_ip(&mut self, cidr: &str, sender: &CompiledSender) {
-        let key = format!("{}policy:ip", self.prefix);
-        let _: () = self
-            .redis
-            .hset(key, cidr, sender.encode_to_vec())
-            .await
-            .unwrap();
-    }
-
-    /// Sends with smtplib; returns the reply to DATA (or to the command that refused) as
-    /// `"<code> <text>"`.
-    async fn send(&self, mail_from: &str, rcpts: &[&str], message: &str) -> String {
-        smtplib(self.addr, mail_from, rcpts, message).await
-    }
-
-    /// Takes every job now on the jobs queue.
-    async fn jobs(&self) -> Vec<SmsJob> {
-        let connection =
-            lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-                .await
-                .unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        let queue = self.gateway.topology.jobs_queue();
-        let mut jobs = Vec::new();
-        while let Some(message) = channel
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            jobs.push(SmsJob::decode(message.delivery.data.as_slice()).unwrap());
-        }
-        let _ = connection.close(200, "done".into()).await;
-        jobs
-    }
-
-    async fn cleanup(mut self) {
-        // Leave the shared Redis as found: every key of this test's prefix.
-        let keys: Vec<String> = self
-            .redis
-            .keys(format!("{}*", self.prefix))
-            .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<i64, _> = self.redis.del(keys).await;
-        }
-        if let Ok(connection) =
-            lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await
-            && let Ok(channel) = connection.create_channel().await
-        {
-            for queue in self.gateway.topology.job_path_queues() {
-                let _ = channel
-                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-        }
-    }
-}
-
-async fn smtplib(addr: SocketAddr, mail_from: &str, rcpts: &[&str], message: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("message.eml");
-    std::fs::write(&file, message.replace('\n', "\r\n")).unwrap();
-    let script = r#"
-import smtplib, sys
-host, port, mail_from, rcpts, path = sys.argv[1:6]
-s = smtplib.SMTP(host, int(port), local_hostname="mail.client.test", timeout=30)
-s.ehlo()
-code, msg = s.mail(mail_from)
-if code != 250:
-    print(code, msg.decode()); sys.exit(0)
-for r in rcpts.split(","):
-    code, msg = s.rcpt(r)
-    if code != 250:
-        print(code, msg.decode()); sys.exit(0)
-code, msg = s.data(open(path, "rb").read())
-print(code, msg.decode())
-s.quit()
-"#;
-    let args: Vec<String> = vec![
-        "-c".into(),
-        script.into(),
-        addr.ip().to_string(),
-        addr.port().to_string(),
-        mail_from.into(),
-        rcpts.join(","),
-        file.to_str().unwrap().into(),
-    ];
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .args(&args)
-            .output()
-            .unwrap()
+    flags.extend_from_slice(extra);
+    gateway::launch(Setup {
+        flags: &flags,
+        ..Setup::default()
     })
     .await
-    .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
-fn entry(kind: MatchKind, value: &str, security: SecurityType) -> CompiledSender {
-    CompiledSender {
-        match_kind: kind as i32,
-        entry_id: format!("entry-{value}"),
-        matched_value: value.into(),
-        company_id: "company-1".into(),
-        security_policy_id: "policy-1".into(),
-        security_type: security as i32,
-        allowed_ip_ranges: if security == SecurityType::ByIpAddresses {
-            vec!["127.0.0.0/8".into()]
-        } else {
-            Vec::new()
-        },
-        forwarding_user_id: "user-1".into(),
-        forwarding_user_external_id: "ext-1".into(),
-        sender_id: "ACME".into(),
-        default_region: "NZ".into(),
-        limits: Some(CompanyLimits {
-            max_sms_parts: 3,
-            over_limit_behavior: OverLimitBehavior::Truncate as i32,
-            ..CompanyLimits::default()
-        }),
-        text_mode: TextMode::BodyOrSubject as i32,
-        readiness: Some(Readiness {
-            ready: true,
-            ..Readiness::default()
-        }),
-        version: 1,
-    }
 }
 
 async fn dns_with_zones() -> DnsServer {
@@ -560,10 +332,7 @@ async fn diagnose_explains_accepted_and_refused_senders() {
     );
     ip_entry.allowed_ip_ranges = vec!["10.0.0.0/8".into()];
     h.put_ip("10.0.0.0/8", &ip_entry).await;
-    let api = IngestApi {
-        engine: Some(h.gateway.engine.clone()),
-        max_message_size: 1 << 20,
-    };
+    let api = h.diagnose_api();
     let accepted = api
         .diagnose(DiagnoseRequest {
             client_ip: "127.0.0.1".into(),
@@ -799,62 +568,6 @@ async fn an_invalidation_message_clears_the_in_process_cache() {
     assert!(reply.starts_with("550 5.7.1"), "{reply}");
     assert!(reply.contains("no forwarding user"), "{reply}");
     h.cleanup().await;
-}
-
-/// Sends `count` copies of a message from each source address in one smtplib session per
-/// address; returns every DATA reply (or refusing reply) as `"<code> <text>"`.
-async fn smtplib_from_each(
-    addr: SocketAddr,
-    sources: &[String],
-    count: usize,
-    mail_from: &str,
-    rcpt: &str,
-    message: &str,
-) -> Vec<String> {
-    let script = r#"
-import smtplib, sys
-host, port, sources, count, mail_from, rcpt, message = sys.argv[1:8]
-for source in sources.split(","):
-    s = smtplib.SMTP(host, int(port), local_hostname="mail.client.test", timeout=30,
-                     source_address=(source, 0))
-    for n in range(int(count)):
-        body = message.replace("{n}", str(n)).replace("{source}", source).replace("\n", "\r\n")
-        try:
-            s.sendmail(mail_from, [rcpt], body.encode())
-            print("250")
-        except smtplib.SMTPRecipientsRefused as e:
-            code, msg = list(e.recipients.values())[0]
-            print(code, msg.decode())
-        except smtplib.SMTPResponseException as e:
-            print(e.smtp_code, e.smtp_error.decode())
-            s.rset()
-    s.quit()
-"#;
-    let args: Vec<String> = vec![
-        "-c".into(),
-        script.into(),
-        addr.ip().to_string(),
-        addr.port().to_string(),
-        sources.join(","),
-        count.to_string(),
-        mail_from.into(),
-        rcpt.into(),
-        message.into(),
-    ];
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// What a stranger can make the sender log do: nothing. Forged mail from 30 servers (SPF fails

@@ -7,216 +7,68 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use common::gateway::{self, Harness, Setup};
 use common::{Client, expect};
-use email2sms_ingest::pipeline::Gateway;
-use email2sms_ingest::{Config, smtp};
-use email2sms_proto::policy::v1::{
-    CompanyLimits, CompiledSender, MatchKind, OverLimitBehavior, Readiness, SecurityType, TextMode,
-};
-use email2sms_proto::queue::v1::{SmsJob, SpfResult};
+use email2sms_proto::policy::v1::SecurityType;
+use email2sms_proto::queue::v1::SpfResult;
 use email2sms_testkit::dns::DnsServer;
 use email2sms_testkit::run_to_exit;
-use lapin::options::{BasicGetOptions, QueueDeleteOptions};
-use prost::Message;
-use redis::AsyncCommands;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_email2sms-ingest");
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
-const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// Ingest's gateway and SMTP server in this process, configured as the binary is (flags), with
 /// its own Redis and AMQP prefixes. 127.0.0.0/8 is a trusted relay, so a test can state other
 /// client addresses with XCLIENT.
-struct Harness {
-    addr: SocketAddr,
-    prefix: String,
-    gateway: Arc<Gateway>,
-    redis: redis::aio::MultiplexedConnection,
-    _stop: oneshot::Sender<()>,
-}
-
 async fn harness(dns: SocketAddr, extra: &[&str]) -> Harness {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let prefix = format!("test.{id}:");
-    let amqp_prefix = format!("test.{id}.");
     let dns = dns.to_string();
-    let mut args = vec![
-        "email2sms-ingest",
-        "--redis-url",
-        REDIS_URL,
-        "--redis-prefix",
-        &prefix,
-        "--amqp-url",
-        AMQP_URL,
-        "--amqp-prefix",
-        &amqp_prefix,
-        // Nothing listens there: the sender rules come from Redis alone.
-        "--policy-url",
-        "http://127.0.0.1:1",
-        "--dns-servers",
-        &dns,
-        "--sms-domains",
-        "sms.example.net",
-        "--smtp-hostname",
-        "ingest.test",
-        "--trusted-relays",
-        "127.0.0.0/8",
-        "--publish-timeout",
-        "3s",
-    ];
-    args.extend_from_slice(extra);
-    let config = Config::try_parse_from(args).unwrap();
-    let gateway = Arc::new(config.gateway().unwrap());
-    let declare = email2sms_ingest::spawn_background(&gateway, config.redis.redis_url.clone());
-    let _ = tokio::time::timeout(Duration::from_secs(5), declare).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(smtp::serve(
-        listener,
-        Arc::new(config.smtp_session_config().unwrap()),
-        config.smtp_connection_limits(),
-        gateway.clone(),
-        async {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
-    let mut redis = redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    // As the policy service leaves it after a compile: without it a miss is not final.
-    let _: () = redis
-        .set(format!("{prefix}policy:version"), 1)
-        .await
-        .unwrap();
-    Harness {
-        addr,
-        prefix,
-        gateway,
-        redis,
-        _stop: stop,
-    }
+    let mut flags = vec!["--dns-servers", &dns, "--trusted-relays", "127.0.0.0/8"];
+    flags.extend_from_slice(extra);
+    gateway::launch(Setup {
+        flags: &flags,
+        ..Setup::default()
+    })
+    .await
 }
 
-impl Harness {
-    /// Registers `domain` as a verified domain with security type "Via SPF".
-    async fn allow_domain_via_spf(&mut self, domain: &str) {
-        let sender = CompiledSender {
-            match_kind: MatchKind::Domain as i32,
-            entry_id: format!("entry-{domain}"),
-            matched_value: domain.into(),
-            company_id: "company-1".into(),
-            security_policy_id: "policy-1".into(),
-            security_type: SecurityType::ViaSpf as i32,
-            forwarding_user_id: "user-1".into(),
-            forwarding_user_external_id: "ext-1".into(),
-            sender_id: "ACME".into(),
-            default_region: "NZ".into(),
-            limits: Some(CompanyLimits {
-                max_sms_parts: 3,
-                over_limit_behavior: OverLimitBehavior::Truncate as i32,
-                ..CompanyLimits::default()
-            }),
-            text_mode: TextMode::BodyOrSubject as i32,
-            readiness: Some(Readiness {
-                ready: true,
-                ..Readiness::default()
-            }),
-            version: 1,
-            ..CompiledSender::default()
-        };
-        let key = format!("{}policy:domain:{domain}", self.prefix);
-        let _: () = self.redis.set(key, sender.encode_to_vec()).await.unwrap();
-    }
-
-    /// One SMTP transaction from `ops@<domain>`, stating `client` with XCLIENT when given; the
-    /// reply to the end of DATA (or to the command that refused) and how long that reply took
-    /// after the message was sent.
-    async fn send(&self, client: Option<&str>, domain: &str, id: &str) -> (String, Duration) {
-        let mut smtp = Client::new(TcpStream::connect(self.addr).await.unwrap());
-        expect(&smtp.reply().await, "220");
+/// One SMTP transaction from `ops@<domain>`, stating `client` with XCLIENT when given; the reply
+/// to the end of DATA (or to the command that refused) and how long that reply took after the
+/// message was sent.
+async fn send(h: &Harness, client: Option<&str>, domain: &str, id: &str) -> (String, Duration) {
+    let mut smtp = Client::new(TcpStream::connect(h.addr).await.unwrap());
+    expect(&smtp.reply().await, "220");
+    expect(&smtp.command("EHLO relay.test").await, "250");
+    if let Some(addr) = client {
+        expect(
+            &smtp
+                .command(&format!("XCLIENT ADDR={addr} HELO=mail.client.test"))
+                .await,
+            "220",
+        );
         expect(&smtp.command("EHLO relay.test").await, "250");
-        if let Some(addr) = client {
-            expect(
-                &smtp
-                    .command(&format!("XCLIENT ADDR={addr} HELO=mail.client.test"))
-                    .await,
-                "220",
-            );
-            expect(&smtp.command("EHLO relay.test").await, "250");
+    }
+    for (line, ok) in [
+        (format!("MAIL FROM:<ops@{domain}>"), "250"),
+        ("RCPT TO:<+64211234567@sms.example.net>".to_owned(), "250"),
+        ("DATA".to_owned(), "354"),
+    ] {
+        let reply = smtp.command(&line).await;
+        if !reply.starts_with(ok) {
+            return (reply, Duration::ZERO);
         }
-        for (line, ok) in [
-            (format!("MAIL FROM:<ops@{domain}>"), "250"),
-            ("RCPT TO:<+64211234567@sms.example.net>".to_owned(), "250"),
-            ("DATA".to_owned(), "354"),
-        ] {
-            let reply = smtp.command(&line).await;
-            if !reply.starts_with(ok) {
-                return (reply, Duration::ZERO);
-            }
-        }
-        let started = Instant::now();
-        smtp.send(
-            format!(
-                "From: Ops <ops@{domain}>\r\nTo: x@sms.example.net\r\nSubject: Alert\r\nMessage-ID: <{id}@{domain}>\r\n\r\nPump 3 failed\r\n.\r\n"
-            )
-            .as_bytes(),
+    }
+    let started = Instant::now();
+    smtp.send(
+        format!(
+            "From: Ops <ops@{domain}>\r\nTo: x@sms.example.net\r\nSubject: Alert\r\nMessage-ID: <{id}@{domain}>\r\n\r\nPump 3 failed\r\n.\r\n"
         )
-        .await;
-        let reply = smtp.reply().await;
-        (reply, started.elapsed())
-    }
-
-    /// Takes every job now on the jobs queue.
-    async fn jobs(&self) -> Vec<SmsJob> {
-        let connection =
-            lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-                .await
-                .unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        let queue = self.gateway.topology.jobs_queue();
-        let mut jobs = Vec::new();
-        while let Some(message) = channel
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            jobs.push(SmsJob::decode(message.delivery.data.as_slice()).unwrap());
-        }
-        let _ = connection.close(200, "done".into()).await;
-        jobs
-    }
-
-    /// Leaves the shared Redis and RabbitMQ as found.
-    async fn cleanup(mut self) {
-        let keys: Vec<String> = self
-            .redis
-            .keys(format!("{}*", self.prefix))
-            .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<i64, _> = self.redis.del(keys).await;
-        }
-        if let Ok(connection) =
-            lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await
-            && let Ok(channel) = connection.create_channel().await
-        {
-            for queue in self.gateway.topology.job_path_queues() {
-                let _ = channel
-                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-        }
-    }
+        .as_bytes(),
+    )
+    .await;
+    let reply = smtp.reply().await;
+    (reply, started.elapsed())
 }
 
 /// `ip4:0.0.0.0/0` and `ip6:::/0` match every address of their family (RFC 7208 section 5.6).
@@ -229,8 +81,8 @@ async fn a_zero_prefix_length_authorises_every_client_of_its_family() {
     dns.set_zone("all6.test", r#"@ TXT "v=spf1 ip6:::/0 -all""#)
         .await;
     let mut h = harness(dns.addr(), &[]).await;
-    h.allow_domain_via_spf("all4.test").await;
-    h.allow_domain_via_spf("all6.test").await;
+    h.allow_domain("all4.test", SecurityType::ViaSpf).await;
+    h.allow_domain("all6.test", SecurityType::ViaSpf).await;
 
     // 127.0.0.1 itself, then addresses at both ends stated by the trusted relay.
     for (client, domain) in [
@@ -244,7 +96,7 @@ async fn a_zero_prefix_length_authorises_every_client_of_its_family() {
         ),
     ] {
         let id = uuid::Uuid::new_v4().to_string();
-        let (reply, _) = h.send(client, domain, &id).await;
+        let (reply, _) = send(&h, client, domain, &id).await;
         assert!(
             reply.starts_with("250 2.0.0"),
             "{client:?} {domain}: {reply}"
@@ -264,7 +116,7 @@ async fn a_zero_prefix_length_authorises_every_client_of_its_family() {
         (Some("IPV6:2001:db8::1"), "all4.test"),
         (Some("192.0.2.1"), "all6.test"),
     ] {
-        let (reply, _) = h.send(client, domain, "other-family").await;
+        let (reply, _) = send(&h, client, domain, "other-family").await;
         assert!(
             reply.starts_with("550 5.7.23"),
             "{client:?} {domain}: {reply}"
@@ -298,8 +150,8 @@ async fn a_dns_outage_gives_451_within_timeout_times_attempts() {
         ],
     )
     .await;
-    h.allow_domain_via_spf("outage.test").await;
-    let (reply, elapsed) = h.send(None, "outage.test", "outage").await;
+    h.allow_domain("outage.test", SecurityType::ViaSpf).await;
+    let (reply, elapsed) = send(&h, None, "outage.test", "outage").await;
     expect(&reply, "451 4.4.3");
     assert!(reply.contains("outage.test"), "{reply}");
     // Generous: the bound plus 2 s for the policy lookup and a loaded machine; the old fixed
@@ -328,8 +180,8 @@ async fn the_spf_deadline_caps_the_wait() {
         ],
     )
     .await;
-    h.allow_domain_via_spf("slow.test").await;
-    let (reply, elapsed) = h.send(None, "slow.test", "slow").await;
+    h.allow_domain("slow.test", SecurityType::ViaSpf).await;
+    let (reply, elapsed) = send(&h, None, "slow.test", "slow").await;
     expect(&reply, "451 4.4.3");
     println!("slow DNS: 451 after {elapsed:?} (deadline 1.5 s, queries alone 5 x 1 s)");
     // 1.5 s deadline plus 1.5 s slack, well under the 5 s the queries alone would take.

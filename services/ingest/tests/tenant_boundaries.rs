@@ -4,13 +4,13 @@
 //! registered the address; and a company-scoped Diagnose answers the same whether or not another
 //! company holds the sender.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use clap::Parser;
-use email2sms_ingest::pipeline::Gateway;
-use email2sms_ingest::{IngestApi, smtp};
+use common::gateway::{self, Harness, Prefixes, REDIS_URL, Setup, Topology, smtplib};
+use email2sms_ingest::IngestApi;
 use email2sms_proto::ingest::v1::{Decision, DiagnoseRequest};
 use email2sms_proto::policy::v1 as pb;
 use email2sms_proto::policy::v1::policy_service_client::PolicyServiceClient;
@@ -20,14 +20,9 @@ use email2sms_proto::tonic::Code;
 use email2sms_proto::tonic::transport::Channel;
 use email2sms_proto::verification::v1::VerificationState;
 use email2sms_testkit::TestDb;
-use lapin::options::{BasicGetOptions, QueueDeleteOptions};
 use prost::Message;
-use redis::AsyncCommands;
 use tokio::sync::oneshot;
 use uuid::Uuid;
-
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
-const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 struct Stack {
     _db: TestDb,
@@ -35,19 +30,15 @@ struct Stack {
     policy_cache: email2sms_policy::Cache,
     policy: PolicyServiceClient<Channel>,
     resolution: SenderResolutionServiceClient<Channel>,
-    prefix: String,
-    smtp: SocketAddr,
-    gateway: Arc<Gateway>,
-    _stops: Vec<oneshot::Sender<()>>,
+    ingest: Harness,
+    _stop_policy: oneshot::Sender<()>,
 }
 
 impl Stack {
     /// The policy service and ingest sharing one Redis prefix, as deployed; ingest's in-process
     /// cache lives 1 ms so that each mail reads what policy compiled.
     async fn start() -> Stack {
-        let id = Uuid::new_v4().simple().to_string();
-        let prefix = format!("test.{id}:");
-        let amqp_prefix = format!("test.{id}.");
+        let prefixes = Prefixes::fresh();
         let db = TestDb::unique();
         email2sms_runtime::db::migrate(
             &db.url,
@@ -65,13 +56,13 @@ impl Stack {
             "--redis-url",
             REDIS_URL,
             "--redis-prefix",
-            &prefix,
+            &prefixes.redis,
             "--cache-repair-interval",
             "1h",
             "--database-url",
             &db.url,
             "--amqp-prefix",
-            &amqp_prefix,
+            &prefixes.amqp,
         ])
         .unwrap();
         let auth = email2sms_runtime::auth::Auth::from_args(&config.server).unwrap();
@@ -89,59 +80,23 @@ impl Stack {
         let channel = email2sms_testkit::channel(policy_addr).await;
 
         let policy_url = format!("http://{policy_addr}");
-        let config = email2sms_ingest::Config::try_parse_from([
-            "email2sms-ingest",
-            "--redis-url",
-            REDIS_URL,
-            "--redis-prefix",
-            &prefix,
-            "--amqp-url",
-            AMQP_URL,
-            "--amqp-prefix",
-            &amqp_prefix,
-            "--policy-url",
-            &policy_url,
-            "--policy-cache-ttl",
-            "1ms",
-            "--sms-domains",
-            "sms.example.net",
-            "--smtp-hostname",
-            "ingest.test",
-            "--publish-timeout",
-            "3s",
-        ])
-        .unwrap();
-        let gateway = Arc::new(config.gateway().unwrap());
         // The jobs queue must exist before the first mail; on a busy machine declaring it can
-        // take longer than the pipeline tests' 5 s.
-        let declare = email2sms_ingest::spawn_background(&gateway, config.redis.redis_url.clone());
-        tokio::time::timeout(Duration::from_secs(60), declare)
-            .await
-            .expect("RabbitMQ accepts the topology within 60 s")
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let smtp_addr = listener.local_addr().unwrap();
-        let (stop_smtp, smtp_stopped) = oneshot::channel::<()>();
-        tokio::spawn(smtp::serve(
-            listener,
-            Arc::new(config.smtp_session_config().unwrap()),
-            config.smtp_connection_limits(),
-            gateway.clone(),
-            async {
-                let _ = smtp_stopped.await;
-            },
-            Duration::from_secs(1),
-        ));
+        // take longer than the pipeline tests' 5 s. The policy service writes the version.
+        let ingest = gateway::launch(Setup {
+            flags: &["--policy-url", &policy_url, "--policy-cache-ttl", "1ms"],
+            prefixes: Some(prefixes.clone()),
+            topology: Topology::Require(Duration::from_secs(60)),
+            policy_version: false,
+        })
+        .await;
         Stack {
             _db: db,
             pool,
-            policy_cache: email2sms_policy::Cache::new(REDIS_URL, &prefix).unwrap(),
+            policy_cache: email2sms_policy::Cache::new(REDIS_URL, &prefixes.redis).unwrap(),
             policy: PolicyServiceClient::new(channel.clone()),
             resolution: SenderResolutionServiceClient::new(channel),
-            prefix,
-            smtp: smtp_addr,
-            gateway,
-            _stops: vec![stop_policy, stop_smtp],
+            ingest,
+            _stop_policy: stop_policy,
         }
     }
 
@@ -265,92 +220,26 @@ impl Stack {
         let message = format!(
             "From: Sender <{from}>\r\nTo: x@sms.example.net\r\nSubject: Alert\r\nMessage-ID: <{message_id}>\r\n\r\nPump 3 failed\r\n"
         );
-        let script = r#"
-import smtplib, sys
-host, port, mail_from, rcpt, message = sys.argv[1:6]
-s = smtplib.SMTP(host, int(port), local_hostname="mail.client.test", timeout=30)
-s.ehlo()
-code, msg = s.mail(mail_from)
-if code != 250:
-    print(code, msg.decode()); sys.exit(0)
-code, msg = s.rcpt(rcpt)
-if code != 250:
-    print(code, msg.decode()); sys.exit(0)
-code, msg = s.data(message.encode())
-print(code, msg.decode())
-s.quit()
-"#;
-        let args = vec![
-            "-c".to_owned(),
-            script.to_owned(),
-            self.smtp.ip().to_string(),
-            self.smtp.port().to_string(),
-            from.to_owned(),
-            "+64211234567@sms.example.net".to_owned(),
-            message,
-        ];
-        let output = tokio::task::spawn_blocking(move || {
-            std::process::Command::new("python3")
-                .args(&args)
-                .output()
-                .unwrap()
-        })
+        smtplib(
+            self.ingest.addr,
+            from,
+            &["+64211234567@sms.example.net"],
+            message.as_bytes(),
+        )
         .await
-        .unwrap();
-        assert!(output.status.success(), "{output:?}");
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
 
     /// Takes every job now on the jobs queue.
     async fn jobs(&self) -> Vec<SmsJob> {
-        let connection =
-            lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-                .await
-                .unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        let queue = self.gateway.topology.jobs_queue();
-        let mut jobs = Vec::new();
-        while let Some(message) = channel
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            jobs.push(SmsJob::decode(message.delivery.data.as_slice()).unwrap());
-        }
-        let _ = connection.close(200, "done".into()).await;
-        jobs
+        self.ingest.jobs().await
     }
 
     fn diagnose_api(&self) -> IngestApi {
-        IngestApi {
-            engine: Some(self.gateway.engine.clone()),
-            max_message_size: 1 << 20,
-        }
+        self.ingest.diagnose_api()
     }
 
     async fn cleanup(self) {
-        let mut redis = redis::Client::open(REDIS_URL)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let keys: Vec<String> = redis
-            .keys(format!("{}*", self.prefix))
-            .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<i64, _> = redis.del(keys).await;
-        }
-        if let Ok(connection) =
-            lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await
-            && let Ok(channel) = connection.create_channel().await
-        {
-            for queue in self.gateway.topology.job_path_queues() {
-                let _ = channel
-                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-        }
+        self.ingest.cleanup().await;
     }
 }
 

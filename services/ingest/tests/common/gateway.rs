@@ -1,8 +1,9 @@
-//! The real pipeline behind the real SMTP listener, as the binary runs it, against the local
-//! Redis and RabbitMQ (each harness with its own Redis and AMQP prefix), with one sender rule that
-//! needs no DNS: `alice@corp.test`, "By IP Addresses" from 127.0.0.0/8. For the tests of what
-//! reaches a job (content, bare line ends, limits); `pipeline.rs` has the richer harness with DNS.
-#![allow(dead_code)]
+//! The real pipeline behind the real SMTP listener, as the binary runs it, in this process against
+//! the local Redis and RabbitMQ, each harness with its own Redis and AMQP prefix (or the ones it
+//! shares with an in-process policy service). [`launch`] starts it with the caller's flags;
+//! [`start`] is the plain one for the tests of what reaches a job (content, bare line ends,
+//! limits): one sender rule that needs no DNS, `alice@corp.test`, "By IP Addresses" from
+//! 127.0.0.0/8.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use email2sms_ingest::pipeline::Gateway;
-use email2sms_ingest::{Config, smtp};
+use email2sms_ingest::{Config, IngestApi, smtp};
 use email2sms_proto::policy::v1::{
     CompanyLimits, CompiledSender, MatchKind, OverLimitBehavior, Readiness, SecurityType, TextMode,
 };
@@ -22,48 +23,93 @@ use tokio::sync::oneshot;
 
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-/// The authorised sender of every harness.
+/// The authorised sender of every [`start`]ed harness.
 pub const SENDER: &str = "alice@corp.test";
 pub const RECIPIENT: &str = "+64211234567@sms.example.net";
 
-pub struct Gw {
+/// A test's own Redis prefix (`test.<id>:`) and AMQP prefix (`test.<id>.`).
+#[derive(Clone, Debug)]
+pub struct Prefixes {
+    pub redis: String,
+    pub amqp: String,
+}
+
+impl Prefixes {
+    pub fn fresh() -> Prefixes {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Prefixes {
+            redis: format!("test.{id}:"),
+            amqp: format!("test.{id}."),
+        }
+    }
+}
+
+/// How long [`launch`] waits for the RabbitMQ topology before the first mail.
+#[derive(Clone, Copy, Debug)]
+pub enum Topology {
+    /// At most this long; against a dead broker it keeps trying in the background.
+    Try(Duration),
+    /// It must be declared within this long.
+    Require(Duration),
+}
+
+/// What [`launch`] starts.
+pub struct Setup<'a> {
+    /// Flags after the defaults (a flag given here replaces the default, or an earlier pair).
+    pub flags: &'a [&'a str],
+    /// Fresh ones unless shared with a policy service.
+    pub prefixes: Option<Prefixes>,
+    pub topology: Topology,
+    /// Writes `policy:version` 1, as the policy service leaves it after a compile: without it a
+    /// miss is not final.
+    pub policy_version: bool,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            flags: &[],
+            prefixes: None,
+            topology: Topology::Try(Duration::from_secs(5)),
+            policy_version: true,
+        }
+    }
+}
+
+pub struct Harness {
     pub addr: SocketAddr,
     pub prefix: String,
     pub gateway: Arc<Gateway>,
     /// The buffer budget the sessions share.
     pub budget: Arc<smtp::BufferBudget>,
-    redis: redis::aio::MultiplexedConnection,
+    pub redis: redis::aio::MultiplexedConnection,
     _stop: oneshot::Sender<()>,
 }
 
-/// Starts ingest with `extra` flags (a flag given there replaces the default here).
-pub async fn start(extra: &[&str]) -> Gw {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let prefix = format!("test.{id}:");
-    let amqp_prefix = format!("test.{id}.");
+/// Starts ingest's gateway and SMTP server (on 127.0.0.1:0) as the binary starts them.
+pub async fn launch(setup: Setup<'_>) -> Harness {
+    let prefixes = setup.prefixes.unwrap_or_else(Prefixes::fresh);
     let mut args = vec![
         "email2sms-ingest",
         "--redis-url",
         REDIS_URL,
         "--redis-prefix",
-        &prefix,
+        &prefixes.redis,
         "--amqp-url",
         AMQP_URL,
         "--amqp-prefix",
-        &amqp_prefix,
-        // Nothing listens there: the rule comes from Redis, and it needs no DNS.
+        &prefixes.amqp,
+        // Nothing listens there: unless a test gives its own, the rules come from Redis alone.
         "--policy-url",
         "http://127.0.0.1:1",
-        "--dns-servers",
-        "127.0.0.1:1",
         "--sms-domains",
         "sms.example.net",
         "--smtp-hostname",
         "ingest.test",
         "--publish-timeout",
-        "5s",
+        "3s",
     ];
-    for pair in extra.chunks(2) {
+    for pair in setup.flags.chunks(2) {
         if let Some(at) = args.iter().position(|a| *a == pair[0]) {
             args.drain(at..at + 2);
         }
@@ -71,11 +117,17 @@ pub async fn start(extra: &[&str]) -> Gw {
     }
     let config = Config::try_parse_from(args).unwrap();
     let gateway = Arc::new(config.gateway().unwrap());
+    // The jobs queue must exist before the first mail.
     let declare = email2sms_ingest::spawn_background(&gateway, config.redis.redis_url.clone());
-    tokio::time::timeout(Duration::from_secs(10), declare)
-        .await
-        .expect("RabbitMQ takes the topology within 10 s")
-        .unwrap();
+    match setup.topology {
+        Topology::Try(limit) => {
+            let _ = tokio::time::timeout(limit, declare).await;
+        }
+        Topology::Require(limit) => tokio::time::timeout(limit, declare)
+            .await
+            .unwrap_or_else(|_| panic!("RabbitMQ takes the topology within {limit:?}"))
+            .unwrap(),
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -96,18 +148,54 @@ pub async fn start(extra: &[&str]) -> Gw {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let _: () = redis
-        .set(format!("{prefix}policy:version"), 1)
-        .await
-        .unwrap();
-    let rule = CompiledSender {
-        match_kind: MatchKind::EmailAddress as i32,
-        entry_id: "entry-alice".into(),
-        matched_value: SENDER.into(),
+    if setup.policy_version {
+        let _: () = redis
+            .set(format!("{}policy:version", prefixes.redis), 1)
+            .await
+            .unwrap();
+    }
+    Harness {
+        addr,
+        prefix: prefixes.redis,
+        gateway,
+        budget,
+        redis,
+        _stop: stop,
+    }
+}
+
+/// Starts ingest with no DNS (127.0.0.1:1), a 5 s publish timeout and `extra` flags (a flag
+/// given there replaces the default), with [`SENDER`] allowed from 127.0.0.0/8.
+pub async fn start(extra: &[&str]) -> Harness {
+    let mut flags = vec!["--dns-servers", "127.0.0.1:1", "--publish-timeout", "5s"];
+    flags.extend_from_slice(extra);
+    let mut h = launch(Setup {
+        flags: &flags,
+        topology: Topology::Require(Duration::from_secs(10)),
+        ..Setup::default()
+    })
+    .await;
+    let mut rule = entry(MatchKind::EmailAddress, SENDER, SecurityType::ByIpAddresses);
+    rule.entry_id = "entry-alice".into();
+    h.put_email(SENDER, &rule).await;
+    h
+}
+
+/// A ready compiled entry of company-1 (NZ, at most 3 parts, truncated) for `value`; "By IP
+/// Addresses" allows 127.0.0.0/8.
+pub fn entry(kind: MatchKind, value: &str, security: SecurityType) -> CompiledSender {
+    CompiledSender {
+        match_kind: kind as i32,
+        entry_id: format!("entry-{value}"),
+        matched_value: value.into(),
         company_id: "company-1".into(),
         security_policy_id: "policy-1".into(),
-        security_type: SecurityType::ByIpAddresses as i32,
-        allowed_ip_ranges: vec!["127.0.0.0/8".into()],
+        security_type: security as i32,
+        allowed_ip_ranges: if security == SecurityType::ByIpAddresses {
+            vec!["127.0.0.0/8".into()]
+        } else {
+            Vec::new()
+        },
         forwarding_user_id: "user-1".into(),
         forwarding_user_external_id: "ext-1".into(),
         sender_id: "ACME".into(),
@@ -123,25 +211,66 @@ pub async fn start(extra: &[&str]) -> Gw {
             ..Readiness::default()
         }),
         version: 1,
-    };
-    let _: () = redis
-        .set(
-            format!("{prefix}policy:email:{SENDER}"),
-            rule.encode_to_vec(),
-        )
-        .await
-        .unwrap();
-    Gw {
-        addr,
-        prefix,
-        gateway,
-        budget,
-        redis,
-        _stop: stop,
     }
 }
 
-impl Gw {
+impl Harness {
+    pub async fn put_email(&mut self, address: &str, sender: &CompiledSender) {
+        let key = format!("{}policy:email:{address}", self.prefix);
+        let _: () = self.redis.set(key, sender.encode_to_vec()).await.unwrap();
+    }
+
+    pub async fn put_domain(&mut self, domain: &str, sender: &CompiledSender) {
+        let key = format!("{}policy:domain:{domain}", self.prefix);
+        let _: () = self.redis.set(key, sender.encode_to_vec()).await.unwrap();
+    }
+
+    pub async fn put_ip(&mut self, cidr: &str, sender: &CompiledSender) {
+        let key = format!("{}policy:ip", self.prefix);
+        let _: () = self
+            .redis
+            .hset(key, cidr, sender.encode_to_vec())
+            .await
+            .unwrap();
+    }
+
+    /// Stores the compiled entry for `address` (an email-address rule with `security`).
+    pub async fn allow_email(&mut self, address: &str, security: SecurityType) {
+        let sender = entry(MatchKind::EmailAddress, address, security);
+        self.put_email(address, &sender).await;
+    }
+
+    /// Stores the compiled entry for `domain` (a domain rule with `security`).
+    pub async fn allow_domain(&mut self, domain: &str, security: SecurityType) {
+        let sender = entry(MatchKind::Domain, domain, security);
+        self.put_domain(domain, &sender).await;
+    }
+
+    /// Stores the compiled entry for `cidr` (an IP-address rule with `security`).
+    pub async fn allow_ip(&mut self, cidr: &str, security: SecurityType) {
+        let sender = entry(MatchKind::IpAddress, cidr, security);
+        self.put_ip(cidr, &sender).await;
+    }
+
+    /// Sends `message` (LF line ends become CRLF) with [`smtplib`].
+    pub async fn send(&self, mail_from: &str, rcpts: &[&str], message: &str) -> String {
+        smtplib(
+            self.addr,
+            mail_from,
+            rcpts,
+            message.replace('\n', "\r\n").as_bytes(),
+        )
+        .await
+    }
+
+    /// Ingest's Diagnose over this gateway's engine.
+    pub fn diagnose_api(&self) -> IngestApi {
+        IngestApi {
+            engine: Some(self.gateway.engine.clone()),
+            max_message_size: 1 << 20,
+        }
+    }
+
     /// Takes every job now on the jobs queue.
     pub async fn jobs(&self) -> Vec<SmsJob> {
         let connection =
@@ -162,6 +291,8 @@ impl Gw {
         jobs
     }
 
+    /// Leaves the shared Redis and RabbitMQ as found: every key of this prefix, every queue of
+    /// the job path.
     pub async fn cleanup(mut self) {
         let keys: Vec<String> = self
             .redis
@@ -193,44 +324,96 @@ pub fn mail(message_id: &str, subject: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Sends `message` (bytes as they are) with Python's smtplib; returns the reply to DATA (or to
-/// the command that refused) as `"<code> <text>"`.
-pub async fn smtplib(addr: SocketAddr, message: &[u8]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("message.eml");
-    std::fs::write(&file, message).unwrap();
-    let script = r#"
-import smtplib, sys
-host, port, mail_from, rcpt, path = sys.argv[1:6]
-s = smtplib.SMTP(host, int(port), local_hostname="mail.client.test", timeout=60)
-s.ehlo()
-code, msg = s.mail(mail_from)
-if code != 250:
-    print(code, msg.decode()); sys.exit(0)
-code, msg = s.rcpt(rcpt)
-if code != 250:
-    print(code, msg.decode()); sys.exit(0)
-code, msg = s.data(open(path, "rb").read())
-print(code, msg.decode())
-s.quit()
-"#;
-    let args: Vec<String> = vec![
-        "-c".into(),
-        script.into(),
-        addr.ip().to_string(),
-        addr.port().to_string(),
-        SENDER.into(),
-        RECIPIENT.into(),
-        file.to_str().unwrap().into(),
-    ];
+/// Runs `python3 -c script args…`, asserts it succeeded and returns its stdout.
+async fn python(script: &str, args: Vec<String>) -> String {
+    let mut argv = vec!["-c".to_owned(), script.to_owned()];
+    argv.extend(args);
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
-            .args(&args)
+            .args(&argv)
             .output()
             .unwrap()
     })
     .await
     .unwrap();
     assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Sends `message` (bytes as they are) from `mail_from` to `rcpts` in one session of Python's
+/// smtplib; returns the reply to DATA (or to the command that refused) as `"<code> <text>"`.
+pub async fn smtplib(addr: SocketAddr, mail_from: &str, rcpts: &[&str], message: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("message.eml");
+    std::fs::write(&file, message).unwrap();
+    let script = r#"
+import smtplib, sys
+host, port, mail_from, rcpts, path = sys.argv[1:6]
+s = smtplib.SMTP(host, int(port), local_hostname="mail.client.test", timeout=60)
+s.ehlo()
+code, msg = s.mail(mail_from)
+if code != 250:
+    print(code, msg.decode()); sys.exit(0)
+for r in rcpts.split(","):
+    code, msg = s.rcpt(r)
+    if code != 250:
+        print(code, msg.decode()); sys.exit(0)
+code, msg = s.data(open(path, "rb").read())
+print(code, msg.decode())
+s.quit()
+"#;
+    let args = vec![
+        addr.ip().to_string(),
+        addr.port().to_string(),
+        mail_from.into(),
+        rcpts.join(","),
+        file.to_str().unwrap().into(),
+    ];
+    python(script, args).await.trim().to_owned()
+}
+
+/// Sends `count` copies of a message from each source address in one smtplib session per
+/// address (`{n}` and `{source}` in `message` become the copy's number and the address, LF line
+/// ends CRLF); returns every DATA reply (or refusing reply) as `"<code> <text>"`.
+pub async fn smtplib_from_each(
+    addr: SocketAddr,
+    sources: &[String],
+    count: usize,
+    mail_from: &str,
+    rcpt: &str,
+    message: &str,
+) -> Vec<String> {
+    let script = r#"
+import smtplib, sys
+host, port, sources, count, mail_from, rcpt, message = sys.argv[1:8]
+for source in sources.split(","):
+    s = smtplib.SMTP(host, int(port), local_hostname="mail.client.test", timeout=30,
+                     source_address=(source, 0))
+    for n in range(int(count)):
+        body = message.replace("{n}", str(n)).replace("{source}", source).replace("\n", "\r\n")
+        try:
+            s.sendmail(mail_from, [rcpt], body.encode())
+            print("250")
+        except smtplib.SMTPRecipientsRefused as e:
+            code, msg = list(e.recipients.values())[0]
+            print(code, msg.decode())
+        except smtplib.SMTPResponseException as e:
+            print(e.smtp_code, e.smtp_error.decode())
+            s.rset()
+    s.quit()
+"#;
+    let args = vec![
+        addr.ip().to_string(),
+        addr.port().to_string(),
+        sources.join(","),
+        count.to_string(),
+        mail_from.into(),
+        rcpt.into(),
+        message.into(),
+    ];
+    python(script, args)
+        .await
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }

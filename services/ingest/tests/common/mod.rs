@@ -1,7 +1,8 @@
 //! Test helpers shared by the SMTP tests: a handler that records what it received and a tiny
-//! SMTP client that reads replies exactly as they arrive.
+//! SMTP client that reads replies exactly as they arrive; [`gateway`] runs the real pipeline.
 #![allow(dead_code)]
 
+pub mod gateway;
 pub mod proxy;
 
 use std::path::PathBuf;
