@@ -267,8 +267,12 @@ impl Gateway {
     }
 
     /// Takes the email's SMS to other regions from the company's daily budget (see
-    /// [`crate::destinations`]); the key to give them back with, when there were any.
-    async fn reserve_international(&self, outcome: &Outcome) -> Result<Option<String>, Reply> {
+    /// [`crate::destinations`]); what to give back if the email is not queued, when there were
+    /// any.
+    async fn reserve_international(
+        &self,
+        outcome: &Outcome,
+    ) -> Result<Option<destinations::Reservation>, Reply> {
         let count = outcome
             .recipients
             .iter()
@@ -284,14 +288,14 @@ impl Gateway {
         }
         let key = destinations::daily_key(self.engine.policy.prefix(), &sender.company_id, now);
         let mut redis = self.engine.policy.redis();
-        let taken: Result<i64, _> = redis::Script::new(destinations::RESERVE_SCRIPT)
+        let taken: Result<i64, _> = destinations::RESERVE_SCRIPT
             .key(&key)
             .arg(count)
             .arg(per_day)
             .invoke_async(&mut redis)
             .await;
         match taken {
-            Ok(n) if n >= 0 => Ok(Some(key)),
+            Ok(n) if n >= 0 => Ok(Some(destinations::Reservation { key, count })),
             Ok(_) => {
                 tracing::info!(company = %sender.company_id, per_day, "daily international SMS limit reached");
                 Err(destinations::cap_reached(per_day, now))
@@ -308,16 +312,11 @@ impl Gateway {
         }
     }
 
-    async fn release_international(&self, key: &str, outcome: &Outcome) {
-        let count = outcome
-            .recipients
-            .iter()
-            .filter(|r| r.international)
-            .count();
+    async fn release_international(&self, reservation: &destinations::Reservation) {
         let mut redis = self.engine.policy.redis();
         let result: Result<i64, _> = redis::cmd("DECRBY")
-            .arg(key)
-            .arg(count)
+            .arg(&reservation.key)
+            .arg(reservation.count)
             .query_async(&mut redis)
             .await;
         if let Err(error) = result {
@@ -341,9 +340,9 @@ impl Gateway {
             return;
         }
         let ip = email2sms_domain::canonical_ip(facts.client_ip);
-        self.sightings.note(
-            ip,
-            SenderIpSeen {
+        let accepted = reply.is_positive();
+        self.sightings
+            .note(&sender.company_id, ip, accepted, || SenderIpSeen {
                 event_id: String::new(),
                 occur_time: Some(prost_types::Timestamp::from(SystemTime::now())),
                 company_id: sender.company_id.clone(),
@@ -354,13 +353,12 @@ impl Gateway {
                 reverse_dns_name: reverse_name.unwrap_or_default().to_owned(),
                 match_kind: sender.match_kind,
                 entry_id: sender.entry_id.clone(),
-                accepted: reply.is_positive(),
+                accepted,
                 smtp_reply: String::from_utf8_lossy(&reply.to_wire())
                     .trim_end()
                     .to_owned(),
                 accepted_messages: 0,
-            },
-        );
+            });
     }
 
     /// What reports the counted sightings, detached from the gateway so it can outlive it.
@@ -503,8 +501,8 @@ impl MessageHandler for Gateway {
             };
         if !published {
             // The relay retries after the 451: its retry takes the count again.
-            if let Some(key) = &international {
-                self.release_international(key, &outcome).await;
+            if let Some(reservation) = &international {
+                self.release_international(reservation).await;
             }
             return nothing_sent();
         }

@@ -53,17 +53,24 @@ impl Sightings {
         }
     }
 
-    /// Counts one authenticated mail. `event` describes it (its `accepted` says whether it got a
-    /// 250); the first mail of a pair in a window supplies the samples the log keeps.
-    pub fn note(&self, ip: IpAddr, event: SenderIpSeen) {
-        let accepted = u32::from(event.accepted);
+    /// Counts one authenticated mail of `company` from `ip` (`accepted`: it got a 250). Only the
+    /// first mail of a pair in a window builds the event (`first`), whose samples the log keeps;
+    /// every later one only adds to the count, so a busy server costs no allocation per mail.
+    pub fn note(
+        &self,
+        company: &str,
+        ip: IpAddr,
+        accepted: bool,
+        first: impl FnOnce() -> SenderIpSeen,
+    ) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let full = pending.len() >= self.max_pairs;
-        match pending.entry((event.company_id.clone(), ip)) {
+        match pending.entry((company.to_owned(), ip)) {
             Entry::Occupied(mut entry) => {
                 let entry = entry.get_mut();
-                entry.accepted_messages = entry.accepted_messages.saturating_add(accepted);
-                entry.event.accepted |= event.accepted;
+                entry.accepted_messages =
+                    entry.accepted_messages.saturating_add(u32::from(accepted));
+                entry.event.accepted |= accepted;
             }
             Entry::Vacant(entry) => {
                 if full {
@@ -73,8 +80,11 @@ impl Sightings {
                     return;
                 }
                 entry.insert(Pending {
-                    event,
-                    accepted_messages: accepted,
+                    event: SenderIpSeen {
+                        accepted,
+                        ..first()
+                    },
+                    accepted_messages: u32::from(accepted),
                 });
                 if pending.len() >= self.max_pairs {
                     self.full.notify_one();
@@ -153,9 +163,13 @@ mod tests {
     fn mail_of_one_server_becomes_one_event_with_its_count() {
         let sightings = Sightings::new(100);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        sightings.note(ip, seen("c1", "192.0.2.1", false, "first@a.test"));
+        sightings.note("c1", ip, false, || {
+            seen("c1", "192.0.2.1", false, "first@a.test")
+        });
         for _ in 0..99 {
-            sightings.note(ip, seen("c1", "192.0.2.1", true, "later@a.test"));
+            sightings.note("c1", ip, true, || {
+                seen("c1", "192.0.2.1", true, "later@a.test")
+            });
         }
         let events = sightings.take();
         assert_eq!(events.len(), 1);
@@ -170,9 +184,9 @@ mod tests {
         let sightings = Sightings::new(100);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        sightings.note(a, seen("c1", "192.0.2.1", true, ""));
-        sightings.note(b, seen("c1", "192.0.2.2", true, ""));
-        sightings.note(a, seen("c2", "192.0.2.1", true, ""));
+        sightings.note("c1", a, true, || seen("c1", "192.0.2.1", true, ""));
+        sightings.note("c1", b, true, || seen("c1", "192.0.2.2", true, ""));
+        sightings.note("c2", a, true, || seen("c2", "192.0.2.1", true, ""));
         let mut events: Vec<_> = sightings
             .take()
             .into_iter()
@@ -194,7 +208,7 @@ mod tests {
         let sightings = Sightings::new(3);
         for n in 0..10u8 {
             let ip = IpAddr::from([192, 0, 2, n]);
-            sightings.note(ip, seen("c1", &ip.to_string(), true, ""));
+            sightings.note("c1", ip, true, || seen("c1", &ip.to_string(), true, ""));
         }
         assert_eq!(sightings.take().len(), 3);
     }
@@ -204,10 +218,14 @@ mod tests {
         let sightings = Sightings::new(10);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..3 {
-            sightings.note(ip, seen("c1", "192.0.2.1", true, "old@a.test"));
+            sightings.note("c1", ip, true, || {
+                seen("c1", "192.0.2.1", true, "old@a.test")
+            });
         }
         let failed = sightings.take();
-        sightings.note(ip, seen("c1", "192.0.2.1", true, "new@a.test"));
+        sightings.note("c1", ip, true, || {
+            seen("c1", "192.0.2.1", true, "new@a.test")
+        });
         sightings.restore(failed);
         let events = sightings.take();
         assert_eq!(events.len(), 1);

@@ -183,17 +183,16 @@ pub async fn record(
     if values.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<(i64, String)> = sqlx::query_as(
+    let mut ids: Vec<i64> = sqlx::query_scalar(
         "INSERT INTO conflict_refusals (company_id, kind, value)
          SELECT $1, $2, v FROM unnest($3::text[]) WITH ORDINALITY AS t(v, n) ORDER BY n
-         RETURNING id, value",
+         RETURNING id",
     )
     .bind(company.id)
     .bind(kind.as_str())
     .bind(values)
     .fetch_all(&mut *conn)
     .await?;
-    let mut ids: Vec<i64> = ids.into_iter().map(|(id, _)| id).collect();
     // Identity values follow insertion order, which the ORDER BY above fixes.
     ids.sort_unstable();
     for (value, id) in values.iter().zip(&ids) {
@@ -222,20 +221,23 @@ pub async fn refuse(
     )))
 }
 
+/// Whether a company other than `$1` has the domain of the address `$2` verified.
+const DOMAIN_VERIFIED_ELSEWHERE: &str = "EXISTS (SELECT 1 FROM domains
+                         WHERE name = split_part($2, '@', 2) AND state = 'verified'
+                           AND company_id <> $1)";
+
 /// Whether another company holds `address`: an enabled entry of it, or its domain verified.
 pub async fn email_held_elsewhere(
     conn: &mut PgConnection,
     company: Uuid,
     address: &str,
 ) -> Result<bool> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar(&format!(
         "SELECT EXISTS (SELECT 1 FROM email_addresses
                          WHERE address = $2 AND company_id <> $1
                            AND deleted_at IS NULL AND NOT disabled)
-             OR EXISTS (SELECT 1 FROM domains
-                         WHERE name = split_part($2, '@', 2) AND state = 'verified'
-                           AND company_id <> $1)",
-    )
+             OR {DOMAIN_VERIFIED_ELSEWHERE}"
+    ))
     .bind(company)
     .bind(address)
     .fetch_one(&mut *conn)
@@ -248,15 +250,13 @@ pub async fn domain_verified_elsewhere(
     company: Uuid,
     address: &str,
 ) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM domains
-                         WHERE name = split_part($2, '@', 2) AND state = 'verified'
-                           AND company_id <> $1)",
+    Ok(
+        sqlx::query_scalar(&format!("SELECT {DOMAIN_VERIFIED_ELSEWHERE}"))
+            .bind(company)
+            .bind(address)
+            .fetch_one(&mut *conn)
+            .await?,
     )
-    .bind(company)
-    .bind(address)
-    .fetch_one(&mut *conn)
-    .await?)
 }
 
 /// Whether another company has an IP entry equal to or overlapping `network`.
