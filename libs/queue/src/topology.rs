@@ -126,7 +126,7 @@ impl QueueArgs {
         if self.status_queue_max_length == 0 || self.status_queue_max_length > i64::MAX as u64 {
             return Err(invalid(
                 "EMAIL2SMS_STATUS_QUEUE_MAX_LENGTH",
-                "must be at least 1",
+                "must be between 1 and 9223372036854775807",
             ));
         }
         if self.status_queue_ttl > Duration::from_secs(365 * 86_400) {

@@ -34,7 +34,7 @@ use crate::connector::{
 use crate::throttle::{Decision, Throttle};
 
 /// The outbox routing key of status events.
-pub const STATUS_CHANGED: &str = "sms.status.changed";
+pub const STATUS_CHANGED: &str = email2sms_proto::queue::v1::SMS_STATUS_CHANGED_ROUTING_KEY;
 
 /// What [`Dispatcher::process_job`] makes of a delivery; the queue consumer settles it as
 /// [`crate::consumer::decide`] says:
@@ -62,7 +62,8 @@ pub enum Outcome {
 pub struct Retry {
     /// True when the provider asked to slow down: the attempt did not count as a failure.
     pub throttled: bool,
-    /// Submit attempts so far (the consumer picks the retry tier from it).
+    /// Submit attempts so far, for the log (the consumer picks the retry tier from the delivery's
+    /// failure count, which follows the job through the tiers).
     pub attempts: u32,
     pub reason: String,
 }
