@@ -5,6 +5,9 @@
 #![forbid(unsafe_code)]
 
 pub mod dns;
+pub mod eventually;
+
+pub use eventually::{eventually, eventually_some, eventually_within};
 
 use std::net::SocketAddr;
 use std::path::Path;
