@@ -300,7 +300,12 @@ pub fn sms_text(
     } else {
         text
     };
-    let sized = email2sms_sms::encode(&text);
+    // Sized again only when it was cut: measuring a 2 KB text is a pass over it.
+    let sized = if truncated {
+        email2sms_sms::encode(&text)
+    } else {
+        sized
+    };
     Ok(SmsText {
         encoding: match sized.encoding {
             email2sms_sms::Encoding::Gsm7 => SmsEncoding::Gsm7,
