@@ -12,9 +12,15 @@
 //!   Data Header (`05 00 03 ref total seq`, IEI 0x00: 8-bit reference number).
 //!
 //! Every part's user data fits the 140 octets of one SMS; the tests check it for arbitrary text.
+//! [`prefer_gsm7`] replaces typography (curly quotes, dashes, no-break spaces) by GSM-7 equivalents
+//! when that keeps a text in GSM-7.
 #![forbid(unsafe_code)]
 
+mod transliterate;
+
 use std::fmt;
+
+pub use transliterate::{Replacement, Transliterated, gsm7_equivalent, prefer_gsm7};
 
 /// Octets of user data in one SMS (TP-UDL limit for 8-bit data).
 pub const MAX_USER_DATA_OCTETS: usize = 140;
