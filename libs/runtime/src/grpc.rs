@@ -48,12 +48,20 @@ pub async fn serve(
     grace: Duration,
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    let mut reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(api.file_descriptor_set)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    let mut reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(api.file_descriptor_set)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    // The error details (`google.rpc.BadRequest`, `ErrorInfo`, …) every error may carry are
+    // described too: without them grpcurl prints "google.rpc.BadRequest is not recognized" and the
+    // raw bytes instead of the field violations.
+    let descriptor_sets = [
+        api.file_descriptor_set,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_types::pb::FILE_DESCRIPTOR_SET,
+    ];
+    let mut reflection_v1 = tonic_reflection::server::Builder::configure();
+    let mut reflection_v1alpha = tonic_reflection::server::Builder::configure();
+    for set in descriptor_sets {
+        reflection_v1 = reflection_v1.register_encoded_file_descriptor_set(set);
+        reflection_v1alpha = reflection_v1alpha.register_encoded_file_descriptor_set(set);
+    }
     // The descriptor set describes every Email2SMS service; list only the ones this binary serves.
     for name in api.names.iter().chain(["grpc.health.v1.Health"].iter()) {
         reflection_v1 = reflection_v1.with_service_name(*name);
