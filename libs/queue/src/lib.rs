@@ -38,6 +38,10 @@ pub enum QueueError {
     UnknownRoutingKey(String),
     #[error("RabbitMQ did not answer {0} within {BROKER_ANSWER_SECONDS} s")]
     NoAnswer(&'static str),
+    /// The queue exists with other arguments than this process declares; it keeps them (see
+    /// [`topology`]), and the next declaration, on a new channel, succeeds.
+    #[error("queue {queue} keeps the arguments it was declared with: {detail}")]
+    InequivalentArguments { queue: String, detail: String },
     #[error("outbox: {0}")]
     Database(#[from] sqlx::Error),
 }

@@ -380,10 +380,18 @@ impl OutboxRelay {
     }
 
     async fn declare(&self) -> Result<(), QueueError> {
-        let channel = self.publisher.broker().channel().await?;
-        self.topology.declare_events(&channel).await?;
-        let _ = channel.close(200, "declared".into()).await;
-        Ok(())
+        let declare = async || {
+            let channel = self.publisher.broker().channel().await?;
+            self.topology.declare_events(&channel).await?;
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(())
+        };
+        match declare().await {
+            // The queue keeps its arguments (logged once); declared again on a new channel, it is
+            // only checked to exist, so the relay goes on at once.
+            Err(QueueError::InequivalentArguments { .. }) => declare().await,
+            declared => declared,
+        }
     }
 
     async fn listen_channel(&self) -> String {

@@ -1,6 +1,14 @@
 //! The queue topology, declared by one function that ingest and dispatch both call at start, so the
-//! arguments of the queues they share can never disagree (RabbitMQ refuses a redeclaration with
-//! different arguments, which turns any drift into a loud start-up failure instead of lost mail).
+//! arguments of the queues they share come from one place.
+//!
+//! Some arguments are settings (the status queue's bound, the job queue's delivery limit), and
+//! RabbitMQ refuses to redeclare a queue with other arguments than it has (`PRECONDITION_FAILED -
+//! inequivalent arg`), closing the channel. Were that an error like any other, changing
+//! `EMAIL2SMS_STATUS_QUEUE_MAX_LENGTH`, or two replicas rolled out with different values, would
+//! make every outbox relay and consumer retry its declaration forever and publish nothing. So a
+//! queue found with other arguments keeps its own: the mismatch is logged once per process as an
+//! error naming the argument and how to change it (a RabbitMQ policy, or deleting the queue), and
+//! from then on the queue is only checked to exist (a passive declare) until it is gone.
 //!
 //! ```text
 //!  ingest ──▶ {prefix}jobs (direct) ──sms.job──▶ {prefix}sms.jobs (quorum, delivery limit)
@@ -14,9 +22,12 @@
 //!                                          └─<routing key>──▶ any other consumer's own queue
 //! ```
 
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
@@ -38,7 +49,8 @@ pub const POLICY_EVENT_ROUTING_KEYS: [&str; 2] = [
 pub const DEAD_REASON_HEADER: &str = "x-email2sms-reason";
 
 /// The queue settings every service takes: where the broker is and the topology's names and
-/// arguments. Ingest and dispatch must be given the same values; RabbitMQ refuses a mismatch at start.
+/// arguments. Every service should be given the same values: a queue declared first with other
+/// arguments keeps them, and the others log an error saying so (see the module doc).
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueueArgs {
     /// RabbitMQ URL.
@@ -294,7 +306,7 @@ impl Topology {
             &self.jobs_queue(),
             jobs,
             &self.jobs_exchange(),
-            SMS_JOB_ROUTING_KEY,
+            &[SMS_JOB_ROUTING_KEY],
         )
         .await?;
 
@@ -321,7 +333,7 @@ impl Topology {
                 &self.retry_queue(*delay),
                 tier,
                 &self.retry_exchange(),
-                &self.retry_tier(*delay),
+                &[self.retry_tier(*delay).as_str()],
             )
             .await?;
         }
@@ -331,7 +343,7 @@ impl Topology {
             &self.dead_queue(),
             quorum_arguments(),
             &self.dead_exchange(),
-            SMS_DEAD_ROUTING_KEY,
+            &[SMS_DEAD_ROUTING_KEY],
         )
         .await
     }
@@ -357,20 +369,15 @@ impl Topology {
             &self.status_events_queue(),
             self.status_events_arguments(),
             &self.events_exchange(),
-            SMS_STATUS_CHANGED_ROUTING_KEY,
+            &[SMS_STATUS_CHANGED_ROUTING_KEY],
         )
         .await?;
-        for key in POLICY_EVENT_ROUTING_KEYS {
-            self.declare_bound_queue(
-                channel,
-                &self.policy_events_queue(),
-                quorum_arguments(),
-                &self.events_exchange(),
-                key,
-            )
-            .await?;
-        }
-        Ok(())
+        self.bind_event_queue(
+            channel,
+            &self.policy_events_queue(),
+            &POLICY_EVENT_ROUTING_KEYS,
+        )
+        .await
     }
 
     /// The status queue's arguments: a quorum queue (one consumer sees the events in the order
@@ -405,47 +412,117 @@ impl Topology {
         routing_keys: &[&str],
     ) -> Result<(), QueueError> {
         self.declare_events(channel).await?;
-        for key in routing_keys {
-            self.declare_bound_queue(
-                channel,
-                queue,
-                quorum_arguments(),
-                &self.events_exchange(),
-                key,
-            )
-            .await?;
-        }
-        Ok(())
+        self.bind_event_queue(channel, queue, routing_keys).await
     }
 
+    /// Declares a durable quorum queue bound to the events exchange under `routing_keys`.
+    async fn bind_event_queue(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        routing_keys: &[&str],
+    ) -> Result<(), QueueError> {
+        self.declare_bound_queue(
+            channel,
+            queue,
+            quorum_arguments(),
+            &self.events_exchange(),
+            routing_keys,
+        )
+        .await
+    }
+
+    /// Declares `queue` with `arguments` (or, once it was found with others, checks that it
+    /// exists: see the module doc) and binds it to `exchange` under each of `routing_keys`.
     async fn declare_bound_queue(
         &self,
         channel: &Channel,
         queue: &str,
         arguments: FieldTable,
         exchange: &str,
-        routing_key: &str,
+        routing_keys: &[&str],
     ) -> Result<(), QueueError> {
-        channel
-            .queue_declare(
-                ShortString::from(queue),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                arguments,
-            )
-            .await?;
-        channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                routing_key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let keeps_its_own = KEEPING_THEIR_ARGUMENTS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(queue);
+        let options = QueueDeclareOptions {
+            durable: true,
+            passive: keeps_its_own,
+            ..Default::default()
+        };
+        let arguments = if keeps_its_own {
+            FieldTable::default()
+        } else {
+            arguments
+        };
+        match channel
+            .queue_declare(ShortString::from(queue), options, arguments)
+            .await
+        {
+            Ok(_) => {}
+            Err(error) => return Err(declare_refused(queue, keeps_its_own, error)),
+        }
+        for routing_key in routing_keys {
+            channel
+                .queue_bind(
+                    queue.into(),
+                    exchange.into(),
+                    (*routing_key).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         Ok(())
+    }
+}
+
+/// The queues of this process found with other arguments than it declares, which keep theirs: it
+/// only checks that they exist from then on.
+static KEEPING_THEIR_ARGUMENTS: LazyLock<Mutex<HashSet<String>>> =
+    LazyLock::new(|| Mutex::new(HashSet::new()));
+
+/// What a refused declaration of `queue` means. A queue with other arguments is remembered as
+/// keeping them, with one error in the log; a queue that was kept but is gone now (an operator
+/// deleted it) is declared with this process's arguments next time. Either way the channel is
+/// closed by the broker and the caller declares again on a new one.
+fn declare_refused(queue: &str, was_kept: bool, error: lapin::Error) -> QueueError {
+    let refusal = match error.kind() {
+        lapin::ErrorKind::ProtocolError(refusal) => Some(refusal),
+        _ => None,
+    };
+    let soft = |expected: AMQPSoftError| {
+        refusal.is_some_and(|r| *r.kind() == AMQPErrorKind::Soft(expected))
+    };
+    let mut kept = KEEPING_THEIR_ARGUMENTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if was_kept && soft(AMQPSoftError::NOTFOUND) {
+        kept.remove(queue);
+        return QueueError::Amqp(error);
+    }
+    let detail = refusal.map(|r| r.get_message().to_string());
+    match detail {
+        Some(detail)
+            if soft(AMQPSoftError::PRECONDITIONFAILED) && detail.contains("inequivalent arg") =>
+        {
+            if kept.insert(queue.to_owned()) {
+                tracing::error!(
+                    queue,
+                    broker = %detail,
+                    "the queue exists with other arguments than this service's settings \
+                     (EMAIL2SMS_STATUS_QUEUE_MAX_LENGTH, EMAIL2SMS_STATUS_QUEUE_TTL, \
+                     EMAIL2SMS_DELIVERY_LIMIT); it keeps its own. To change them on a running \
+                     broker, set a RabbitMQ policy on the queue, or delete it once it is empty"
+                );
+            }
+            QueueError::InequivalentArguments {
+                queue: queue.to_owned(),
+                detail,
+            }
+        }
+        _ => QueueError::Amqp(error),
     }
 }
 

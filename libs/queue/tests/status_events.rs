@@ -10,7 +10,7 @@ use email2sms_proto::queue::v1::{SMS_STATUS_CHANGED_ROUTING_KEY, SmsState, SmsSt
 use email2sms_queue::outbox::{OutboxEvent, OutboxRelay, enqueue_many};
 use email2sms_queue::topology::{StatusQueueBounds, Topology};
 use email2sms_queue::{Broker, Publisher};
-use email2sms_testkit::TestDb;
+use email2sms_testkit::{TestDb, eventually};
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 
@@ -136,48 +136,69 @@ impl Setup {
 
     /// Reads the status queue until `count` events came, for at most 10 s.
     async fn read_events(&self, count: usize) -> Vec<SmsStatusChanged> {
-        let mut events = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while events.len() < count {
-            events.extend(self.read_status_queue().await);
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {} of {count} events reached {}",
-                events.len(),
-                self.topology.status_events_queue()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        events
+        let events = Mutex::new(Vec::new());
+        eventually(
+            &format!("{count} events in {}", self.topology.status_events_queue()),
+            || async {
+                let read = self.read_status_queue().await;
+                let mut events = events.lock().unwrap();
+                events.extend(read);
+                events.len()
+            },
+            |read| *read >= count,
+        )
+        .await;
+        events.into_inner().unwrap()
     }
 
     /// Waits until the relay has declared the events topology, for at most 10 s (the policy
     /// queue is declared last).
     async fn status_queue_declared(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let Ok(channel) = self.broker.channel().await else {
-                continue;
-            };
-            let declared = channel
-                .queue_declare(
-                    self.topology.policy_events_queue().as_str().into(),
-                    lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    lapin::types::FieldTable::default(),
-                )
-                .await;
-            if declared.is_ok() {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the relay never declared the status queue"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            "the relay to declare the events topology",
+            || async {
+                let Ok(channel) = self.broker.channel().await else {
+                    return false;
+                };
+                channel
+                    .queue_declare(
+                        self.topology.policy_events_queue().as_str().into(),
+                        lapin::options::QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        lapin::types::FieldTable::default(),
+                    )
+                    .await
+                    .is_ok()
+            },
+            |declared| *declared,
+        )
+        .await;
+    }
+
+    /// Rows waiting in the outbox.
+    async fn outbox_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Messages in the status queue now.
+    async fn held(&self) -> u32 {
+        self.channel
+            .queue_declare(
+                self.topology.status_events_queue().as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count()
     }
 
     async fn cleanup(self, relay: tokio::task::JoinHandle<()>) {
@@ -232,57 +253,41 @@ async fn an_unread_status_queue_keeps_only_the_newest_events_within_its_bound() 
     s.status_queue_declared().await;
     let ids = s.write_events(8).await;
     // Full: the oldest go (drop-head). The relay is never refused, so the outbox never backs up.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let remaining: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-            .fetch_one(&s.pool)
-            .await
-            .unwrap();
-        if remaining == 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the relay is stuck");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the relay to empty the outbox",
+        || s.outbox_rows(),
+        |rows| *rows == 0,
+    )
+    .await;
     let queue = s.topology.status_events_queue();
-    let held = s
-        .channel
-        .queue_declare(
-            queue.as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap()
-        .message_count();
+    let held = s.held().await;
     assert!(held <= 5, "{queue} holds {held}, more than its bound");
     // Unread for longer than the TTL: gone. Until then, only the newest five are there.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let message = s
-            .channel
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-            .await
-            .unwrap();
-        let Some(message) = message else { break };
-        let id = message.delivery.properties.message_id().clone().unwrap();
-        assert!(ids[3..].contains(&id.to_string()), "{id} is an old event");
-        message
-            .nack(lapin::options::BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "events outlived the TTL"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the events to outlive the TTL",
+        || async {
+            let message = s
+                .channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                .await
+                .unwrap();
+            let Some(message) = message else {
+                return None;
+            };
+            let id = message.delivery.properties.message_id().clone().unwrap();
+            assert!(ids[3..].contains(&id.to_string()), "{id} is an old event");
+            message
+                .nack(lapin::options::BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            Some(id.to_string())
+        },
+        Option::is_none,
+    )
+    .await;
     s.cleanup(relay).await;
 }
 
@@ -311,6 +316,17 @@ impl Captured {
             .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    }
+
+    /// For this thread only: the relay's task runs on the test's (current-thread) runtime.
+    fn install_here(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(email2sms_runtime::telemetry::log_filter("debug").unwrap())
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
     }
 
     fn text(&self) -> String {
@@ -360,5 +376,82 @@ async fn an_unroutable_event_is_logged_without_its_body_and_goes_out_once_its_ho
     let as_bytes = as_bytes.trim_matches(|c| c == '[' || c == ']');
     assert!(!logs.contains(as_bytes), "body bytes in the log: {logs}");
     assert!(!logs.contains("is off"), "body text in the log: {logs}");
+    s.cleanup(relay).await;
+}
+
+#[tokio::test]
+async fn a_status_queue_declared_with_another_bound_keeps_it_and_the_relay_still_publishes() {
+    let captured = Captured::default();
+    let _logs = captured.install_here();
+    // The queue as the first service declared it: five events at most.
+    let s = setup(StatusQueueBounds {
+        max_length: 5,
+        ttl: Duration::from_secs(600),
+    })
+    .await;
+    s.topology
+        .declare_events(&s.broker.channel().await.unwrap())
+        .await
+        .expect("the first declaration");
+    // A relay whose settings differ: a replica rolled out with the default bound.
+    let mut differing = s.relay.clone();
+    differing.topology.status_events = StatusQueueBounds::default();
+    let other_bound = differing.topology.clone();
+    let relay = tokio::spawn(differing.run(s.stop.clone().cancelled_owned()));
+    let ids = s.write_events(8).await;
+    eventually(
+        "the relay with the other bound to publish every event",
+        || s.outbox_rows(),
+        |rows| *rows == 0,
+    )
+    .await;
+    // The queue kept its own bound: the newest five are there.
+    let queue = s.topology.status_events_queue();
+    let held = s.held().await;
+    assert_eq!(held, 5, "{queue} holds {held}");
+    let read: Vec<String> = s
+        .read_status_queue()
+        .await
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(read, ids[3..], "the newest five, in order");
+    // From now on this process only checks that the queue is there.
+    other_bound
+        .declare_events(&s.broker.channel().await.unwrap())
+        .await
+        .expect("a declaration with the other bound, once the queue is known to keep its own");
+    let logs = captured.text();
+    assert_eq!(
+        logs.matches("it keeps its own").count(),
+        1,
+        "one error, naming the argument: {logs}"
+    );
+    assert!(logs.contains("x-max-length"), "{logs}");
+
+    // Deleted by an operator, the queue comes back with the settings of who declares it next.
+    s.channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let gone = other_bound
+        .declare_events(&s.broker.channel().await.unwrap())
+        .await;
+    assert!(gone.is_err(), "the kept queue is missing: {gone:?}");
+    other_bound
+        .declare_events(&s.broker.channel().await.unwrap())
+        .await
+        .expect("declared anew with this process's bound");
+    let first_bound = s
+        .topology
+        .declare_events(&s.broker.channel().await.unwrap())
+        .await;
+    assert!(
+        matches!(
+            first_bound,
+            Err(email2sms_queue::QueueError::InequivalentArguments { .. })
+        ),
+        "now the five-event bound is the one that differs: {first_bound:?}"
+    );
     s.cleanup(relay).await;
 }

@@ -10,9 +10,7 @@ use email2sms_proto::dispatch::v1::{
 };
 use email2sms_proto::prost::Message;
 use email2sms_proto::prost_types::Timestamp;
-use email2sms_proto::queue::v1::{
-    EmailOrigin, FailureKind, SMS_JOB_TYPE, SmsEncoding, SmsJob, SmsState,
-};
+use email2sms_proto::queue::v1::{EmailOrigin, SMS_JOB_TYPE, SmsEncoding, SmsJob, SmsState};
 use email2sms_queue::topology::SMS_JOB_ROUTING_KEY;
 use email2sms_queue::{Outgoing, Publisher, Topology};
 use std::sync::Arc;
@@ -23,6 +21,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::error::{Error, Violation};
+use crate::jobs::state::failure_kind_from_stored;
 use crate::jobs::{self, JobState};
 
 /// Default and maximum page sizes of ListMessages.
@@ -132,12 +131,7 @@ impl From<JobRow> for SmsMessage {
             "ucs2" => SmsEncoding::Ucs2,
             _ => SmsEncoding::Unspecified,
         };
-        let failure_kind = match row.failure_kind.as_deref() {
-            Some("transient") => FailureKind::Transient,
-            Some("permanent") => FailureKind::Permanent,
-            Some("throttled") => FailureKind::Throttled,
-            _ => FailureKind::Unspecified,
-        };
+        let failure_kind = failure_kind_from_stored(row.failure_kind.as_deref());
         SmsMessage {
             job_id: row.job_id.to_string(),
             company_id: row.company_id.to_string(),
@@ -176,20 +170,6 @@ fn parse_uuid(field: &'static str, text: &str) -> Result<Uuid, Violation> {
     Uuid::parse_str(text).map_err(|_| Violation::without_reason(field, "must be a UUID"))
 }
 
-/// The database states a public state filter covers (SUBMITTING includes jobs under review, as
-/// they are shown as SUBMITTING).
-fn db_states(state: SmsState) -> &'static [&'static str] {
-    match state {
-        SmsState::Unspecified => &[],
-        SmsState::Queued => &["queued"],
-        SmsState::Submitting => &["submitting", "needs_review"],
-        SmsState::Submitted => &["submitted"],
-        SmsState::Delivered => &["delivered"],
-        SmsState::Failed => &["failed"],
-        SmsState::Expired => &["expired"],
-    }
-}
-
 /// ListMessages filters, validated.
 #[derive(Debug)]
 struct ListFilter {
@@ -197,7 +177,7 @@ struct ListFilter {
     page_size: i64,
     recipient: Option<String>,
     forwarding_user_id: Option<Uuid>,
-    states: Vec<&'static str>,
+    states: Vec<JobState>,
     start: Option<DateTime<Utc>>,
     end: Option<DateTime<Utc>>,
     email_message_id: Option<String>,
@@ -236,7 +216,8 @@ impl ListFilter {
                     format!("states[{index}]"),
                     "not a known state",
                 )),
-                Ok(state) => states.extend_from_slice(db_states(state)),
+                // SUBMITTING includes jobs under review, as they are shown as SUBMITTING.
+                Ok(state) => states.extend(JobState::showing_as(state)),
             }
         }
         let start = request
@@ -296,7 +277,8 @@ impl ListFilter {
             self.company_id,
             self.recipient,
             self.forwarding_user_id,
-            self.states,
+            // As stored, so tokens keep their fingerprint whatever the enum's names.
+            self.states.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             self.start.map(|t| t.timestamp_micros()),
             self.end.map(|t| t.timestamp_micros()),
             self.email_message_id,
@@ -474,11 +456,13 @@ async fn list_messages(
         query.push(" AND forwarding_user_id = ").push_bind(user);
     }
     if !filter.states.is_empty() {
-        let states: Vec<String> = filter.states.iter().map(|s| (*s).to_owned()).collect();
+        let states: Vec<&str> = filter.states.iter().map(|s| s.as_str()).collect();
         query.push(" AND state = ANY(").push_bind(states).push(")");
     }
     if filter.needs_review_only {
-        query.push(" AND state = 'needs_review'");
+        query
+            .push(" AND state = ")
+            .push_bind(JobState::NeedsReview.as_str());
     }
     if let Some(start) = filter.start {
         query.push(" AND created_at >= ").push_bind(start);

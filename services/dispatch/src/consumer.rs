@@ -16,7 +16,7 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::{Dispatcher, Outcome, Retry};
+use crate::jobs::{Dispatcher, Outcome};
 
 /// Header telling an operator why a job sits in a retry tier.
 pub const RETRY_REASON_HEADER: &str = "x-email2sms-retry-reason";
@@ -69,17 +69,32 @@ pub const FAILED_DELIVERIES_HEADER: &str = "x-email2sms-failed-deliveries";
 /// consumer that went away), absent on the first.
 const RABBITMQ_DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
-/// What the consumer does with a delivery: what [`decide`] answers.
+/// What the consumer does with a delivery: what [`decide`] answers, with everything settling it
+/// needs, so that [`settle`] carries it out without looking at the outcome again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
     /// Done with it: ack.
     Ack,
-    /// Through the retry tier of this delay (publish with confirm, then ack).
-    RetryAfter(Duration),
-    /// Into the dead-letter queue with this reason (publish with confirm, then ack).
-    DeadLetter(String),
+    /// Through a retry tier (publish with confirm, then ack).
+    RetryAfter(RetryTier),
+    /// Into the dead-letter queue with this reason (publish with confirm, then ack). `gave_up`:
+    /// the job could have been retried but reached the delivery limit, so its row is failed too
+    /// ([`Dispatcher::give_up`]) when it still waits queued.
+    DeadLetter { reason: String, gave_up: bool },
     /// No retry tiers are configured: back to the queue, which counts it against its own limit.
     Requeue,
+}
+
+/// Where a job retried later goes, and what it carries there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryTier {
+    /// The tier's delay.
+    pub delay: Duration,
+    /// The job's failed deliveries including this one, unless it was a throttled wait
+    /// ([`FAILED_DELIVERIES_HEADER`]).
+    pub failed_deliveries: u32,
+    pub reason: String,
+    pub throttled: bool,
 }
 
 /// The one decision every outcome of a delivery goes through, whichever path failed (the payload,
@@ -95,24 +110,35 @@ pub enum Settlement {
 pub fn decide(outcome: &Outcome, failed_before: u32, topology: &Topology) -> Settlement {
     let retry = match outcome {
         Outcome::Done => return Settlement::Ack,
-        Outcome::Permanent(reason) => return Settlement::DeadLetter(reason.clone()),
+        Outcome::Permanent(reason) => {
+            return Settlement::DeadLetter {
+                reason: reason.clone(),
+                gave_up: false,
+            };
+        }
         Outcome::RetryLater(retry) => retry,
     };
-    if retry.throttled {
-        return topology
-            .retry_delay_for(0)
-            .map_or(Settlement::Requeue, Settlement::RetryAfter);
-    }
-    let deliveries = failed_before.saturating_add(1);
-    if deliveries >= topology.delivery_limit {
-        return Settlement::DeadLetter(format!(
-            "gave up after {deliveries} deliveries: {}",
-            retry.reason
-        ));
-    }
-    topology
-        .retry_delay_for(failed_before)
-        .map_or(Settlement::Requeue, Settlement::RetryAfter)
+    let (tier, failed_deliveries) = if retry.throttled {
+        // A wait, not a failure: the count goes on unchanged.
+        (topology.retry_delay_for(0), failed_before)
+    } else {
+        let deliveries = failed_before.saturating_add(1);
+        if deliveries >= topology.delivery_limit {
+            return Settlement::DeadLetter {
+                reason: format!("gave up after {deliveries} deliveries: {}", retry.reason),
+                gave_up: true,
+            };
+        }
+        (topology.retry_delay_for(failed_before), deliveries)
+    };
+    tier.map_or(Settlement::Requeue, |delay| {
+        Settlement::RetryAfter(RetryTier {
+            delay,
+            failed_deliveries,
+            reason: retry.reason.clone(),
+            throttled: retry.throttled,
+        })
+    })
 }
 
 /// How many deliveries of this job failed before this one: those counted through the retry tiers
@@ -156,54 +182,47 @@ async fn settle(
             Outcome::Permanent(format!("the message is not an SMS job: {error}")),
         ),
     };
-    match (decide(&outcome, failed_before, topology), &outcome) {
-        (Settlement::Ack, _) => Disposition::Ack,
-        (Settlement::Requeue, _) => Disposition::Requeue,
-        (Settlement::DeadLetter(reason), outcome) => {
-            if matches!(outcome, Outcome::RetryLater(_)) {
+    match decide(&outcome, failed_before, topology) {
+        Settlement::Ack => Disposition::Ack,
+        Settlement::Requeue => Disposition::Requeue,
+        Settlement::DeadLetter { reason, gave_up } => {
+            if gave_up {
                 // Given up here rather than by the job store: its row says so too, when it can.
                 dispatcher.give_up(&job_id, &reason).await;
             }
             park(publisher, topology, &delivery, &reason).await
         }
-        (Settlement::RetryAfter(delay), Outcome::RetryLater(retry)) => {
-            let failed = if retry.throttled {
-                // A wait, not a failure: the count goes on unchanged.
-                failed_before
-            } else {
-                failed_before.saturating_add(1)
-            };
-            retry_later(
-                publisher, topology, &delivery, &job_id, delay, retry, failed,
-            )
-            .await
+        Settlement::RetryAfter(tier) => {
+            retry_later(publisher, topology, &delivery, &job_id, &tier).await
         }
-        // `decide` retries only what asked to be retried.
-        (Settlement::RetryAfter(_), Outcome::Done | Outcome::Permanent(_)) => Disposition::Ack,
     }
 }
 
-/// Sends the job through the retry tier of `delay`, counting `failed` deliveries so far.
+/// Sends the job through its retry tier, counting its failed deliveries so far.
 async fn retry_later(
     publisher: &Publisher,
     topology: &Topology,
     delivery: &Delivery,
     job_id: &str,
-    delay: Duration,
-    retry: &Retry,
-    failed: u32,
+    tier: &RetryTier,
 ) -> Disposition {
-    let mut headers = header(RETRY_REASON_HEADER, &retry.reason);
+    let RetryTier {
+        delay,
+        failed_deliveries: failed,
+        reason,
+        throttled,
+    } = tier;
+    let mut headers = header(RETRY_REASON_HEADER, reason);
     headers.insert(
         FAILED_DELIVERIES_HEADER.into(),
-        AMQPValue::LongLongInt(i64::from(failed)),
+        AMQPValue::LongLongInt(i64::from(*failed)),
     );
-    let tier = topology.retry_tier(delay);
+    let routing_key = topology.retry_tier(*delay);
     let exchange = topology.retry_exchange();
     let outcome = publisher
         .publish(Outgoing {
             exchange: &exchange,
-            routing_key: &tier,
+            routing_key: &routing_key,
             payload: &delivery.data,
             message_id: job_id.to_owned(),
             message_type: SMS_JOB_TYPE,
@@ -212,7 +231,7 @@ async fn retry_later(
         .await;
     match outcome {
         Ok(()) => {
-            tracing::info!(job_id, ?delay, failed_deliveries = failed, reason = %retry.reason, throttled = retry.throttled, "job retried later");
+            tracing::info!(job_id, ?delay, failed_deliveries = failed, %reason, throttled, "job retried later");
             Disposition::Ack
         }
         Err(error) => {
@@ -272,6 +291,7 @@ fn header(name: &str, value: &str) -> FieldTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::Retry;
 
     fn topology() -> Topology {
         Topology {
@@ -284,6 +304,15 @@ mod tests {
             delivery_limit: 5,
             ..Topology::default()
         }
+    }
+
+    fn tier(seconds: u64, failed_deliveries: u32, reason: &str, throttled: bool) -> Settlement {
+        Settlement::RetryAfter(RetryTier {
+            delay: Duration::from_secs(seconds),
+            failed_deliveries,
+            reason: reason.into(),
+            throttled,
+        })
     }
 
     fn transient(reason: &str) -> Outcome {
@@ -300,30 +329,35 @@ mod tests {
         assert_eq!(decide(&Outcome::Done, 9, &topology()), Settlement::Ack);
         assert_eq!(
             decide(&Outcome::Permanent("bad data".into()), 0, &topology()),
-            Settlement::DeadLetter("bad data".into())
+            Settlement::DeadLetter {
+                reason: "bad data".into(),
+                gave_up: false
+            }
         );
     }
 
     #[test]
     fn transient_faults_walk_the_tiers_by_failed_deliveries_and_stop_at_the_limit() {
         let t = topology();
-        let s = Duration::from_secs;
         // Whatever failed (database or connector), the count decides, not the job's own attempts.
         let walked: Vec<Settlement> = (0..5).map(|n| decide(&transient("x"), n, &t)).collect();
         assert_eq!(
             walked,
             [
-                Settlement::RetryAfter(s(10)),
-                Settlement::RetryAfter(s(60)),
-                Settlement::RetryAfter(s(600)),
-                Settlement::RetryAfter(s(600)),
-                Settlement::DeadLetter("gave up after 5 deliveries: x".into()),
+                tier(10, 1, "x", false),
+                tier(60, 2, "x", false),
+                tier(600, 3, "x", false),
+                tier(600, 4, "x", false),
+                Settlement::DeadLetter {
+                    reason: "gave up after 5 deliveries: x".into(),
+                    gave_up: true
+                },
             ]
         );
         // Past the limit (a count carried from before the limit was lowered) still dead-letters.
         assert!(matches!(
             decide(&transient("x"), 40, &t),
-            Settlement::DeadLetter(_)
+            Settlement::DeadLetter { gave_up: true, .. }
         ));
     }
 
@@ -334,13 +368,15 @@ mod tests {
             attempts: 3,
             reason: "over the user's rate".into(),
         });
+        let reason = "over the user's rate";
         assert_eq!(
             decide(&throttled, 0, &topology()),
-            Settlement::RetryAfter(Duration::from_secs(10))
+            tier(10, 0, reason, true)
         );
         assert_eq!(
             decide(&throttled, 4, &topology()),
-            Settlement::RetryAfter(Duration::from_secs(10))
+            tier(10, 4, reason, true),
+            "the count carried on unchanged"
         );
     }
 
@@ -353,7 +389,7 @@ mod tests {
         assert_eq!(decide(&transient("x"), 0, &t), Settlement::Requeue);
         assert!(matches!(
             decide(&transient("x"), 4, &t),
-            Settlement::DeadLetter(_)
+            Settlement::DeadLetter { gave_up: true, .. }
         ));
     }
 }

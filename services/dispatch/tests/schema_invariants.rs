@@ -162,3 +162,65 @@ async fn job_state_values_are_checked() {
     .await
     .unwrap();
 }
+
+/// The values a CHECK constraint lists (`col IN ('a', 'b')`, which PostgreSQL keeps as
+/// `col = ANY (ARRAY['a'::text, 'b'::text])`), sorted.
+async fn listed_values(pool: &PgPool, constraint: &str) -> Vec<String> {
+    let definition: String = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint
+         WHERE conname = $1 AND connamespace = current_schema()::regnamespace",
+    )
+    .bind(constraint)
+    .fetch_one(pool)
+    .await
+    .unwrap_or_else(|error| panic!("no constraint {constraint}: {error}"));
+    // Every other piece between quotes is a literal.
+    let mut values: Vec<String> = definition
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    values.sort();
+    assert!(
+        !values.is_empty(),
+        "{constraint} lists nothing: {definition}"
+    );
+    values
+}
+
+fn sorted<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut values: Vec<String> = values.into_iter().map(str::to_owned).collect();
+    values.sort();
+    values
+}
+
+#[tokio::test]
+async fn the_schema_checks_exactly_the_states_receipt_statuses_and_failure_kinds_the_code_stores() {
+    use email2sms_dispatch::connector::ReceiptStatus;
+    use email2sms_dispatch::jobs::JobState;
+    use email2sms_dispatch::jobs::state::{STORED_FAILURE_KINDS, stored_failure_kind};
+
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 2).await;
+    assert_eq!(
+        listed_values(&pool, "sms_jobs_state_check").await,
+        sorted(JobState::ALL.map(JobState::as_str)),
+        "JobState and the state column"
+    );
+    let statuses = sorted(ReceiptStatus::ALL.map(ReceiptStatus::as_str));
+    for constraint in [
+        "sms_job_parts_receipt_status_check",
+        "unmatched_delivery_receipts_status_check",
+    ] {
+        assert_eq!(
+            listed_values(&pool, constraint).await,
+            statuses,
+            "ReceiptStatus and {constraint}"
+        );
+    }
+    assert_eq!(
+        listed_values(&pool, "sms_jobs_failure_kind_check").await,
+        sorted(STORED_FAILURE_KINDS.map(|kind| stored_failure_kind(kind).unwrap())),
+        "the stored failure kinds and the failure_kind column"
+    );
+}

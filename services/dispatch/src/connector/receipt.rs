@@ -15,6 +15,19 @@ pub enum ReceiptStatus {
 }
 
 impl ReceiptStatus {
+    /// Every status, as the schema's CHECK constraints list them.
+    pub const ALL: [ReceiptStatus; 9] = [
+        ReceiptStatus::Enroute,
+        ReceiptStatus::Delivered,
+        ReceiptStatus::Expired,
+        ReceiptStatus::Deleted,
+        ReceiptStatus::Undeliverable,
+        ReceiptStatus::Accepted,
+        ReceiptStatus::Unknown,
+        ReceiptStatus::Rejected,
+        ReceiptStatus::Skipped,
+    ];
+
     /// Parses the `stat:` value (`DELIVRD`, `UNDELIV`, ...), case-insensitively; full words too.
     pub fn parse(stat: &str) -> Option<ReceiptStatus> {
         Some(match stat.to_ascii_uppercase().as_str() {
