@@ -90,10 +90,15 @@ async fn authorised_mail_becomes_exactly_the_expected_jobs() {
             &mail("alice@corp.test", "m1@corp.test", "Pump 3 failed"),
         )
         .await;
-    assert!(reply.starts_with("250 2.0.0"), "{reply}");
     let mut jobs = h.jobs().await;
     jobs.sort_by_key(|j| j.recipient_index);
     assert_eq!(jobs.len(), 2, "{jobs:?}");
+    // As Postfix says "queued as": the ids GetMessage finds, in recipient order.
+    let queued = format!(
+        "250 2.0.0 queued 2 SMS as {}, {}",
+        jobs[0].job_id, jobs[1].job_id
+    );
+    assert_eq!(reply, queued);
     assert_eq!(jobs[0].recipient, "+64211234567");
     assert_eq!(jobs[0].recipient_address, "0211234567@sms.example.net");
     assert_eq!(jobs[1].recipient, "+61412345678");
@@ -133,7 +138,10 @@ async fn authorised_mail_becomes_exactly_the_expected_jobs() {
             &mail("alice@corp.test", "m1@corp.test", "Pump 3 failed"),
         )
         .await;
-    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(
+        reply,
+        format!("{queued} earlier (same Message-ID); not sent again")
+    );
     assert!(h.jobs().await.is_empty());
 
     // Via SPF for a verified domain: UCS-2 text, long enough for 2 parts.
@@ -345,7 +353,16 @@ async fn diagnose_explains_accepted_and_refused_senders() {
         .await
         .unwrap();
     assert_eq!(accepted.decision(), Decision::Accept, "{accepted:?}");
-    assert_eq!(accepted.reply.as_ref().unwrap().code, 250);
+    // The words of the 250 the mail would get, without the ids its jobs get only when queued.
+    let reply = accepted.reply.as_ref().unwrap();
+    assert_eq!(
+        (
+            reply.code,
+            reply.enhanced_code.as_str(),
+            reply.text.as_str()
+        ),
+        (250, "2.0.0", "queued 1 SMS as <job id>")
+    );
     let names: Vec<&str> = accepted.steps.iter().map(|s| s.name.as_str()).collect();
     for name in [
         "sender_identity",
