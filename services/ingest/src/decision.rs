@@ -558,10 +558,9 @@ impl Engine {
             }
         }
         outcome.authentication.get_or_insert(auth);
-        outcome.reply = Reply::ok(format!(
-            "accepted: {} SMS will be sent",
-            outcome.recipients.len()
-        ));
+        // The words of the real 250 (Diagnose shows them), with the ids the jobs will get
+        // only when they are queued.
+        outcome.reply = Reply::queued(&vec!["<job id>"; outcome.recipients.len()]);
         Ok(())
     }
 }

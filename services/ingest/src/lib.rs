@@ -145,7 +145,8 @@ pub struct Config {
     #[command(flatten)]
     pub sms: SmsDomainsArgs,
 
-    /// Comma-separated CIDRs of relays allowed to state the real client through XCLIENT or PROXY.
+    /// Comma-separated CIDRs of relays allowed to state the real client through XCLIENT, XFORWARD
+    /// or PROXY; only they are offered XCLIENT and XFORWARD in EHLO.
     #[arg(long, env = "EMAIL2SMS_TRUSTED_RELAYS", value_delimiter = ',')]
     pub trusted_relays: Vec<IpNet>,
 

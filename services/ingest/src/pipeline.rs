@@ -96,6 +96,12 @@ fn nothing_sent() -> Reply {
     )
 }
 
+/// Where the job ids of a message are remembered, next to its dedupe key. Its own namespace: a
+/// Message-ID ending in some suffix can never name this hash.
+fn job_ids_key(dedupe_key: &str) -> String {
+    dedupe_key.replacen("ingest:dedupe:", "ingest:jobids:", 1)
+}
+
 /// The facts of an SMTP envelope as the decision wants them.
 pub fn recipients_of(envelope: &Envelope) -> Vec<String> {
     envelope
@@ -156,8 +162,7 @@ impl Gateway {
         let Some(dedupe_key) = dedupe_key else {
             return fresh;
         };
-        // Its own namespace: a Message-ID ending in some suffix can never name this hash.
-        let key = dedupe_key.replacen("ingest:dedupe:", "ingest:jobids:", 1);
+        let key = job_ids_key(dedupe_key);
         let mut pipe = redis::pipe();
         pipe.atomic();
         for (recipient, id) in outcome.recipients.iter().zip(&fresh) {
@@ -190,6 +195,18 @@ impl Gateway {
                 fresh
             }
         }
+    }
+
+    /// The job ids a re-delivered message got the first time, when all are still remembered.
+    async fn earlier_job_ids(&self, dedupe_key: &str, outcome: &Outcome) -> Option<Vec<String>> {
+        let mut get = redis::cmd("HMGET");
+        get.arg(job_ids_key(dedupe_key));
+        for recipient in &outcome.recipients {
+            get.arg(&recipient.e164);
+        }
+        let mut redis = self.engine.policy.redis();
+        let stored: Vec<Option<String>> = get.query_async(&mut redis).await.ok()?;
+        stored.into_iter().collect()
     }
 
     /// Builds the jobs of an accepted message, `ids[i]` for recipient `i`.
@@ -479,7 +496,14 @@ impl MessageHandler for Gateway {
             && self.is_duplicate(key).await
         {
             tracing::info!(message_id = ?mail.message_id, "duplicate delivery; no second set of SMS");
-            return Reply::ok("already accepted earlier (same Message-ID); not sent again");
+            let text = match self.earlier_job_ids(key, &outcome).await {
+                Some(ids) if !ids.is_empty() => format!(
+                    "{} earlier (same Message-ID); not sent again",
+                    Reply::queued(&ids).text
+                ),
+                _ => "already accepted earlier (same Message-ID); not sent again".to_owned(),
+            };
+            return Reply::ok(text);
         }
         let international = match self.reserve_international(&outcome).await {
             Ok(reserved) => reserved,
@@ -511,7 +535,8 @@ impl MessageHandler for Gateway {
         if let Some(key) = &dedupe_key {
             self.mark_delivered(key).await;
         }
-        let reply = Reply::ok(format!("queued {} SMS for delivery", jobs.len()));
+        let job_ids: Vec<&str> = jobs.iter().map(|job| job.job_id.as_str()).collect();
+        let reply = Reply::queued(&job_ids);
         self.note_sighting(
             &outcome,
             &facts,

@@ -21,6 +21,7 @@ use email2sms_proto::policy::v1::{
 use email2sms_proto::queue::v1::{SmsEncoding, SmsJob};
 use email2sms_proto::tonic::{Request, Response, Status};
 use email2sms_testkit::dns::DnsServer;
+use email2sms_testkit::{eventually, eventually_within};
 use lapin::options::{BasicGetOptions, QueueDeleteOptions};
 use prost::Message;
 use redis::AsyncCommands;
@@ -90,10 +91,15 @@ async fn authorised_mail_becomes_exactly_the_expected_jobs() {
             &mail("alice@corp.test", "m1@corp.test", "Pump 3 failed"),
         )
         .await;
-    assert!(reply.starts_with("250 2.0.0"), "{reply}");
     let mut jobs = h.jobs().await;
     jobs.sort_by_key(|j| j.recipient_index);
     assert_eq!(jobs.len(), 2, "{jobs:?}");
+    // As Postfix says "queued as": the ids GetMessage finds, in recipient order.
+    let queued = format!(
+        "250 2.0.0 queued 2 SMS as {}, {}",
+        jobs[0].job_id, jobs[1].job_id
+    );
+    assert_eq!(reply, queued);
     assert_eq!(jobs[0].recipient, "+64211234567");
     assert_eq!(jobs[0].recipient_address, "0211234567@sms.example.net");
     assert_eq!(jobs[1].recipient, "+61412345678");
@@ -133,7 +139,10 @@ async fn authorised_mail_becomes_exactly_the_expected_jobs() {
             &mail("alice@corp.test", "m1@corp.test", "Pump 3 failed"),
         )
         .await;
-    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(
+        reply,
+        format!("{queued} earlier (same Message-ID); not sent again")
+    );
     assert!(h.jobs().await.is_empty());
 
     // Via SPF for a verified domain: UCS-2 text, long enough for 2 parts.
@@ -345,7 +354,16 @@ async fn diagnose_explains_accepted_and_refused_senders() {
         .await
         .unwrap();
     assert_eq!(accepted.decision(), Decision::Accept, "{accepted:?}");
-    assert_eq!(accepted.reply.as_ref().unwrap().code, 250);
+    // The words of the 250 the mail would get, without the ids its jobs get only when queued.
+    let reply = accepted.reply.as_ref().unwrap();
+    assert_eq!(
+        (
+            reply.code,
+            reply.enhanced_code.as_str(),
+            reply.text.as_str()
+        ),
+        (250, "2.0.0", "queued 1 SMS as <job id>")
+    );
     let names: Vec<&str> = accepted.steps.iter().map(|s| s.name.as_str()).collect();
     for name in [
         "sender_identity",
@@ -550,21 +568,26 @@ async fn an_invalidation_message_clears_the_in_process_cache() {
     h.put_domain("good.test", &unready).await;
     let channel = format!("{}policy:invalidations", h.prefix);
     // The subscription starts in the background: announce until the change is seen.
-    let mut reply = String::new();
-    for attempt in 0..50 {
-        let _: i64 = h.redis.publish(&channel, b"x".to_vec()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        reply = h
-            .send(
-                "a@good.test",
-                &rcpt,
-                &mail("a@good.test", &format!("i2-{attempt}"), "hi"),
-            )
-            .await;
-        if reply.starts_with("550") {
-            break;
-        }
-    }
+    let attempt = std::sync::atomic::AtomicU32::new(0);
+    let reply = eventually(
+        "the invalidation to clear the cache",
+        || {
+            let (h, attempt, channel) = (&h, &attempt, &channel);
+            async move {
+                let mut redis = h.redis.clone();
+                let _: i64 = redis.publish(channel, b"x".to_vec()).await.unwrap();
+                let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                h.send(
+                    "a@good.test",
+                    &rcpt,
+                    &mail("a@good.test", &format!("i2-{n}"), "hi"),
+                )
+                .await
+            }
+        },
+        |reply| reply.starts_with("550"),
+    )
+    .await;
     assert!(reply.starts_with("550 5.7.1"), "{reply}");
     assert!(reply.contains("no forwarding user"), "{reply}");
     h.cleanup().await;
@@ -639,18 +662,26 @@ async fn only_authenticated_mail_reaches_the_sender_log_and_is_counted() {
     assert_eq!(replies.len(), 100);
     assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
 
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while events
-        .iter()
-        .map(|e: &email2sms_proto::queue::v1::SenderIpSeen| e.accepted_messages)
-        .sum::<u32>()
-        < 100
-        && tokio::time::Instant::now() < deadline
-    {
-        events.extend(take_events().await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let seen = std::sync::Mutex::new(Vec::new());
+    let counted = |events: &[email2sms_proto::queue::v1::SenderIpSeen]| {
+        events.iter().map(|e| e.accepted_messages).sum::<u32>()
+    };
+    eventually_within(
+        "reports counting the 100 accepted mails",
+        Duration::from_secs(15),
+        || {
+            let (seen, take_events) = (&seen, &take_events);
+            async move {
+                let new = take_events().await;
+                let mut seen = seen.lock().unwrap();
+                seen.extend(new);
+                counted(&seen)
+            }
+        },
+        |count| *count >= 100,
+    )
+    .await;
+    let mut events = seen.into_inner().unwrap();
     // Two more flush intervals: nothing else is coming (a forged report would be among them).
     tokio::time::sleep(Duration::from_millis(500)).await;
     events.extend(take_events().await);
@@ -1086,14 +1117,22 @@ async fn smtp_source_sessions_queue_one_job_per_message_and_an_unknown_sender_is
     );
     // Every 250 was given after the broker confirmed the job, so they are all there; poll anyway
     // (bounded) rather than trust one read of the queue.
-    let mut jobs = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while jobs.len() < MESSAGES && tokio::time::Instant::now() < deadline {
-        jobs.extend(h.jobs().await);
-        if jobs.len() < MESSAGES {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    let taken = std::sync::Mutex::new(Vec::new());
+    eventually(
+        "every job in the queue",
+        || {
+            let (h, taken) = (&h, &taken);
+            async move {
+                let new = h.jobs().await;
+                let mut taken = taken.lock().unwrap();
+                taken.extend(new);
+                taken.len()
+            }
+        },
+        |count| *count >= MESSAGES,
+    )
+    .await;
+    let mut jobs = taken.into_inner().unwrap();
     jobs.extend(h.jobs().await);
     assert_eq!(jobs.len(), MESSAGES, "jobs in the queue: {jobs:?}");
     let job_ids: BTreeSet<&str> = jobs.iter().map(|j| j.job_id.as_str()).collect();

@@ -1,5 +1,5 @@
 //! The SMTP session over in-memory streams: every reply code, pipelining, dot-stuffing, SMTP
-//! smuggling attempts, limits, XCLIENT, PROXY and shutdown, without a socket.
+//! smuggling attempts, limits, XCLIENT, XFORWARD, PROXY and shutdown, without a socket.
 
 mod common;
 
@@ -482,6 +482,101 @@ async fn xclient_is_refused_from_strangers_and_honoured_from_trusted_relays() {
         &h.client.command("XCLIENT ADDR=192.0.2.51").await,
         "503 5.5.1",
     );
+}
+
+/// Sends one message in the open session (EHLO done) and returns the client its envelope named.
+async fn one_message(h: &mut Harness) -> email2sms_ingest::smtp::ClientInfo {
+    let before = h.handler.messages().len();
+    h.client
+        .send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<64211234567@sms.example.net>\r\nDATA\r\n")
+        .await;
+    for expected in ["250 2.1.0", "250 2.1.5", "354"] {
+        expect(&h.client.reply().await, expected);
+    }
+    h.client.send(b"hi\r\n.\r\n").await;
+    expect(&h.client.reply().await, "250");
+    let messages = h.handler.messages();
+    assert_eq!(messages.len(), before + 1);
+    messages[before].0.client.clone()
+}
+
+#[tokio::test]
+async fn xforward_is_offered_and_honoured_only_for_trusted_relays() {
+    let mut h = start().await;
+    let reply = ehlo(&mut h).await;
+    assert!(!reply.contains("XFORWARD"), "{reply}");
+    expect(
+        &h.client.command("XFORWARD ADDR=192.0.2.77").await,
+        "550 5.7.0 XFORWARD is accepted only from trusted relays",
+    );
+    // The stranger is still itself.
+    assert_eq!(one_message(&mut h).await.ip.to_string(), "203.0.113.9");
+
+    let mut h = start_with(session_config(&["10.0.0.0/8"]), RELAY);
+    expect(&h.client.reply().await, "220");
+    let reply = h.client.command("EHLO relay.internal").await;
+    assert!(
+        reply.contains("250 XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE"),
+        "{reply}"
+    );
+    // As Postfix sends it: two commands, pipelined with MAIL FROM.
+    h.client
+        .send(b"XFORWARD NAME=mx.sender.example ADDR=192.0.2.77 PORT=40123 PROTO=ESMTP HELO=mx.sender.example\r\nXFORWARD IDENT=4dLqZk2Fz1z9s SOURCE=REMOTE\r\n")
+        .await;
+    expect(&h.client.reply().await, "250 2.0.0");
+    expect(&h.client.reply().await, "250 2.0.0");
+    let client = one_message(&mut h).await;
+    assert_eq!(client.ip.to_string(), "192.0.2.77");
+    assert_eq!(client.peer.to_string(), RELAY);
+    assert_eq!(client.port, Some(40123));
+    assert_eq!(client.helo.as_deref(), Some("mx.sender.example"));
+    assert_eq!(client.reverse_name.as_deref(), Some("mx.sender.example"));
+    assert_eq!(client.relay_queue_id.as_deref(), Some("4dLqZk2Fz1z9s"));
+    assert!(client.stated_by_relay);
+}
+
+#[tokio::test]
+async fn xforward_describes_only_the_next_transaction() {
+    let mut h = start_with(session_config(&["10.0.0.0/8"]), RELAY);
+    expect(&h.client.reply().await, "220");
+    h.client.command("EHLO relay.internal").await;
+    expect(
+        &h.client
+            .command("XFORWARD ADDR=192.0.2.77 HELO=mx.one.example IDENT=ONE")
+            .await,
+        "250 2.0.0",
+    );
+    assert_eq!(one_message(&mut h).await.ip.to_string(), "192.0.2.77");
+    // The next message over the same (cached) connection, without XFORWARD: the relay's own.
+    let client = one_message(&mut h).await;
+    assert_eq!(client.ip.to_string(), "10.1.2.3");
+    assert_eq!(client.helo.as_deref(), Some("relay.internal"));
+    assert_eq!(client.relay_queue_id, None);
+    assert!(!client.stated_by_relay);
+    // RSET ends what XFORWARD said too.
+    expect(
+        &h.client.command("XFORWARD ADDR=192.0.2.78").await,
+        "250 2.0.0",
+    );
+    expect(&h.client.command("RSET").await, "250 2.0.0");
+    assert_eq!(one_message(&mut h).await.ip.to_string(), "10.1.2.3");
+    // Not inside a transaction: that client is already decided.
+    expect(&h.client.command("MAIL FROM:<a@example.com>").await, "250");
+    expect(
+        &h.client.command("XFORWARD ADDR=192.0.2.79").await,
+        "503 5.5.1 XFORWARD is not allowed inside a mail transaction",
+    );
+    expect(&h.client.command("RSET").await, "250");
+    // Malformed attributes say what is wrong, and change nothing.
+    expect(
+        &h.client.command("XFORWARD ADDR=mx.sender.example").await,
+        "501 5.5.4 XFORWARD: `mx.sender.example` is not an IP address",
+    );
+    expect(
+        &h.client.command("XFORWARD LOGIN=alice").await,
+        "501 5.5.4 XFORWARD: unknown attribute `LOGIN`",
+    );
+    assert_eq!(one_message(&mut h).await.ip.to_string(), "10.1.2.3");
 }
 
 async fn proxied_client_ip(header: &[u8]) -> String {

@@ -32,6 +32,7 @@ pub enum Command {
     Vrfy,
     Help,
     Xclient(Vec<XclientAttribute>),
+    Xforward(Vec<XforwardAttribute>),
 }
 
 /// `MAIL FROM:<>` is a bounce (null reverse-path); anything else names the sender's mailbox.
@@ -106,6 +107,24 @@ pub enum XclientAttribute {
     Ignored(String),
 }
 
+/// One `NAME=value` of XFORWARD (Postfix's XFORWARD extension, what its SMTP client sends with
+/// `smtp_send_xforward_command = yes`), value already xtext-decoded; `None` for `[UNAVAILABLE]`.
+/// Unlike XCLIENT, XFORWARD is not a new connection: it describes the client of the next mail
+/// transaction only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XforwardAttribute {
+    Addr(Option<IpAddr>),
+    Name(Option<String>),
+    Helo(Option<String>),
+    Port(Option<u16>),
+    /// The relay's own id of the message (its queue id), so one mail can be followed from the
+    /// relay's log into ours.
+    Ident(Option<String>),
+    /// PROTO (SMTP or ESMTP) and SOURCE (LOCAL or REMOTE): accepted so a relay can send them,
+    /// not used here.
+    Ignored(String),
+}
+
 /// Why a command line could not be understood; each maps to one reply in the session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
@@ -123,6 +142,8 @@ pub enum CommandError {
     UnsupportedParameter(String),
     #[error("XCLIENT: {0}")]
     BadXclient(String),
+    #[error("XFORWARD: {0}")]
+    BadXforward(String),
 }
 
 /// Parses one command line, without its CRLF.
@@ -158,6 +179,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         "QUIT" => no_argument(Command::Quit),
         "STARTTLS" => no_argument(Command::StartTls),
         "XCLIENT" => parse_xclient(rest).map(Command::Xclient),
+        "XFORWARD" => parse_xforward(rest).map(Command::Xforward),
         _ => Err(CommandError::Unknown),
     }
 }
@@ -395,53 +417,85 @@ fn parse_domain(domain: &str) -> Result<String, String> {
     }
 }
 
-fn parse_xclient(rest: &str) -> Result<Vec<XclientAttribute>, CommandError> {
+/// The `NAME=value` pairs of XCLIENT and XFORWARD: names upper-cased, values xtext-decoded,
+/// `None` for the placeholders `[UNAVAILABLE]` and `[TEMPUNAVAIL]` Postfix sends for a value it
+/// does not know.
+fn relay_attributes(rest: &str) -> Result<Vec<(String, Option<String>)>, String> {
     if rest.is_empty() {
-        return Err(CommandError::BadXclient("no attributes given".into()));
+        return Err("no attributes given".into());
     }
-    let mut attributes = Vec::new();
-    for pair in rest.split([' ', '\t']).filter(|p| !p.is_empty()) {
-        let (name, raw) = pair.split_once('=').ok_or_else(|| {
-            CommandError::BadXclient(format!("`{}` is not NAME=value", shown(pair)))
-        })?;
-        let value = xtext_decode(raw)
-            .ok_or_else(|| CommandError::BadXclient(format!("bad xtext in `{}`", shown(pair))))?;
-        // Postfix sends these two placeholders when it does not know a value.
-        let known = !(value.eq_ignore_ascii_case("[UNAVAILABLE]")
-            || value.eq_ignore_ascii_case("[TEMPUNAVAIL]"));
-        let attribute = match name.to_ascii_uppercase().as_str() {
-            "ADDR" => XclientAttribute::Addr(if known {
-                Some(parse_xclient_addr(&value).ok_or_else(|| {
-                    CommandError::BadXclient(format!("`{}` is not an IP address", shown(&value)))
-                })?)
-            } else {
-                None
-            }),
-            "NAME" => XclientAttribute::Name(known.then_some(value)),
-            "HELO" => XclientAttribute::Helo(known.then_some(value)),
-            "PORT" => XclientAttribute::Port(if known {
-                Some(value.parse().map_err(|_| {
-                    CommandError::BadXclient(format!("`{}` is not a port", shown(&value)))
-                })?)
-            } else {
-                None
-            }),
-            "PROTO" | "LOGIN" | "DESTADDR" | "DESTPORT" => {
-                XclientAttribute::Ignored(name.to_ascii_uppercase())
-            }
-            _ => {
-                return Err(CommandError::BadXclient(format!(
-                    "unknown attribute `{}`",
-                    shown(name)
-                )));
-            }
-        };
-        attributes.push(attribute);
-    }
-    Ok(attributes)
+    rest.split([' ', '\t'])
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (name, raw) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{}` is not NAME=value", shown(pair)))?;
+            let value =
+                xtext_decode(raw).ok_or_else(|| format!("bad xtext in `{}`", shown(pair)))?;
+            let known = !(value.eq_ignore_ascii_case("[UNAVAILABLE]")
+                || value.eq_ignore_ascii_case("[TEMPUNAVAIL]"));
+            Ok((name.to_ascii_uppercase(), known.then_some(value)))
+        })
+        .collect()
 }
 
-/// `IPV6:2001:db8::1` or a plain address, as Postfix sends it.
+/// ADDR of XCLIENT or XFORWARD, when known.
+fn relay_addr(value: Option<String>) -> Result<Option<IpAddr>, String> {
+    value
+        .map(|value| {
+            parse_xclient_addr(&value)
+                .ok_or_else(|| format!("`{}` is not an IP address", shown(&value)))
+        })
+        .transpose()
+}
+
+/// PORT of XCLIENT or XFORWARD, when known.
+fn relay_port(value: Option<String>) -> Result<Option<u16>, String> {
+    value
+        .map(|value| {
+            value
+                .parse()
+                .map_err(|_| format!("`{}` is not a port", shown(&value)))
+        })
+        .transpose()
+}
+
+fn parse_xclient(rest: &str) -> Result<Vec<XclientAttribute>, CommandError> {
+    let attribute = |(name, value): (String, Option<String>)| {
+        Ok(match name.as_str() {
+            "ADDR" => XclientAttribute::Addr(relay_addr(value)?),
+            "NAME" => XclientAttribute::Name(value),
+            "HELO" => XclientAttribute::Helo(value),
+            "PORT" => XclientAttribute::Port(relay_port(value)?),
+            "PROTO" | "LOGIN" | "DESTADDR" | "DESTPORT" => XclientAttribute::Ignored(name),
+            _ => return Err(format!("unknown attribute `{}`", shown(&name))),
+        })
+    };
+    relay_attributes(rest)
+        .and_then(|pairs| pairs.into_iter().map(attribute).collect())
+        .map_err(CommandError::BadXclient)
+}
+
+/// `XFORWARD 1*( SP attribute-name"="attribute-value )` with the attributes of Postfix's
+/// XFORWARD_README: NAME, ADDR, PORT, PROTO, HELO, IDENT, SOURCE.
+fn parse_xforward(rest: &str) -> Result<Vec<XforwardAttribute>, CommandError> {
+    let attribute = |(name, value): (String, Option<String>)| {
+        Ok(match name.as_str() {
+            "ADDR" => XforwardAttribute::Addr(relay_addr(value)?),
+            "NAME" => XforwardAttribute::Name(value),
+            "HELO" => XforwardAttribute::Helo(value),
+            "PORT" => XforwardAttribute::Port(relay_port(value)?),
+            "IDENT" => XforwardAttribute::Ident(value),
+            "PROTO" | "SOURCE" => XforwardAttribute::Ignored(name),
+            _ => return Err(format!("unknown attribute `{}`", shown(&name))),
+        })
+    };
+    relay_attributes(rest)
+        .and_then(|pairs| pairs.into_iter().map(attribute).collect())
+        .map_err(CommandError::BadXforward)
+}
+
+/// `IPV6:2001:db8::1` or a plain address, as Postfix sends it (in XCLIENT and XFORWARD).
 fn parse_xclient_addr(value: &str) -> Option<IpAddr> {
     let bare = match value.get(..5) {
         Some(tag) if tag.eq_ignore_ascii_case("IPV6:") => &value[5..],
@@ -657,6 +711,60 @@ mod tests {
         }
     }
 
+    #[test]
+    fn parses_xforward_as_postfix_sends_it() {
+        // Postfix 3.7 with smtp_send_xforward_command = yes, in its two commands.
+        assert_eq!(
+            parse_command(
+                b"XFORWARD NAME=[UNAVAILABLE] ADDR=127.0.0.77 PORT=40123 PROTO=ESMTP HELO=mail.client.test"
+            ),
+            Ok(Command::Xforward(vec![
+                XforwardAttribute::Name(None),
+                XforwardAttribute::Addr(Some("127.0.0.77".parse().unwrap())),
+                XforwardAttribute::Port(Some(40123)),
+                XforwardAttribute::Ignored("PROTO".into()),
+                XforwardAttribute::Helo(Some("mail.client.test".into())),
+            ]))
+        );
+        assert_eq!(
+            parse_command(b"xforward ident=4dLqZk2Fz1z9s source=REMOTE"),
+            Ok(Command::Xforward(vec![
+                XforwardAttribute::Ident(Some("4dLqZk2Fz1z9s".into())),
+                XforwardAttribute::Ignored("SOURCE".into()),
+            ]))
+        );
+        assert_eq!(
+            parse_command(b"XFORWARD ADDR=IPV6:2001:db8::7 HELO=[TEMPUNAVAIL] NAME=a+2Bb"),
+            Ok(Command::Xforward(vec![
+                XforwardAttribute::Addr(Some("2001:db8::7".parse().unwrap())),
+                XforwardAttribute::Helo(None),
+                XforwardAttribute::Name(Some("a+b".into())),
+            ]))
+        );
+        assert_eq!(
+            parse_command(b"XFORWARD ADDR=[UNAVAILABLE]"),
+            Ok(Command::Xforward(vec![XforwardAttribute::Addr(None)]))
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_xforward_with_its_own_error() {
+        for bad in [
+            &b"XFORWARD"[..],
+            b"XFORWARD ADDR=mail.example.com",
+            b"XFORWARD PORT=70000",
+            b"XFORWARD LOGIN=alice",
+            b"XFORWARD HELO",
+            b"XFORWARD HELO=a+0Db",
+        ] {
+            assert!(
+                matches!(parse_command(bad), Err(CommandError::BadXforward(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn random_bytes_never_panic(line in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
@@ -665,7 +773,7 @@ mod tests {
 
         #[test]
         fn random_commands_never_panic(
-            verb in "(?i)(MAIL FROM:|RCPT TO:|XCLIENT |EHLO |DATA|)",
+            verb in "(?i)(MAIL FROM:|RCPT TO:|XCLIENT |XFORWARD |EHLO |DATA|)",
             rest in "[<>@\"\\\\:,.\\[\\]a-zA-Z0-9=+ \u{e9}-]{0,80}",
         ) {
             let _ = parse_command(format!("{verb}{rest}").as_bytes());

@@ -13,14 +13,18 @@ use super::reply::Reply;
 pub struct ClientInfo {
     /// The TCP peer: the client itself, or the trusted relay speaking for it.
     pub peer: SocketAddr,
-    /// The real client IP: the peer, or what a trusted relay stated (XCLIENT ADDR, PROXY header).
+    /// The real client IP: the peer, or what a trusted relay stated (XCLIENT or XFORWARD ADDR,
+    /// PROXY header).
     pub ip: IpAddr,
     /// The client's source port when known.
     pub port: Option<u16>,
-    /// The client's host name as its relay resolved it (XCLIENT NAME); never looked up here.
+    /// The client's host name as its relay resolved it (XCLIENT or XFORWARD NAME); never looked
+    /// up here.
     pub reverse_name: Option<String>,
-    /// The EHLO/HELO name (or XCLIENT HELO).
+    /// The EHLO/HELO name (or XCLIENT or XFORWARD HELO).
     pub helo: Option<String>,
+    /// The relay's id of the message (XFORWARD IDENT, Postfix's queue id), for the log.
+    pub relay_queue_id: Option<String>,
     /// Whether the client IP came from a trusted relay rather than the TCP connection.
     pub stated_by_relay: bool,
     /// Whether the session runs inside TLS (STARTTLS).
@@ -35,6 +39,7 @@ impl ClientInfo {
             port: Some(peer.port()),
             reverse_name: None,
             helo: None,
+            relay_queue_id: None,
             stated_by_relay: false,
             tls: false,
         }

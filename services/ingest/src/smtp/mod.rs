@@ -1,9 +1,9 @@
 //! The SMTP server mail relays deliver to (RFC 5321 with PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
-//! ENHANCEDSTATUSCODES, STARTTLS, XCLIENT and the PROXY protocol).
+//! ENHANCEDSTATUSCODES, STARTTLS, and for trusted relays XCLIENT, XFORWARD and the PROXY protocol).
 //!
 //! Layers, each testable alone: [`command`] parses lines and [`data`] decodes the DATA block,
 //! both without I/O; [`conn`] reads lines and feeds the DATA decoder, with the read and write
-//! deadlines; [`session`] is the conversation's state machine; [`server`] admits and runs
+//! deadlines; [`relay`] says what a trusted relay may state about the real client; [`session`] is the conversation's state machine; [`server`] admits and runs
 //! sessions; [`budget`] bounds the message bytes buffered across them. What happens to an
 //! accepted message is a [`handler::MessageHandler`]'s decision.
 //!
@@ -18,6 +18,7 @@ pub mod conn;
 pub mod data;
 pub mod handler;
 pub mod proxy;
+pub mod relay;
 pub mod reply;
 pub mod server;
 pub mod session;

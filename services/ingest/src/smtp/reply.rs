@@ -2,6 +2,11 @@
 
 use std::fmt;
 
+/// Job ids named in the 250 of an accepted message; the others are counted. A reply line is at
+/// most 512 octets (RFC 5321 §4.5.3.1.5): `250 2.0.0 queued 100 SMS as ` is 28, each id 38 with
+/// its `, `, and ` and 90 more` 12, so 10 ids make 420 and leave room; 12 would be the most.
+pub const QUEUED_IDS_SHOWN: usize = 10;
+
 /// One reply. `text` may have several lines (`\n`), sent as a multi-line reply; every line carries
 /// the enhanced code, as RFC 2034 asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +38,22 @@ impl Reply {
 
     pub fn ok(text: impl Into<String>) -> Reply {
         Reply::new(250, "2.0.0", text)
+    }
+
+    /// The 250 of an accepted message: `queued 2 SMS as <job id>, <job id>`, as Postfix says
+    /// `queued as <queue id>`, so the relay's log names the jobs, and `GetMessage` (or
+    /// `ListMessages`) finds each. Past [`QUEUED_IDS_SHOWN`] ids the rest are counted.
+    pub fn queued<S: AsRef<str>>(job_ids: &[S]) -> Reply {
+        let shown: Vec<&str> = job_ids
+            .iter()
+            .take(QUEUED_IDS_SHOWN)
+            .map(AsRef::as_ref)
+            .collect();
+        let mut text = format!("queued {} SMS as {}", job_ids.len(), shown.join(", "));
+        if job_ids.len() > shown.len() {
+            text.push_str(&format!(" and {} more", job_ids.len() - shown.len()));
+        }
+        Reply::ok(text)
     }
 
     /// 2xx.
@@ -98,5 +119,28 @@ mod tests {
             Reply::new(451, "4.3.0", "a\rb").to_wire(),
             b"451 4.3.0 a b\r\n".to_vec()
         );
+    }
+
+    #[test]
+    fn the_250_names_what_was_queued_within_one_reply_line() {
+        assert_eq!(
+            Reply::queued(&["0190e0b6-0000-7000-8000-000000000001"]).to_string(),
+            "250 2.0.0 queued 1 SMS as 0190e0b6-0000-7000-8000-000000000001"
+        );
+        assert_eq!(
+            Reply::queued(&["a", "b"]).to_string(),
+            "250 2.0.0 queued 2 SMS as a, b"
+        );
+        let ids: Vec<String> = (0..100)
+            .map(|n| format!("0190e0b6-0000-7000-8000-{n:012}"))
+            .collect();
+        let reply = Reply::queued(&ids);
+        let wire = reply.to_wire();
+        assert!(wire.len() <= 512, "{} octets", wire.len());
+        assert!(
+            reply.text.ends_with(&format!("{} and 90 more", ids[9])),
+            "{reply}"
+        );
+        assert!(!reply.text.contains(&ids[10]), "{reply}");
     }
 }

@@ -16,11 +16,13 @@ use tokio_rustls::TlsAcceptor;
 use super::budget::{BufferBudget, MIN_RESERVATION};
 use super::command::{
     self, BodyType, Command, CommandError, MailParams, Mailbox, ReversePath, XclientAttribute,
+    XforwardAttribute,
 };
 use super::conn::{CommandLine, Conn, Deadline, Interrupted, Phase};
 use super::data::{BareLf, DataBlock, DataDecoder, DataLimits};
 use super::handler::{ClientInfo, Envelope, MessageHandler, ReceivedMessage};
 use super::proxy::{self, ProxyHeader};
+use super::relay::{self, RelayCommand};
 use super::reply::Reply;
 
 /// The limits a session enforces; each has its own reply.
@@ -78,7 +80,7 @@ pub struct SessionConfig {
     pub hostname: String,
     /// Recipient domains accepted; anything else is relaying and refused.
     pub sms_domains: Vec<DomainName>,
-    /// Peers allowed to state the real client (XCLIENT, PROXY).
+    /// Peers allowed to state the real client (XCLIENT, XFORWARD, PROXY).
     pub trusted_relays: Vec<IpNet>,
     /// STARTTLS is offered only when set.
     pub tls: Option<TlsAcceptor>,
@@ -151,8 +153,11 @@ pub struct Session<S, H> {
     config: Arc<SessionConfig>,
     handler: Arc<H>,
     client: ClientInfo,
-    /// Whether the TCP peer is a trusted relay (decides XCLIENT and PROXY).
+    /// Whether the TCP peer is a trusted relay (decides XCLIENT, XFORWARD and PROXY).
     trusted_peer: bool,
+    /// While XFORWARD attributes stand for the next transaction (in `client`), the session's own
+    /// client, restored when that transaction ends (see [`relay`]).
+    before_xforward: Option<ClientInfo>,
     /// The HELO name came from XCLIENT; the relay's own EHLO must not replace it.
     helo_from_relay: bool,
     greeting: Option<Greeting>,
@@ -201,6 +206,7 @@ where
             handler,
             client: ClientInfo::from_peer(peer),
             trusted_peer,
+            before_xforward: None,
             helo_from_relay: false,
             greeting: None,
             transaction: None,
@@ -414,7 +420,7 @@ where
             Command::Rcpt { to } => self.rcpt(to),
             Command::Data => self.data().await,
             Command::Rset => {
-                self.transaction = None;
+                self.end_transaction();
                 self.reply(Reply::ok("OK"))
             }
             Command::Noop => self.reply(Reply::ok("OK")),
@@ -439,12 +445,23 @@ where
             }
             Command::StartTls => self.start_tls().await,
             Command::Xclient(attributes) => self.xclient(attributes),
+            Command::Xforward(attributes) => self.xforward(attributes),
+        }
+    }
+
+    /// Ends the mail transaction, if any, and with it what XFORWARD said about its client;
+    /// returns the client the transaction was for.
+    fn end_transaction(&mut self) -> ClientInfo {
+        self.transaction = None;
+        match self.before_xforward.take() {
+            Some(own) => std::mem::replace(&mut self.client, own),
+            None => self.client.clone(),
         }
     }
 
     fn hello(&mut self, name: String, greeting: Greeting) -> Next {
         // EHLO/HELO resets any transaction (RFC 5321 §4.1.4).
-        self.transaction = None;
+        self.end_transaction();
         self.greeting = Some(greeting);
         if !self.helo_from_relay {
             self.client.helo = Some(name.clone());
@@ -467,7 +484,8 @@ where
             lines.push("STARTTLS".to_owned());
         }
         if self.trusted_peer {
-            lines.push("XCLIENT ADDR NAME HELO PORT PROTO LOGIN DESTADDR DESTPORT".to_owned());
+            lines.push(relay::XCLIENT_KEYWORD.to_owned());
+            lines.push(relay::XFORWARD_KEYWORD.to_owned());
         }
         self.reply(Reply::plain(250, lines.join("\n")))
     }
@@ -638,6 +656,7 @@ where
         let Some(transaction) = self.transaction.take() else {
             return Next::Continue;
         };
+        let client = self.end_transaction();
         let message = match block {
             // A client that ends its lines with a bare LF also ends its message with `\n.\n`
             // and then waits: tell it why nothing came, permanently, rather than a 421 it would
@@ -666,20 +685,20 @@ where
             }
             Ok(DataBlock::OverBudget) => {
                 tracing::warn!(
-                    client = %self.client.ip,
+                    client = %client.ip,
                     received = decoder.received(),
                     "message refused: the buffer budget ran out while it arrived"
                 );
                 return self.reply(busy_reply());
             }
             Ok(block @ (DataBlock::BareLineEnd(_) | DataBlock::FakeEndOfData)) => {
-                tracing::info!(client = %self.client.ip, ?block, "message refused: bare line end");
+                tracing::info!(client = %client.ip, ?block, "message refused: bare line end");
                 return self.reply(data_refusal(&block));
             }
             Ok(DataBlock::Message(message)) => message,
         };
         let envelope = Envelope {
-            client: self.client.clone(),
+            client,
             reverse_path: transaction.reverse_path,
             recipients: transaction.recipients,
             body: transaction.params.body,
@@ -701,6 +720,7 @@ where
             });
         tracing::info!(
             client = %envelope.client.ip,
+            relay_queue_id = envelope.client.relay_queue_id.as_deref(),
             from = %envelope.reverse_path,
             recipients = envelope.recipients.len(),
             size,
@@ -729,9 +749,9 @@ where
             return Next::Close(SessionEnd::TlsFailed);
         }
         // RFC 3207 §4.2: forget everything learnt before TLS; the client starts with EHLO again.
+        self.end_transaction();
         self.client.tls = true;
         self.greeting = None;
-        self.transaction = None;
         if !self.helo_from_relay {
             self.client.helo = None;
         }
@@ -739,41 +759,45 @@ where
     }
 
     fn xclient(&mut self, attributes: Vec<XclientAttribute>) -> Next {
-        if !self.trusted_peer {
-            tracing::warn!(peer = %self.client.peer, "XCLIENT from an untrusted peer");
-            return self.bad_command(Reply::new(
-                550,
-                "5.7.0",
-                "XCLIENT is accepted only from trusted relays",
-            ));
-        }
-        if self.transaction.is_some() {
-            return self.bad_command(Reply::new(
-                503,
-                "5.5.1",
-                "XCLIENT is not allowed inside a mail transaction",
-            ));
-        }
-        for attribute in attributes {
-            match attribute {
-                XclientAttribute::Addr(Some(ip)) => {
-                    self.client.ip = email2sms_domain::canonical_ip(ip);
-                    self.client.stated_by_relay = true;
-                }
-                XclientAttribute::Addr(None) => {}
-                XclientAttribute::Name(name) => self.client.reverse_name = name,
-                XclientAttribute::Helo(helo) => {
-                    self.helo_from_relay = helo.is_some();
-                    self.client.helo = helo;
-                }
-                XclientAttribute::Port(port) => self.client.port = port,
-                XclientAttribute::Ignored(_) => {}
+        let refused = relay::refusal(
+            RelayCommand::Xclient,
+            self.trusted_peer,
+            self.transaction.is_some(),
+        );
+        if let Some(reply) = refused {
+            if !self.trusted_peer {
+                tracing::warn!(peer = %self.client.peer, "XCLIENT from an untrusted peer");
             }
+            return self.bad_command(reply);
+        }
+        // A new client replaces the one an earlier XFORWARD described.
+        self.end_transaction();
+        if let Some(stated) = relay::apply_xclient(&mut self.client, attributes) {
+            self.helo_from_relay = stated;
         }
         // The XCLIENT specification: the server answers as if a new client had connected,
         // and the relay says EHLO again.
         self.greeting = None;
         self.reply(self.greeting_reply())
+    }
+
+    fn xforward(&mut self, attributes: Vec<XforwardAttribute>) -> Next {
+        let refused = relay::refusal(
+            RelayCommand::Xforward,
+            self.trusted_peer,
+            self.transaction.is_some(),
+        );
+        if let Some(reply) = refused {
+            if !self.trusted_peer {
+                tracing::warn!(peer = %self.client.peer, "XFORWARD from an untrusted peer");
+            }
+            return self.bad_command(reply);
+        }
+        if self.before_xforward.is_none() {
+            self.before_xforward = Some(self.client.clone());
+        }
+        relay::apply_xforward(&mut self.client, attributes);
+        self.reply(Reply::ok("OK"))
     }
 }
 
@@ -863,5 +887,6 @@ fn syntax_reply(error: &CommandError) -> Reply {
             Reply::new(555, "5.5.4", format!("parameter {param} is not supported"))
         }
         CommandError::BadXclient(text) => Reply::new(501, "5.5.4", format!("XCLIENT: {text}")),
+        CommandError::BadXforward(text) => Reply::new(501, "5.5.4", format!("XFORWARD: {text}")),
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod gateway;
+pub mod postfix;
 pub mod proxy;
 
 use std::path::PathBuf;
