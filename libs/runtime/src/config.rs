@@ -44,11 +44,36 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
     #[error("telemetry: {0}")]
     Telemetry(String),
+    #[error("{name} and {file_variable} are both set: give the secret one way only")]
+    SecretGivenTwice { name: String, file_variable: String },
+    #[error("cannot read {file_variable} ({path}): {source}", path = path.display())]
+    SecretFileUnreadable {
+        file_variable: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file_variable} ({path}): {reason}", path = path.display())]
+    SecretFileInvalid {
+        file_variable: String,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 /// Parses the command line and environment, exiting 64 on anything wrong (0 for `--help`).
+///
+/// Every secret setting may come from a file instead (`NAME_FILE`, see [`crate::secret_files`]).
 pub fn parse_or_exit<T: Parser>() -> T {
-    match T::try_parse() {
+    let mut command = crate::secret_files::document(T::command());
+    let argv = match crate::secret_files::resolve(&command) {
+        Ok(argv) => argv,
+        Err(error) => exit_config_error(command.get_name(), &error),
+    };
+    let parsed = command
+        .try_get_matches_from_mut(argv)
+        .and_then(|mut matches| T::from_arg_matches_mut(&mut matches))
+        .map_err(|error| error.format(&mut command));
+    match parsed {
         Ok(config) => config,
         Err(error) => match error.kind() {
             clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
@@ -88,8 +113,8 @@ pub struct ServerArgs {
 /// Settings for the services that own a Postgres schema.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL connection URL.
-    #[arg(long, env = "DATABASE_URL", default_value = crate::db::DEFAULT_DATABASE_URL)]
+    /// PostgreSQL connection URL (a secret when it holds a password).
+    #[arg(long, env = "DATABASE_URL", default_value = crate::db::DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
 
     /// Apply this service's migrations (creating the database if missing) before serving.
@@ -245,8 +270,13 @@ impl SmsDomainsArgs {
 /// The Redis connection, for the services that cache or throttle through it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedisArgs {
-    /// Redis URL.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    /// Redis URL (a secret when it holds a password).
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
     pub redis_url: String,
 }
 

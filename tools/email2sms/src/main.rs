@@ -26,13 +26,13 @@ enum Command {
     /// Create the database if missing and apply every service's migrations (safe to repeat).
     Migrate {
         /// PostgreSQL connection URL.
-        #[arg(long, env = "DATABASE_URL", default_value = email2sms_runtime::db::DEFAULT_DATABASE_URL)]
+        #[arg(long, env = "DATABASE_URL", default_value = email2sms_runtime::db::DEFAULT_DATABASE_URL, hide_env_values = true)]
         database_url: String,
     },
     /// Run the whole cluster on this machine against local PostgreSQL, Redis and RabbitMQ.
     Dev {
         /// PostgreSQL connection URL (migrated before the services start).
-        #[arg(long, env = "DATABASE_URL", default_value = email2sms_runtime::db::DEFAULT_DATABASE_URL)]
+        #[arg(long, env = "DATABASE_URL", default_value = email2sms_runtime::db::DEFAULT_DATABASE_URL, hide_env_values = true)]
         database_url: String,
         /// Directory holding the service binaries; defaults to this executable's directory.
         #[arg(long, env = "EMAIL2SMS_BIN_DIR")]

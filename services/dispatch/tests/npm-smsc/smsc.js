@@ -8,7 +8,9 @@
 // sent again on the next bind (and after an error answer, 200 ms later), as an SMSC's store and
 // forward does.
 //
-// Usage: node smsc.js [--ids decimal|hex] [--first-id N] [--receipt-ids same|decimal] [--drop-after N]
+// Usage: node smsc.js [--listen HOST:PORT] [--ids decimal|hex] [--first-id N] [--receipt-ids same|decimal] [--drop-after N]
+//   --listen      where to listen: 127.0.0.1:0 (a free port, the tests' default); the compose file
+//                 runs it as the cluster's SMSC on 0.0.0.0:2775 (deploy/smsc-simulator.Dockerfile)
 //   --ids         message ids in submit_sm_resp and receipts: decimal (default) or upper-case hex,
 //                 counting up from --first-id (default 1)
 //   --receipt-ids how receipts write the id: as submit_sm_resp gave it (same, the default) or, for
@@ -152,6 +154,8 @@ const server = smpp.createServer((session) => {
   });
 });
 
-server.listen(0, '127.0.0.1', () => {
+const listen = option('--listen', '127.0.0.1:0');
+const colon = listen.lastIndexOf(':');
+server.listen(Number(listen.slice(colon + 1)), listen.slice(0, colon), () => {
   say(`listening ${server.address().port}`);
 });
