@@ -19,7 +19,12 @@ pub const DEFAULT_LIMIT: Duration = Duration::from_secs(10);
 
 /// Polls `probe` until `done` holds for its value, and returns that value; panics after `limit`
 /// with `what` and the last value seen.
-pub async fn eventually_within<T, P, Fut, D>(what: &str, limit: Duration, mut probe: P, done: D) -> T
+pub async fn eventually_within<T, P, Fut, D>(
+    what: &str,
+    limit: Duration,
+    mut probe: P,
+    done: D,
+) -> T
 where
     T: Debug,
     P: FnMut() -> Fut,
@@ -90,8 +95,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     #[should_panic(expected = "waited 1s for a value that never comes; the last value seen was 0")]
     async fn fails_with_what_it_waited_for_and_the_last_value() {
-        eventually_within("a value that never comes", Duration::from_secs(1), || async { 0 }, |n| *n == 1)
-            .await;
+        eventually_within(
+            "a value that never comes",
+            Duration::from_secs(1),
+            || async { 0 },
+            |n| *n == 1,
+        )
+        .await;
     }
 
     #[tokio::test(start_paused = true)]
