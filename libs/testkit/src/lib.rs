@@ -116,6 +116,9 @@ pub struct ServiceProcess {
     pub grpc_addr: SocketAddr,
     /// Every gRPC address announced, in order.
     pub grpc_addrs: Vec<SocketAddr>,
+    /// Every announcement read before the process was handed over: (protocol, address), such
+    /// as ("grpc", …) and ("smtp", …) for ingest.
+    pub announced: Vec<(String, SocketAddr)>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -133,6 +136,51 @@ impl ServiceProcess {
         env: &[(&str, &str)],
         args: &[&str],
         announcements: usize,
+    ) -> ServiceProcess {
+        ServiceProcess::spawn_until(
+            binary,
+            env,
+            args,
+            &format!("{announcements} gRPC"),
+            |seen| {
+                seen.iter()
+                    .filter(|(protocol, _)| protocol == "grpc")
+                    .count()
+                    >= announcements
+            },
+        )
+        .await
+    }
+
+    /// Starts `binary` with `env` and waits until it has announced a listener for each of
+    /// `protocols` (for ingest: `["grpc", "smtp"]`).
+    pub async fn spawn_announcing(
+        binary: &Path,
+        env: &[(&str, &str)],
+        protocols: &[&str],
+    ) -> ServiceProcess {
+        ServiceProcess::spawn_until(binary, env, &[], &protocols.join(" and "), |seen| {
+            protocols
+                .iter()
+                .all(|wanted| seen.iter().any(|(protocol, _)| protocol == wanted))
+        })
+        .await
+    }
+
+    /// The first address announced for `protocol`.
+    pub fn addr_of(&self, protocol: &str) -> Option<SocketAddr> {
+        self.announced
+            .iter()
+            .find(|(announced, _)| announced == protocol)
+            .map(|(_, addr)| *addr)
+    }
+
+    async fn spawn_until(
+        binary: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        awaited: &str,
+        done: impl Fn(&[(String, SocketAddr)]) -> bool,
     ) -> ServiceProcess {
         let mut command = Command::new(binary);
         command
@@ -166,28 +214,33 @@ impl ServiceProcess {
             }
         });
         let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
-        let mut grpc_addrs = Vec::new();
+        let mut announced: Vec<(String, SocketAddr)> = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(60), async {
-            while grpc_addrs.len() < announcements {
+            while !done(&announced) {
                 let Ok(Some(line)) = lines.next_line().await else {
                     break;
                 };
-                if let Some(("grpc", addr)) = email2sms_runtime::service::parse_announcement(&line)
+                if let Some((protocol, addr)) =
+                    email2sms_runtime::service::parse_announcement(&line)
                 {
-                    grpc_addrs.push(addr);
+                    announced.push((protocol.to_owned(), addr));
                 }
             }
         })
         .await;
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        if grpc_addrs.len() < announcements {
+        let grpc_addrs: Vec<SocketAddr> = announced
+            .iter()
+            .filter(|(protocol, _)| protocol == "grpc")
+            .map(|(_, addr)| *addr)
+            .collect();
+        if !done(&announced) || grpc_addrs.is_empty() {
             let status = child.try_wait().ok().flatten();
             tokio::time::sleep(Duration::from_millis(200)).await;
             panic!(
-                "{} announced {} of {announcements} gRPC addresses (exit: {status:?}); stderr:\n{}",
+                "{} did not announce {awaited} listeners, only {announced:?} (exit: {status:?}); stderr:\n{}",
                 binary.display(),
-                grpc_addrs.len(),
                 stderr.lock().expect("stderr buffer")
             );
         }
@@ -195,6 +248,7 @@ impl ServiceProcess {
             child,
             grpc_addr: grpc_addrs[0],
             grpc_addrs,
+            announced,
             stderr,
         }
     }
@@ -206,12 +260,22 @@ impl ServiceProcess {
 
     /// Sends SIGTERM, as Kubernetes does.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends SIGKILL: the process dies at once, without any of its shutdown code (an OOM kill, a
+    /// node lost). [`ServiceProcess::wait`] then reaps it.
+    pub fn kill(&self) {
+        self.signal("KILL");
+    }
+
+    fn signal(&self, name: &str) {
         let pid = self.child.id().expect("the process is running");
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([&format!("-{name}"), &pid.to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM {pid} failed");
+        assert!(status.success(), "kill -{name} {pid} failed");
     }
 
     /// Waits for the process to exit, failing the test if it takes longer than `limit`.
