@@ -12,4 +12,4 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use config::{ConfigError, EX_CONFIG, EX_UNAVAILABLE};
+pub use config::{ConfigError, EX_USAGE, EX_UNAVAILABLE};
