@@ -1,6 +1,6 @@
 //! Command-line and environment configuration shared by every binary.
 //!
-//! Bad configuration is reported in one sentence and ends the process with `EX_CONFIG` (64) before
+//! Bad configuration is reported in one sentence and ends the process with `EX_USAGE` (64) before
 //! anything is bound or connected, so an orchestrator shows a clear crash reason instead of a
 //! half-started pod.
 
@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// sysexits.h: the configuration is wrong; restarting will not help.
-pub const EX_CONFIG: i32 = 64;
+/// sysexits.h `EX_USAGE`: the command was used incorrectly (a bad flag or environment value);
+/// restarting will not help. sysexits' `EX_CONFIG` is 78 and means a bad configuration *file*;
+/// 64 is what every binary, its tests and the operator docs have promised since the start.
+pub const EX_USAGE: i32 = 64;
 /// sysexits.h: a service this binary needs (Postgres, Redis, RabbitMQ) could not be reached.
 pub const EX_UNAVAILABLE: i32 = 69;
 
@@ -82,7 +84,7 @@ pub fn parse_or_exit<T: Parser>() -> T {
             _ => {
                 // The message already names the flag and the environment variable.
                 let _ = error.print();
-                std::process::exit(EX_CONFIG)
+                std::process::exit(EX_USAGE)
             }
         },
     }
@@ -91,7 +93,7 @@ pub fn parse_or_exit<T: Parser>() -> T {
 /// Ends the process the way bad configuration must: one clear line and exit code 64.
 pub fn exit_config_error(binary: &str, error: &ConfigError) -> ! {
     eprintln!("{binary}: configuration error: {error}");
-    std::process::exit(EX_CONFIG)
+    std::process::exit(EX_USAGE)
 }
 
 /// Settings every gRPC server takes.

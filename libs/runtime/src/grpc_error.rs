@@ -83,6 +83,24 @@ pub fn sqlx_unavailable(error: &sqlx::Error) -> bool {
     )
 }
 
+/// An error and its `source()` chain in one line, `outer: cause: root cause`: what the log of an
+/// UNAVAILABLE or INTERNAL answer shows, so that errors keep their causes as values (`#[source]`)
+/// instead of formatting them into strings, and the log still reads all of them.
+#[derive(Debug)]
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
 /// UNAVAILABLE telling the client `message`; `cause` is logged at WARN as `log`.
 pub fn unavailable(log: &str, cause: &dyn Display, message: impl Into<String>) -> Status {
     tracing::warn!(error = %cause, "{log}");
@@ -169,6 +187,27 @@ mod tests {
         ] {
             assert!(!sqlx_unavailable(&error), "{error:?}");
         }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("the store is unavailable")]
+        Store(#[source] Middle),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the pool gave up")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn a_chain_shows_the_error_and_every_cause_in_order() {
+        let error = Outer::Store(Middle(std::io::Error::other("connection refused")));
+        assert_eq!(
+            Chain(&error).to_string(),
+            "the store is unavailable: the pool gave up: connection refused"
+        );
+        let alone = Middle(std::io::Error::other("x"));
+        assert_eq!(Chain(&alone.0).to_string(), "x");
     }
 
     #[test]

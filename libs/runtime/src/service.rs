@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use crate::config::{ConfigError, EX_CONFIG, exit_config_error, parse_or_exit};
+use crate::config::{ConfigError, EX_USAGE, exit_config_error, parse_or_exit};
 use crate::telemetry::{self, TelemetryArgs};
 
 /// A binary's complete configuration.
@@ -22,7 +22,7 @@ pub trait Failure: std::fmt::Display {
 
 impl Failure for ConfigError {
     fn exit_code(&self) -> u8 {
-        EX_CONFIG as u8
+        EX_USAGE as u8
     }
 }
 
@@ -114,7 +114,7 @@ pub enum StartError {
 impl Failure for StartError {
     fn exit_code(&self) -> u8 {
         match self {
-            StartError::Config(_) => EX_CONFIG as u8,
+            StartError::Config(_) => EX_USAGE as u8,
             StartError::Database(_) | StartError::Bind(_) => crate::config::EX_UNAVAILABLE as u8,
             StartError::Serve(_) => 1,
         }

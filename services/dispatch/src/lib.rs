@@ -204,7 +204,6 @@ pub async fn start(config: Config) -> Result<(), StartError> {
     run(&config, &auth, pool, listener, shutdown::signal()).await
 }
 
-/// Serves on `listener` until `shutdown` resolves.
 /// Jobs taken from the queue at once: the configured prefetch, raised when it could not keep the
 /// connector's window full (each window slot needs one job being sent and one being claimed).
 pub fn prefetch_for(configured: u16, window: Option<usize>, claim_windows: usize) -> u16 {
@@ -225,6 +224,7 @@ pub fn prefetch_for(configured: u16, window: Option<usize>, claim_windows: usize
     }
 }
 
+/// Serves on `listener` until `shutdown` resolves.
 pub async fn run(
     config: &Config,
     auth: &Auth,

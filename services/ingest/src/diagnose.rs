@@ -32,10 +32,7 @@ impl IngestApi {
         request: DiagnoseRequest,
     ) -> Result<DiagnoseResponse, IngestError> {
         let Some(engine) = &self.engine else {
-            return Err(IngestError::Setup {
-                what: "Diagnose",
-                reason: "this instance runs without the decision pipeline".into(),
-            });
+            return Err(IngestError::NoPipeline);
         };
         let client_ip: IpAddr = request.client_ip.trim().parse().map_err(|_| {
             invalid(

@@ -482,10 +482,14 @@ pub async fn start(config: Config) -> Result<(), StartError> {
     // An unreadable certificate is bad configuration (exit 64), found before anything is bound.
     let session_config = config.smtp_session_config().map_err(|error| {
         let name = match &error {
-            IngestError::TlsKey { .. } => "EMAIL2SMS_INGEST_TLS_KEY",
+            IngestError::TlsKey { .. } | IngestError::TlsKeyUnusable { .. } => {
+                "EMAIL2SMS_INGEST_TLS_KEY"
+            }
             IngestError::Setup { what, .. } => what,
             IngestError::TlsCertificate { .. }
+            | IngestError::TlsNoCertificate { .. }
             | IngestError::TlsHalfConfigured
+            | IngestError::NoPipeline
             | IngestError::PolicyUnavailable { .. }
             | IngestError::Queue(_)
             | IngestError::Redis(_)
@@ -493,7 +497,7 @@ pub async fn start(config: Config) -> Result<(), StartError> {
         };
         ConfigError::Invalid {
             name,
-            reason: error.to_string(),
+            reason: error.reason(),
         }
     })?;
     let gateway = config.gateway().map_err(|error| {
@@ -503,7 +507,7 @@ pub async fn start(config: Config) -> Result<(), StartError> {
         };
         ConfigError::Invalid {
             name,
-            reason: error.to_string(),
+            reason: error.reason(),
         }
     })?;
     let grpc_listener = bind_and_announce(
@@ -608,10 +612,7 @@ impl Config {
         )?;
         let spf_settings = self.spf_settings();
         let setup = |what: &'static str| {
-            move |error: email2sms_spf::SpfError| IngestError::Setup {
-                what,
-                reason: error.to_string(),
-            }
+            move |error: email2sms_spf::SpfError| IngestError::setup(what, error)
         };
         let spf = email2sms_spf::SpfVerifier::new(&spf_settings)
             .map_err(setup("EMAIL2SMS_DNS_SERVERS"))?;

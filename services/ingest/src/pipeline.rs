@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use email2sms_proto::queue::v1::{self as q, EmailOrigin, SenderIpSeen, SmsJob};
 use email2sms_queue::broker::Outgoing;
 use email2sms_queue::topology::{SMS_JOB_ROUTING_KEY, Topology};
+use email2sms_runtime::grpc_error::Chain;
 use lapin::types::FieldTable;
 use prost::Message;
 
@@ -515,7 +516,7 @@ impl MessageHandler for Gateway {
             match tokio::time::timeout(self.publish_timeout, self.publish_jobs(&jobs)).await {
                 Ok(Ok(())) => true,
                 Ok(Err(error)) => {
-                    tracing::warn!(%error, "cannot queue the SMS jobs");
+                    tracing::warn!(error = %Chain(&error), "cannot queue the SMS jobs");
                     false
                 }
                 Err(_) => {

@@ -88,33 +88,22 @@ impl PolicyLookup {
         token: Option<&str>,
         ttl: Duration,
     ) -> Result<PolicyLookup, IngestError> {
-        let client = redis::Client::open(redis_url).map_err(|e| IngestError::Setup {
-            what: "REDIS_URL",
-            reason: e.to_string(),
-        })?;
+        let client =
+            redis::Client::open(redis_url).map_err(|e| IngestError::setup("REDIS_URL", e))?;
         let config = ConnectionManagerConfig::new()
             // A Redis that does not answer quickly is treated as down: the policy service answers
             // instead, well inside the relay's patience.
             .set_connection_timeout(Some(Duration::from_millis(500)))
             .set_response_timeout(Some(Duration::from_secs(1)))
             .set_number_of_retries(0);
-        let redis = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| {
-            IngestError::Setup {
-                what: "REDIS_URL",
-                reason: e.to_string(),
-            }
-        })?;
+        let redis = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| IngestError::setup("REDIS_URL", e))?;
         let endpoint = Endpoint::from_shared(policy_url.to_owned())
-            .map_err(|e| IngestError::Setup {
-                what: "EMAIL2SMS_POLICY_URL",
-                reason: e.to_string(),
-            })?
+            .map_err(|e| IngestError::setup("EMAIL2SMS_POLICY_URL", e))?
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(5));
-        let token = BearerToken::new(token).map_err(|e| IngestError::Setup {
-            what: "EMAIL2SMS_API_TOKEN",
-            reason: e.to_string(),
-        })?;
+        let token = BearerToken::new(token)
+            .map_err(|e| IngestError::setup("EMAIL2SMS_API_TOKEN", e))?;
         Ok(PolicyLookup {
             cache: moka::future::Cache::builder()
                 .max_capacity(100_000)
@@ -275,9 +264,9 @@ impl PolicyLookup {
                 client_ip: ip.to_string(),
             })
             .await
-            .map_err(|status| IngestError::PolicyUnavailable {
+            .map_err(|grpc| IngestError::PolicyUnavailable {
                 redis: redis_problem.clone(),
-                grpc: status.message().to_owned(),
+                grpc,
             })?;
         Ok(Resolution {
             sender: response.into_inner().sender.map(Arc::new),

@@ -651,7 +651,7 @@ async fn a_panicking_handler_answers_451_and_the_session_goes_on() {
 }
 
 #[tokio::test]
-async fn the_binary_handler_refuses_temporarily_until_the_pipeline_exists() {
+async fn the_not_ready_handler_refuses_every_message_with_a_temporary_451() {
     let (client, server) = tokio::io::duplex(4096);
     let (_phase, phase_rx) = watch::channel(Phase::Running);
     tokio::spawn(

@@ -333,7 +333,10 @@ impl Verifier {
             return Ok(None);
         }
         let token = VerificationToken::parse(&current.token)
-            .map_err(|e| Error::Internal(format!("stored token of {}: {e}", current.id)))?;
+            .map_err(|source| Error::StoredToken {
+                challenge: current.id,
+                source,
+            })?;
         let evaluation = rules::evaluate(lookup, &token);
         let values: &[String] = match &lookup.answer {
             TxtAnswer::Records(values) => values,

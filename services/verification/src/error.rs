@@ -5,7 +5,7 @@
 //! and shown to the customer.
 
 use email2sms_proto::tonic::Status;
-use email2sms_runtime::grpc_error::{self, INTERNAL_MESSAGE, describe};
+use email2sms_runtime::grpc_error::{self, Chain, INTERNAL_MESSAGE, describe};
 
 /// A problem with one request field, reported in a `google.rpc.BadRequest` detail.
 pub use email2sms_runtime::grpc_error::Violation;
@@ -21,11 +21,20 @@ pub enum Error {
     #[error("no verification challenge for {domain} in this company; create one first")]
     ChallengeNotFound { domain: String },
     /// Postgres cannot be reached or timed out; the caller may retry.
-    #[error("the verification store is unavailable: {0}")]
-    StoreUnavailable(sqlx::Error),
-    /// A bug or an unexpected database answer; details go to the log, not the client.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("the verification store is unavailable")]
+    StoreUnavailable(#[source] sqlx::Error),
+    /// Postgres answered with an error nothing here expects; details go to the log, not the
+    /// client.
+    #[error("unexpected database error")]
+    Database(#[source] sqlx::Error),
+    /// A stored challenge's token no longer parses: the row was written by something other
+    /// than this service (its tokens are parsed before they are stored), so a bug.
+    #[error("the stored token of challenge {challenge} is invalid")]
+    StoredToken {
+        challenge: uuid::Uuid,
+        #[source]
+        source: email2sms_domain::TokenError,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -35,7 +44,7 @@ impl From<sqlx::Error> for Error {
         if grpc_error::sqlx_unavailable(&error) {
             Error::StoreUnavailable(error)
         } else {
-            Error::Internal(error.to_string())
+            Error::Database(error)
         }
     }
 }
@@ -47,12 +56,14 @@ impl From<Error> for Status {
                 grpc_error::bad_request(describe(&violations), violations)
             }
             error @ Error::ChallengeNotFound { .. } => Status::not_found(error.to_string()),
-            Error::StoreUnavailable(source) => grpc_error::unavailable(
+            Error::StoreUnavailable(_) => grpc_error::unavailable(
                 "verification store unavailable",
-                &source,
+                &Chain(&error),
                 "the verification store is unavailable; retry shortly",
             ),
-            Error::Internal(why) => grpc_error::internal("internal error", &why, INTERNAL_MESSAGE),
+            Error::Database(_) | Error::StoredToken { .. } => {
+                grpc_error::internal("internal error", &Chain(&error), INTERNAL_MESSAGE)
+            }
         }
     }
 }

@@ -14,6 +14,8 @@ use email2sms_domain::DomainName;
 use futures::StreamExt;
 use tokio::sync::watch;
 
+use email2sms_runtime::grpc_error::Chain;
+
 use crate::engine::Verifier;
 use crate::error::Result;
 use crate::model::{CHALLENGE_COLUMNS, ChallengeRow, Trigger};
@@ -87,7 +89,7 @@ impl Scheduler {
                 Ok(None) => {}
                 // One challenge failing to save must not stop the others; its lease expires and
                 // it is retried.
-                Err(error) => tracing::warn!(%error, "could not record a scheduled check"),
+                Err(error) => tracing::warn!(error = %Chain(&error), "could not record a scheduled check"),
             }
         }
         Ok(round)
@@ -156,7 +158,7 @@ impl Scheduler {
                     round.claimed >= self.batch_size as usize
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "scheduler round failed; retrying after the poll interval");
+                    tracing::warn!(error = %Chain(&error), "scheduler round failed; retrying after the poll interval");
                     false
                 }
             };

@@ -14,28 +14,27 @@ use crate::error::IngestError;
 pub fn load_acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, IngestError> {
     let certs = CertificateDer::pem_file_iter(cert_path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|error| IngestError::TlsCertificate {
+        .map_err(|source| IngestError::TlsCertificate {
             path: cert_path.to_owned(),
-            reason: error.to_string(),
+            source,
         })?;
     if certs.is_empty() {
-        return Err(IngestError::TlsCertificate {
+        return Err(IngestError::TlsNoCertificate {
             path: cert_path.to_owned(),
-            reason: "no PEM CERTIFICATE block found".into(),
         });
     }
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|error| IngestError::TlsKey {
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|source| IngestError::TlsKey {
         path: key_path.to_owned(),
-        reason: error.to_string(),
+        source,
     })?;
     // The process-wide default provider is not relied upon: ring is named here explicitly.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|builder| builder.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|error| IngestError::TlsKey {
+        .map_err(|source| IngestError::TlsKeyUnusable {
             path: key_path.to_owned(),
-            reason: format!("does not fit the certificate or is unusable: {error}"),
+            source,
         })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
