@@ -271,9 +271,7 @@ async fn an_unread_status_queue_keeps_only_the_newest_events_within_its_bound() 
                 .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
                 .await
                 .unwrap();
-            let Some(message) = message else {
-                return None;
-            };
+            let message = message?;
             let id = message.delivery.properties.message_id().clone().unwrap();
             assert!(ids[3..].contains(&id.to_string()), "{id} is an old event");
             message

@@ -13,4 +13,4 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use config::{ConfigError, EX_USAGE, EX_UNAVAILABLE};
+pub use config::{ConfigError, EX_UNAVAILABLE, EX_USAGE};

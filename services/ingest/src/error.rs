@@ -33,7 +33,9 @@ pub enum IngestError {
         #[source]
         source: pem::Error,
     },
-    #[error("cannot use the TLS private key {path}: it does not fit the certificate or is unusable")]
+    #[error(
+        "cannot use the TLS private key {path}: it does not fit the certificate or is unusable"
+    )]
     TlsKeyUnusable {
         path: PathBuf,
         #[source]
@@ -126,10 +128,7 @@ mod tests {
             reason: "write an IPv4 or IPv6 address".into(),
         });
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(
-            status.message(),
-            "client_ip: write an IPv4 or IPv6 address"
-        );
+        assert_eq!(status.message(), "client_ip: write an IPv4 or IPv6 address");
         let details = status.get_error_details();
         let bad = details.bad_request().expect("a BadRequest detail");
         assert_eq!(bad.field_violations[0].field, "client_ip");

@@ -102,8 +102,8 @@ impl PolicyLookup {
             .map_err(|e| IngestError::setup("EMAIL2SMS_POLICY_URL", e))?
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(5));
-        let token = BearerToken::new(token)
-            .map_err(|e| IngestError::setup("EMAIL2SMS_API_TOKEN", e))?;
+        let token =
+            BearerToken::new(token).map_err(|e| IngestError::setup("EMAIL2SMS_API_TOKEN", e))?;
         Ok(PolicyLookup {
             cache: moka::future::Cache::builder()
                 .max_capacity(100_000)

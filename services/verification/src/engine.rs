@@ -332,8 +332,8 @@ impl Verifier {
         {
             return Ok(None);
         }
-        let token = VerificationToken::parse(&current.token)
-            .map_err(|source| Error::StoredToken {
+        let token =
+            VerificationToken::parse(&current.token).map_err(|source| Error::StoredToken {
                 challenge: current.id,
                 source,
             })?;

@@ -89,7 +89,9 @@ impl Scheduler {
                 Ok(None) => {}
                 // One challenge failing to save must not stop the others; its lease expires and
                 // it is retried.
-                Err(error) => tracing::warn!(error = %Chain(&error), "could not record a scheduled check"),
+                Err(error) => {
+                    tracing::warn!(error = %Chain(&error), "could not record a scheduled check")
+                }
             }
         }
         Ok(round)
