@@ -624,6 +624,7 @@ impl Config {
                 .map_err(setup("EMAIL2SMS_OUTLOOK_SPF_DOMAIN"))?,
             policy,
             max_parts: self.max_sms_parts,
+            sms_domains: self.sms.names(),
         };
         let broker = email2sms_queue::Broker::new(self.queue.amqp_url.clone(), BINARY);
         Ok(pipeline::Gateway {

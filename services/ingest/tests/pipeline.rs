@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::gateway::{self, AMQP_URL, Harness, Setup, entry, smtplib_from_each};
-use email2sms_proto::ingest::v1::{Decision, DiagnoseRequest, StepOutcome};
+use email2sms_proto::ingest::v1::{Decision, DiagnoseRequest, DiagnoseResponse, StepOutcome};
 use email2sms_proto::policy::v1::Readiness;
 use email2sms_proto::policy::v1::sender_resolution_service_server::{
     SenderResolutionService, SenderResolutionServiceServer,
@@ -364,20 +364,44 @@ async fn diagnose_explains_accepted_and_refused_senders() {
         ),
         (250, "2.0.0", "queued 1 SMS as <job id>")
     );
-    let names: Vec<&str> = accepted.steps.iter().map(|s| s.name.as_str()).collect();
-    for name in [
+    // Every decision lists the same steps in the same order, the order an SMTP session meets
+    // them: the recipient address at RCPT TO first.
+    let names = |answer: &DiagnoseResponse| -> Vec<String> {
+        answer.steps.iter().map(|s| s.name.clone()).collect()
+    };
+    const STEPS: [&str; 10] = [
+        "recipient",
         "sender_identity",
         "auto_reply",
         "resolve_sender",
         "readiness",
-        "spf",
+        "authentication",
         "alignment",
         "forwarding_user",
-        "recipient",
+        "destination",
         "text",
-    ] {
-        assert!(names.contains(&name), "{name} missing from {names:?}");
-    }
+    ];
+    assert_eq!(names(&accepted), STEPS);
+    assert!(
+        accepted
+            .steps
+            .iter()
+            .all(|s| s.outcome() != StepOutcome::Skipped),
+        "{accepted:?}"
+    );
+    assert!(
+        accepted.steps[5].detail.starts_with("SPF: "),
+        "{:?}",
+        accepted.steps[5]
+    );
+    // Without a raw message, the text step says it judged a placeholder.
+    assert!(
+        accepted.steps[9]
+            .detail
+            .contains("placeholder text \"Diagnose test message\""),
+        "{:?}",
+        accepted.steps[9]
+    );
     assert_eq!(accepted.sms.as_ref().unwrap().recipient, "+64211234567");
     assert!(accepted.sender.is_some());
 
@@ -403,12 +427,50 @@ async fn diagnose_explains_accepted_and_refused_senders() {
         .find(|s| s.name == "resolve_sender")
         .unwrap();
     assert_eq!(step.outcome(), StepOutcome::Fail);
+    assert_eq!(names(&refused), STEPS);
+    let outcomes: Vec<StepOutcome> = refused.steps.iter().map(|s| s.outcome()).collect();
+    assert_eq!(&outcomes[..3], [StepOutcome::Pass; 3]);
+    assert_eq!(outcomes[3], StepOutcome::Fail);
+    assert_eq!(&outcomes[4..], [StepOutcome::Skipped; 6]);
+
+    // A recipient RCPT TO would refuse is the first step, refused with RCPT's own reply, before
+    // the sender is looked at.
+    let bad_recipient = api
+        .diagnose(DiagnoseRequest {
+            client_ip: "127.0.0.1".into(),
+            envelope_sender: "a@good.test".into(),
+            from_header: "a@good.test".into(),
+            recipient: "jane@sms.example.net".into(),
+            ..DiagnoseRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(names(&bad_recipient), STEPS);
+    assert_eq!(bad_recipient.steps[0].outcome(), StepOutcome::Fail);
     assert!(
-        refused
-            .steps
+        bad_recipient.steps[1..]
             .iter()
-            .any(|s| s.outcome() == StepOutcome::Skipped)
+            .all(|s| s.outcome() == StepOutcome::Skipped)
     );
+    let reply = bad_recipient.reply.as_ref().unwrap();
+    assert_eq!((reply.code, reply.enhanced_code.as_str()), (550, "5.1.3"));
+    assert!(
+        reply.text.contains("64211234567@sms.example.net"),
+        "{reply:?}"
+    );
+    let elsewhere = api
+        .diagnose(DiagnoseRequest {
+            client_ip: "127.0.0.1".into(),
+            envelope_sender: "a@good.test".into(),
+            from_header: "a@good.test".into(),
+            recipient: "64211234567@example.com".into(),
+            ..DiagnoseRequest::default()
+        })
+        .await
+        .unwrap();
+    let reply = elsewhere.reply.as_ref().unwrap();
+    assert_eq!((reply.code, reply.enhanced_code.as_str()), (550, "5.7.1"));
+    assert!(reply.text.starts_with("relaying denied"), "{reply:?}");
 
     let by_ip = api
         .diagnose(DiagnoseRequest {
@@ -421,6 +483,20 @@ async fn diagnose_explains_accepted_and_refused_senders() {
         .await
         .unwrap();
     assert_eq!(by_ip.decision(), Decision::Accept, "{by_ip:?}");
+    // The same slots for By IP Addresses: authentication is the allowlist, alignment does not
+    // apply.
+    assert_eq!(names(&by_ip), STEPS);
+    assert!(
+        by_ip.steps[5].detail.starts_with("IP allowlist: "),
+        "{:?}",
+        by_ip.steps[5]
+    );
+    assert_eq!(by_ip.steps[6].outcome(), StepOutcome::Skipped);
+    assert!(
+        by_ip.steps[6].detail.starts_with("not applicable"),
+        "{:?}",
+        by_ip.steps[6]
+    );
     assert_eq!(
         by_ip.sender.as_ref().unwrap().match_kind(),
         MatchKind::IpAddress
