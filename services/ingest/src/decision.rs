@@ -199,6 +199,12 @@ impl Engine {
                 }
             }
         }
+        let metrics = crate::metrics::metrics();
+        for step in &rec.steps {
+            if step.outcome != StepOutcome::Skipped {
+                metrics.step_took(step.name, step.duration);
+            }
+        }
         outcome.steps = rec.steps;
         outcome
     }
@@ -335,6 +341,7 @@ impl Engine {
                 ));
             }
         };
+        crate::metrics::metrics().lookup_answered_by(resolution.source);
         let mut evidence = resolution.tried.clone();
         evidence.push(format!("answered by {}", resolution.source.as_str()));
         let sender = resolution
@@ -438,6 +445,7 @@ impl Engine {
                         "internal error in the SPF check; refused as permerror"
                     );
                 }
+                crate::metrics::metrics().spf_result(spf_result_name(spf.result));
                 auth.spf_result = spf_result(spf.result) as i32;
                 auth.spf_domain = spf.check.domain().to_owned();
                 auth.summary = spf.summary();
@@ -665,6 +673,19 @@ fn spf_result(result: SpfResult) -> PbSpf {
         SpfResult::None => PbSpf::None,
         SpfResult::Temperror => PbSpf::Temperror,
         SpfResult::Permerror => PbSpf::Permerror,
+    }
+}
+
+/// The RFC 7208 name of an SPF result, for the metrics.
+fn spf_result_name(result: SpfResult) -> &'static str {
+    match result {
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::Softfail => "softfail",
+        SpfResult::Neutral => "neutral",
+        SpfResult::None => "none",
+        SpfResult::Temperror => "temperror",
+        SpfResult::Permerror => "permerror",
     }
 }
 

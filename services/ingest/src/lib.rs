@@ -11,6 +11,7 @@ pub mod decision;
 pub mod destinations;
 pub mod diagnose;
 pub mod error;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod sender_sightings;
@@ -234,6 +235,9 @@ pub struct Config {
     pub server: ServerArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+
+    #[command(flatten)]
+    pub metrics: email2sms_metrics::MetricsArgs,
 }
 
 /// Parses `25M`, `512K`, `1G` (1024-based) or a bare number of bytes.
@@ -524,6 +528,14 @@ pub async fn start(config: Config) -> Result<(), StartError> {
         config.smtp_addr,
     )
     .await?;
+    if let Some(addr) = config.metrics.metrics_addr {
+        let listener = bind_and_announce(BINARY, "EMAIL2SMS_METRICS_ADDR", "metrics", addr).await?;
+        tokio::spawn(email2sms_metrics::serve(
+            listener,
+            metrics::metrics().registry.clone(),
+            shutdown::signal(),
+        ));
+    }
     spawn_background(&gateway, config.redis.redis_url.clone());
     let sightings = gateway.sighting_reporter();
     let api = IngestApi {

@@ -212,6 +212,7 @@ where
 
     /// Runs the conversation to its end.
     pub async fn run(mut self) -> SessionEnd {
+        let _open = crate::metrics::OpenSession::start();
         let end = self.converse().await;
         self.conn.close().await;
         end
@@ -684,6 +685,7 @@ where
         }
         let size = message.len();
         let message = ReceivedMessage::new(message, reservation);
+        let received = Instant::now();
         let reply = AssertUnwindSafe(self.handler.accept(&envelope, message))
             .catch_unwind()
             .await
@@ -691,6 +693,7 @@ where
                 tracing::error!("the message handler panicked; answering 451 so the relay retries");
                 unavailable_reply()
             });
+        crate::metrics::metrics().message_answered(&reply, received.elapsed());
         tracing::info!(
             client = %envelope.client.ip,
             relay_queue_id = envelope.client.relay_queue_id.as_deref(),
