@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod grpc;
 pub mod grpc_error;
+pub mod page_token;
 pub mod secret_files;
 pub mod service;
 pub mod shutdown;

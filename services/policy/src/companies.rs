@@ -8,7 +8,6 @@ use uuid::Uuid;
 use crate::PolicyApi;
 use crate::error::{Error, Result, Violation};
 use crate::model::{over_limit_enum, over_limit_text, page_size, parse_id, timestamp};
-use crate::paging;
 use crate::store::{self, CompanyRef, bump_version, keys_where};
 
 /// Writable paths of UpsertCompany's mask.
@@ -571,9 +570,10 @@ impl PolicyApi {
             "q={:?};a={:?};x={:?}",
             request.query, request.active, request.external_id
         );
-        let after = paging::decode(&request.page_token, &filters)?;
         let mut conn = self.pool.acquire().await?;
         let company = store::company(&mut conn, &request.company_id).await?;
+        let pager = self.pager(company.id).await?;
+        let after = pager.decode(&request.page_token, &filters)?;
         let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
             "SELECT {USER_COLUMNS} FROM messenger_users WHERE company_id = "
         ));
@@ -606,7 +606,7 @@ impl PolicyApi {
             .push_bind(limit + 1);
         let rows: Vec<UserRow> = q.build_query_as().fetch_all(&mut *conn).await?;
         let (rows, next_page_token) =
-            paging::finish(rows, limit, &filters, |r| (r.username.clone(), r.id));
+            pager.finish(rows, limit, &filters, |r| (r.username.clone(), r.id));
         Ok(pb::ListMessengerUsersResponse {
             messenger_users: rows.iter().map(|r| r.to_proto(&company)).collect(),
             next_page_token,

@@ -16,7 +16,7 @@ use crate::entries::EntryKind;
 use crate::error::{Error, Result};
 use crate::model::{opt_timestamp, parse_id, parse_request_id, timestamp};
 use crate::notifications;
-use crate::paging;
+use crate::paging::{self, Pager};
 use crate::store::{self, CompanyRef, Idempotency, bump_version, request_hash};
 
 /// Largest file accepted: 100,000 realistic rows are about 5 MB, so this leaves room for long
@@ -518,13 +518,14 @@ async fn fetch_import(
 
 async fn rows_page(
     conn: &mut PgConnection,
+    pager: Pager<'_>,
     import: Uuid,
     statuses: &[&'static str],
     limit: i64,
     page_token: &str,
 ) -> Result<(Vec<pb::ImportRow>, String)> {
     let filters = format!("import={import};statuses={statuses:?}");
-    let after = paging::decode(page_token, &filters)?;
+    let after = pager.decode(page_token, &filters)?;
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT line_number, raw_email, normalised_email, username, messenger_user_id, status, message
          FROM import_rows WHERE import_id = ",
@@ -536,18 +537,12 @@ async fn rows_page(
             .push(")");
     }
     if let Some(after) = &after {
-        let line: i32 = after.key.parse().map_err(|_| {
-            Error::invalid(
-                "page_token",
-                "INVALID_PAGE_TOKEN",
-                "page_token is not valid",
-            )
-        })?;
+        let line: i32 = after.key.parse().map_err(|_| paging::invalid())?;
         q.push(" AND line_number > ").push_bind(line);
     }
     q.push(" ORDER BY line_number LIMIT ").push_bind(limit + 1);
     let rows: Vec<ImportRowRecord> = q.build_query_as().fetch_all(&mut *conn).await?;
-    let (rows, token) = paging::finish(rows, limit, &filters, |r| {
+    let (rows, token) = pager.finish(rows, limit, &filters, |r| {
         (r.line_number.to_string(), import)
     });
     Ok((rows.iter().map(ImportRowRecord::to_proto).collect(), token))
@@ -633,7 +628,8 @@ impl PolicyApi {
             }
         };
         let import = fetch_import(&mut tx, &company, id, false).await?;
-        let (rows, next_page_token) = rows_page(&mut tx, id, &[], limit, "").await?;
+        let (rows, next_page_token) =
+            rows_page(&mut tx, self.pager(company.id).await?, id, &[], limit, "").await?;
         tx.commit().await?;
         Ok(pb::PreviewImportResponse {
             import: Some(import),
@@ -683,8 +679,15 @@ impl PolicyApi {
         if !owned {
             return Err(Error::NotFound("import"));
         }
-        let (rows, next_page_token) =
-            rows_page(&mut conn, id, &statuses, limit, &request.page_token).await?;
+        let (rows, next_page_token) = rows_page(
+            &mut conn,
+            self.pager(company.id).await?,
+            id,
+            &statuses,
+            limit,
+            &request.page_token,
+        )
+        .await?;
         Ok(pb::ListImportRowsResponse {
             rows,
             next_page_token,

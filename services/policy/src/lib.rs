@@ -282,6 +282,8 @@ pub struct PolicyApi {
     /// `None` only in tests without a smarthost; notifications then answer UNIMPLEMENTED.
     mailer: Option<mail::Mailer>,
     tenancy: tenancy::TenancyLimits,
+    /// The page token key, read from the database on the first List (see `paging`).
+    page_token_key: email2sms_runtime::page_token::PageTokenKeyCell,
 }
 
 impl PolicyApi {
@@ -292,6 +294,7 @@ impl PolicyApi {
             verification: None,
             mailer: None,
             tenancy: tenancy::TenancyLimits::default(),
+            page_token_key: Default::default(),
         }
     }
 

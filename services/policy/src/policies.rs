@@ -15,7 +15,6 @@ use crate::model::{
     security_type_enum, security_type_text, sent_from_enum, sent_from_text, text_mode_enum,
     text_mode_text, timestamp, update_paths,
 };
-use crate::paging;
 use crate::store::{self, CompanyRef, Idempotency, bump_version, keys_where, request_hash};
 use crate::tenancy::TenancyLimits;
 
@@ -276,9 +275,10 @@ impl PolicyApi {
             Error::invalid("security_type", "UNKNOWN_ENUM", "unknown security_type")
         })?;
         let filters = format!("s={};t={}", request.sent_from, request.security_type);
-        let after = paging::decode(&request.page_token, &filters)?;
         let mut conn = self.pool.acquire().await?;
         let company = store::company(&mut conn, &request.company_id).await?;
+        let pager = self.pager(company.id).await?;
+        let after = pager.decode(&request.page_token, &filters)?;
         let mut q: QueryBuilder<Postgres> =
             QueryBuilder::new(format!("{POLICY_SELECT} WHERE p.company_id = "));
         q.push_bind(company.id);
@@ -298,7 +298,7 @@ impl PolicyApi {
         q.push(" ORDER BY p.created_at, p.id LIMIT ")
             .push_bind(limit + 1);
         let rows: Vec<PolicyRow> = q.build_query_as().fetch_all(&mut *conn).await?;
-        let (rows, next_page_token) = paging::finish(rows, limit, &filters, |r| {
+        let (rows, next_page_token) = pager.finish(rows, limit, &filters, |r| {
             (
                 r.created_at
                     .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),

@@ -16,7 +16,6 @@ use crate::model::{
     cidr_text, page_size, parse_id, parse_network, parse_opt_id, parse_request_id, update_paths,
     verification_state_text,
 };
-use crate::paging;
 use crate::store::{self, CompanyRef, Idempotency, bump_version, request_hash};
 use crate::tenancy::{self, ConflictKind};
 
@@ -64,7 +63,7 @@ fn sort_sql(kind: EntryKind) -> &'static str {
 /// One page of a company's entries of `kind`, each presented by `present`, and the next page
 /// token: the one List path of emails, IP addresses and domains.
 async fn list_entries<T>(
-    pool: &sqlx::PgPool,
+    api: &PolicyApi,
     kind: EntryKind,
     company_id: &str,
     filters: EntryFilters,
@@ -74,9 +73,10 @@ async fn list_entries<T>(
 ) -> Result<(Vec<T>, String)> {
     let limit = page_size(page_size_requested, "page_size")?;
     let fingerprint = filters.fingerprint();
-    let after = paging::decode(page_token, &fingerprint)?;
-    let mut conn = pool.acquire().await?;
+    let mut conn = api.pool.acquire().await?;
     let company = store::company(&mut conn, company_id).await?;
+    let pager = api.pager(company.id).await?;
+    let after = pager.decode(page_token, &fingerprint)?;
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(select_sql(kind));
     q.push(" WHERE e.company_id = ").push_bind(company.id);
     q.push(" AND ").push(visible_sql(kind));
@@ -123,7 +123,7 @@ async fn list_entries<T>(
         .push_bind(limit + 1);
     let rows: Vec<EntryRow> = q.build_query_as().fetch_all(&mut *conn).await?;
     let (rows, next_page_token) =
-        paging::finish(rows, limit, &fingerprint, |r| (r.matched_value(), r.id));
+        pager.finish(rows, limit, &fingerprint, |r| (r.matched_value(), r.id));
     Ok((rows.iter().map(present).collect(), next_page_token))
 }
 
@@ -269,7 +269,7 @@ impl PolicyApi {
             ..common
         };
         let (email_addresses, next_page_token) = list_entries(
-            &self.pool,
+            self,
             EntryKind::Email,
             &request.company_id,
             filters,
@@ -517,7 +517,7 @@ impl PolicyApi {
             )?
         };
         let (ip_addresses, next_page_token) = list_entries(
-            &self.pool,
+            self,
             EntryKind::Ip,
             &request.company_id,
             filters,
@@ -645,7 +645,7 @@ impl PolicyApi {
             )?
         };
         let (domains, next_page_token) = list_entries(
-            &self.pool,
+            self,
             EntryKind::Domain,
             &request.company_id,
             filters,
