@@ -247,7 +247,7 @@ impl Engine {
         rec.push("auto_reply", StepOutcome::Pass, "not an automatic message");
 
         // 3. Who is this sender? email → verified domain (exact) → IP longest prefix.
-        let resolution = match self.policy.resolve(from.as_str(), facts.client_ip).await {
+        let resolution = match self.policy.resolve(&from, facts.client_ip).await {
             Ok(resolution) => resolution,
             Err(error) => {
                 rec.push(

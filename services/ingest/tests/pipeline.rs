@@ -534,11 +534,7 @@ async fn redis_down_falls_back_to_the_policy_service() {
         ],
     )
     .await;
-    let _: () = h
-        .redis
-        .del(format!("{}policy:version", h.prefix))
-        .await
-        .unwrap();
+    let _: () = h.redis.del(h.layout().version()).await.unwrap();
     let reply = h
         .send("a@good.test", &rcpt, &mail("a@good.test", "f3", "hi"))
         .await;
@@ -566,7 +562,7 @@ async fn an_invalidation_message_clears_the_in_process_cache() {
         ..Readiness::default()
     });
     h.put_domain("good.test", &unready).await;
-    let channel = format!("{}policy:invalidations", h.prefix);
+    let channel = h.layout().invalidations();
     // The subscription starts in the background: announce until the change is seen.
     let attempt = std::sync::atomic::AtomicU32::new(0);
     let reply = eventually(
