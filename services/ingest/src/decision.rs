@@ -326,7 +326,7 @@ impl Engine {
         );
 
         // 4. Who is this sender? email → verified domain (exact) → IP longest prefix.
-        let resolution = match self.policy.resolve(from.as_str(), facts.client_ip).await {
+        let resolution = match self.policy.resolve(&from, facts.client_ip).await {
             Ok(resolution) => resolution,
             Err(error) => {
                 rec.push(

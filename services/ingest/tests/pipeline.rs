@@ -610,16 +610,72 @@ async fn redis_down_falls_back_to_the_policy_service() {
         ],
     )
     .await;
-    let _: () = h
-        .redis
-        .del(format!("{}policy:version", h.prefix))
-        .await
-        .unwrap();
+    let _: () = h.redis.del(h.layout().version()).await.unwrap();
     let reply = h
         .send("a@good.test", &rcpt, &mail("a@good.test", "f3", "hi"))
         .await;
     assert!(reply.starts_with("250"), "{reply}");
     assert_eq!(h.jobs().await.len(), 1);
+    let _ = stop.send(());
+    h.cleanup().await;
+}
+
+/// The exact-domain rule holds even against a damaged index: a parent's entry found under a
+/// subdomain's key (a bug, a hand edit) authorises nothing from Redis; the policy service, which
+/// reads Postgres, decides instead (and here knows no such sender).
+#[tokio::test]
+async fn a_domain_key_holding_another_domains_entry_is_not_trusted() {
+    let dns = dns_with_zones().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let policy_url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(email2sms_runtime::grpc::serve(
+        email2sms_runtime::grpc::ApiServices {
+            routes: email2sms_proto::tonic::service::Routes::new(
+                SenderResolutionServiceServer::new(FakeResolver(entry(
+                    MatchKind::Domain,
+                    "good.test",
+                    SecurityType::ViaSpf,
+                ))),
+            ),
+            names: vec![],
+            file_descriptor_set: email2sms_proto::FILE_DESCRIPTOR_SET,
+        },
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    let mut h = harness(
+        &dns,
+        &[
+            "--policy-url",
+            &policy_url,
+            "--api-token",
+            "internal-secret",
+        ],
+    )
+    .await;
+    // "By IP Addresses" from 127.0.0.0/8: were the entry used, the mail would be accepted.
+    let parent = entry(MatchKind::Domain, "good.test", SecurityType::ByIpAddresses);
+    h.put_domain("sales.good.test", &parent).await;
+    let rcpt = ["+64211234567@sms.example.net"];
+    let reply = h
+        .send(
+            "a@sales.good.test",
+            &rcpt,
+            &mail("a@sales.good.test", "w1", "hi"),
+        )
+        .await;
+    assert!(reply.starts_with("550 5.7.1"), "{reply}");
+    assert!(h.jobs().await.is_empty());
+    // The same entry under its own key is used.
+    h.put_domain("good.test", &parent).await;
+    let reply = h
+        .send("a@good.test", &rcpt, &mail("a@good.test", "w2", "hi"))
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
     let _ = stop.send(());
     h.cleanup().await;
 }
@@ -642,7 +698,7 @@ async fn an_invalidation_message_clears_the_in_process_cache() {
         ..Readiness::default()
     });
     h.put_domain("good.test", &unready).await;
-    let channel = format!("{}policy:invalidations", h.prefix);
+    let channel = h.layout().invalidations();
     // The subscription starts in the background: announce until the change is seen.
     let attempt = std::sync::atomic::AtomicU32::new(0);
     let reply = eventually(
