@@ -9,7 +9,7 @@ use crate::PolicyApi;
 use crate::error::{Error, Result, Violation};
 use crate::model::{over_limit_enum, over_limit_text, page_size, parse_id, timestamp};
 use crate::paging;
-use crate::store::{self, CompanyRef, bump_version, keys_where};
+use crate::store::{self, CompanyRef, keys_where};
 
 /// Writable paths of UpsertCompany's mask.
 const COMPANY_PATHS: &[&str] = &[
@@ -328,7 +328,7 @@ impl PolicyApi {
                     .any(|p| p == path || (path.starts_with("limits.") && p == "limits"))
         };
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let existing = store::find_company(&mut tx, &public_id, true).await?;
         let fields = validate_company(&company, |path| {
             existing.is_none() || set(path) || (path == "limits" && set("limits.max_sms_parts"))
@@ -425,9 +425,7 @@ impl PolicyApi {
         } else {
             keys_where(&mut tx, &company_ref, "", None).await?
         };
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        self.cache.recompile(&self.pool, &keys).await;
+        tx.commit(&keys).await?;
         Ok(pb::UpsertCompanyResponse {
             company: Some(row.to_proto()),
             created,
@@ -474,7 +472,7 @@ impl PolicyApi {
         let set = |path: &str| paths.is_empty() || paths.iter().any(|p| p == path);
         let sender_id = Some(user.sender_id.clone()).filter(|s| !s.is_empty());
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         let existing: Option<Uuid> = sqlx::query_scalar(
             "SELECT id FROM messenger_users WHERE company_id = $1 AND external_id = $2 FOR UPDATE",
@@ -533,9 +531,7 @@ impl PolicyApi {
         } else {
             keys_where(&mut tx, &company, "u.id = $ARG", Some(row.id)).await?
         };
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        self.cache.recompile(&self.pool, &keys).await;
+        tx.commit(&keys).await?;
         Ok(pb::UpsertMessengerUserResponse {
             messenger_user: Some(row.to_proto(&company)),
             created,

@@ -16,12 +16,11 @@ use prost::Message;
 use uuid::Uuid;
 
 use crate::PolicyApi;
-use crate::cache::Keys;
 use crate::entries::EntryKind;
 use crate::error::{Error, Result};
 use crate::events::{ChallengeUpdate, apply_challenge};
 use crate::model::{parse_id, parse_opt_id, parse_request_id};
-use crate::store::{self, CompanyRef, Idempotency, bump_version, request_hash};
+use crate::store::{self, CompanyRef, Idempotency, request_hash};
 use crate::tenancy::{self, ConflictKind};
 
 /// How long one verification call may take. CheckNow runs a DNS lookup, so it gets more.
@@ -83,7 +82,7 @@ impl PolicyApi {
         // Before asking for a challenge, refuse what would fail anyway, without holding a
         // transaction open across the call.
         let company = {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let company = store::company(&mut tx, &request.company_id).await?;
             if let Some(key) = &idempotency
                 && let Some(id) = key.existing(&mut tx, company.id).await?
@@ -126,8 +125,7 @@ impl PolicyApi {
             if verified_elsewhere {
                 let error =
                     tenancy::refuse(&mut tx, &company, ConflictKind::Domain, name.as_str()).await?;
-                tx.commit().await?;
-                return Err(error);
+                return tx.refuse(error).await;
             }
             company
         };
@@ -150,7 +148,7 @@ impl PolicyApi {
             .ok_or_else(|| Error::Internal("CreateChallenge answered no challenge".into()))?;
         let update = ChallengeUpdate::from_challenge(&challenge)?;
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(key) = &idempotency
             && let Some(id) = key.existing(&mut tx, company.id).await?
         {
@@ -173,10 +171,9 @@ impl PolicyApi {
         if let Some(key) = &idempotency {
             key.store(&mut tx, company.id, id).await?;
         }
-        bump_version(&mut tx).await?;
+        tx.bump_version().await?;
         let row = store::entry(&mut tx, EntryKind::Domain, company.id, id, "domain").await?;
-        tx.commit().await?;
-        self.recompile_domain_name(&company, name.as_str()).await;
+        tx.commit_domain(&company, name.as_str(), true).await?;
         Ok(pb::CreateDomainResponse {
             domain: Some(row.to_domain()),
         })
@@ -210,14 +207,14 @@ impl PolicyApi {
         challenge: &vpb::Challenge,
     ) -> Result<pb::Domain> {
         let update = ChallengeUpdate::from_challenge(challenge)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (outcome, _) = apply_challenge(&mut tx, company.id, name, &update).await?;
-        if outcome == crate::events::EventOutcome::Applied {
-            bump_version(&mut tx).await?;
+        let applied = outcome == crate::events::EventOutcome::Applied;
+        if applied {
+            tx.bump_version().await?;
         }
         let row = store::entry(&mut tx, EntryKind::Domain, company.id, id, "domain").await?;
-        tx.commit().await?;
-        self.recompile_domain_name(company, name).await;
+        tx.commit_domain(company, name, applied).await?;
         Ok(row.to_domain())
     }
 
@@ -320,22 +317,5 @@ impl PolicyApi {
         {
             tracing::warn!(domain = name, status = ?status, "could not drop the verification challenge of a deleted domain");
         }
-    }
-
-    /// Recompiles the domain and, since its state may have changed, every company's email
-    /// entries at it (blocked while another company has it verified).
-    async fn recompile_domain_name(&self, company: &CompanyRef, name: &str) {
-        let mut keys = Keys::for_company(&company.public_id);
-        keys.add(EntryKind::Domain, Some(name), None);
-        let found = match self.pool.acquire().await {
-            Ok(mut conn) => store::add_emails_at_domains(&mut conn, &mut keys).await,
-            Err(error) => Err(error.into()),
-        };
-        if let Err(error) = found {
-            // Without the addresses the repair loop's full rebuild has to catch up.
-            tracing::warn!(%error, domain = name, "could not list the email entries at a changed domain; rebuilding the cache later");
-            self.cache.mark_dirty();
-        }
-        self.cache.recompile(&self.pool, &keys).await;
     }
 }

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::model::{opt_timestamp, parse_id, parse_request_id, timestamp};
 use crate::notifications;
 use crate::paging;
-use crate::store::{self, CompanyRef, Idempotency, bump_version, request_hash};
+use crate::store::{self, CompanyRef, Idempotency, request_hash};
 
 /// Largest file accepted: 100,000 realistic rows are about 5 MB, so this leaves room for long
 /// addresses and usernames while keeping one request's memory bounded.
@@ -696,7 +696,7 @@ impl PolicyApi {
         request: pb::CommitImportRequest,
     ) -> Result<pb::CommitImportResponse> {
         let id = parse_id("import_id", &request.import_id)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         let import = fetch_import(&mut tx, &company, id, true).await?;
         match pb::ImportState::try_from(import.state) {
@@ -795,7 +795,7 @@ impl PolicyApi {
         .execute(&mut *tx)
         .await?;
         let written = started.elapsed();
-        bump_version(&mut tx).await?;
+        tx.bump_version().await?;
         // The batch is created in the commit's transaction, keyed by the import id: only the
         // first commit gets here (a repeated one returned above), so nobody is notified twice.
         let batch = match mailer {
@@ -812,13 +812,13 @@ impl PolicyApi {
             None => None,
         };
         let import = fetch_import(&mut tx, &company, id, false).await?;
-        tx.commit().await?;
+        let pending = tx.commit_before_recompile().await?;
         let mut keys = Keys::for_company(&company.public_id);
         for (_, address) in &created {
             keys.add(EntryKind::Email, Some(address), None);
         }
         let committed = started.elapsed();
-        self.cache.recompile(&self.pool, &keys).await;
+        pending.recompile(&keys).await;
         tracing::info!(
             import = %id,
             created = created.len(),

@@ -40,6 +40,7 @@ pub mod sender_log;
 mod sources;
 pub mod store;
 pub mod tenancy;
+mod write;
 
 use std::future::Future;
 use std::net::SocketAddr;

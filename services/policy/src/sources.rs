@@ -17,7 +17,7 @@ use crate::model::{
     verification_state_text,
 };
 use crate::paging;
-use crate::store::{self, CompanyRef, Idempotency, bump_version, request_hash};
+use crate::store::{self, Idempotency, request_hash};
 use crate::tenancy::{self, ConflictKind};
 
 /// Filters of the three List RPCs, applied over the aliases of [`select_sql`].
@@ -170,7 +170,7 @@ impl PolicyApi {
             &entry.forwarding_user_id,
         )?;
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         let idempotency = request_id.map(|request_id| Idempotency {
             method: "CreateEmailAddress",
@@ -199,8 +199,7 @@ impl PolicyApi {
         if held {
             let error =
                 tenancy::refuse(&mut tx, &company, ConflictKind::EmailAddress, &address).await?;
-            tx.commit().await?;
-            return Err(error);
+            return tx.refuse(error).await;
         }
         // One row per (company, address): a deleted address is revived rather than duplicated,
         // which keeps imports idempotent. A live row of this company is ALREADY_EXISTS.
@@ -229,12 +228,11 @@ impl PolicyApi {
         if let Some(key) = &idempotency {
             key.store(&mut tx, company.id, id).await?;
         }
-        bump_version(&mut tx).await?;
+        tx.bump_version().await?;
         let row = store::entry(&mut tx, EntryKind::Email, company.id, id, "email address").await?;
-        tx.commit().await?;
         let mut keys = Keys::for_company(&company.public_id);
         keys.add_row(EntryKind::Email, &row);
-        self.cache.recompile(&self.pool, &keys).await;
+        tx.commit(&keys).await?;
         Ok(pb::CreateEmailAddressResponse {
             email_address: Some(row.to_email()),
         })
@@ -309,7 +307,7 @@ impl PolicyApi {
         } else {
             None
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         if set("disabled") && !entry.disabled {
             // Enabling claims the address again: the same check, and budget, as a create.
@@ -327,8 +325,7 @@ impl PolicyApi {
                     let error =
                         tenancy::refuse(&mut tx, &company, ConflictKind::EmailAddress, &address)
                             .await?;
-                    tx.commit().await?;
-                    return Err(error);
+                    return tx.refuse(error).await;
                 }
             }
         }
@@ -352,12 +349,11 @@ impl PolicyApi {
         if updated.rows_affected() == 0 {
             return Err(Error::NotFound("email address"));
         }
-        bump_version(&mut tx).await?;
+        tx.bump_version().await?;
         let row = store::entry(&mut tx, EntryKind::Email, company.id, id, "email address").await?;
-        tx.commit().await?;
         let mut keys = Keys::for_company(&company.public_id);
         keys.add_row(EntryKind::Email, &row);
-        self.cache.recompile(&self.pool, &keys).await;
+        tx.commit(&keys).await?;
         Ok(pb::UpdateEmailAddressResponse {
             email_address: Some(row.to_email()),
         })
@@ -368,7 +364,7 @@ impl PolicyApi {
         request: pb::DeleteEmailAddressRequest,
     ) -> Result<pb::DeleteEmailAddressResponse> {
         let id = parse_id("email_address_id", &request.email_address_id)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         // Soft delete: the row stays so that re-adding (or re-importing) revives it.
         let address: Option<String> = sqlx::query_scalar(
@@ -380,11 +376,9 @@ impl PolicyApi {
         .fetch_optional(&mut *tx)
         .await?;
         let address = address.ok_or(Error::NotFound("email address"))?;
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
         let mut keys = Keys::for_company(&company.public_id);
         keys.add(EntryKind::Email, Some(&address), None);
-        self.cache.recompile(&self.pool, &keys).await;
+        tx.commit(&keys).await?;
         Ok(pb::DeleteEmailAddressResponse {})
     }
 
@@ -406,7 +400,7 @@ impl PolicyApi {
         let user = parse_opt_id("ip_address.forwarding_user_id", &entry.forwarding_user_id)?;
         let description = check_description(&entry.description)?;
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         let idempotency = request_id.map(|request_id| Idempotency {
             method: "CreateIpAddress",
@@ -445,8 +439,7 @@ impl PolicyApi {
                 &cidr_text(&network),
             )
             .await?;
-            tx.commit().await?;
-            return Err(error);
+            return tx.refuse(error).await;
         }
         let id: Uuid = sqlx::query_scalar(
             "INSERT INTO ip_addresses (company_id, policy_id, network, forwarding_user_id, description)
@@ -462,12 +455,11 @@ impl PolicyApi {
         if let Some(key) = &idempotency {
             key.store(&mut tx, company.id, id).await?;
         }
-        bump_version(&mut tx).await?;
+        tx.bump_version().await?;
         let row = store::entry(&mut tx, EntryKind::Ip, company.id, id, "IP address").await?;
-        tx.commit().await?;
         let mut keys = Keys::for_company(&company.public_id);
         keys.add_row(EntryKind::Ip, &row);
-        self.cache.recompile(&self.pool, &keys).await;
+        tx.commit(&keys).await?;
         Ok(pb::CreateIpAddressResponse {
             ip_address: Some(row.to_ip()),
         })
@@ -547,7 +539,7 @@ impl PolicyApi {
         let user = parse_opt_id("ip_address.forwarding_user_id", &entry.forwarding_user_id)?;
         let description = check_description(&entry.description)?;
         let set = |p: &str| paths.contains(&p);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         let updated = sqlx::query(
             "UPDATE ip_addresses SET
@@ -567,12 +559,11 @@ impl PolicyApi {
         if updated.rows_affected() == 0 {
             return Err(Error::NotFound("IP address"));
         }
-        bump_version(&mut tx).await?;
+        tx.bump_version().await?;
         let row = store::entry(&mut tx, EntryKind::Ip, company.id, id, "IP address").await?;
-        tx.commit().await?;
         let mut keys = Keys::for_company(&company.public_id);
         keys.add_row(EntryKind::Ip, &row);
-        self.cache.recompile(&self.pool, &keys).await;
+        tx.commit(&keys).await?;
         Ok(pb::UpdateIpAddressResponse {
             ip_address: Some(row.to_ip()),
         })
@@ -583,7 +574,7 @@ impl PolicyApi {
         request: pb::DeleteIpAddressRequest,
     ) -> Result<pb::DeleteIpAddressResponse> {
         let id = parse_id("ip_address_id", &request.ip_address_id)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         let network: Option<IpNet> = sqlx::query_scalar(
             "DELETE FROM ip_addresses WHERE company_id = $1 AND id = $2 RETURNING network",
@@ -593,11 +584,9 @@ impl PolicyApi {
         .fetch_optional(&mut *tx)
         .await?;
         let network = network.ok_or(Error::NotFound("IP address"))?;
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
         let mut keys = Keys::for_company(&company.public_id);
         keys.add(EntryKind::Ip, None, Some(network));
-        self.cache.recompile(&self.pool, &keys).await;
+        tx.commit(&keys).await?;
         Ok(pb::DeleteIpAddressResponse {})
     }
 
@@ -666,7 +655,7 @@ impl PolicyApi {
     ) -> Result<pb::AllocateDomainResponse> {
         let id = parse_id("domain_id", &request.domain_id)?;
         let user = parse_opt_id("forwarding_user_id", &request.forwarding_user_id)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         let updated = sqlx::query(
             "UPDATE domains SET forwarding_user_id = $3, updated_at = now()
@@ -680,10 +669,11 @@ impl PolicyApi {
         if updated.rows_affected() == 0 {
             return Err(Error::NotFound("domain"));
         }
-        bump_version(&mut tx).await?;
+        tx.bump_version().await?;
         let row = store::entry(&mut tx, EntryKind::Domain, company.id, id, "domain").await?;
-        tx.commit().await?;
-        self.recompile_domain(&company, &row).await;
+        let mut keys = Keys::for_company(&company.public_id);
+        keys.add_row(EntryKind::Domain, &row);
+        tx.commit(&keys).await?;
         Ok(pb::AllocateDomainResponse {
             domain: Some(row.to_domain()),
         })
@@ -694,7 +684,7 @@ impl PolicyApi {
         request: pb::DeleteDomainRequest,
     ) -> Result<pb::DeleteDomainResponse> {
         let id = parse_id("domain_id", &request.domain_id)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         let name: Option<String> = sqlx::query_scalar(
             "DELETE FROM domains WHERE company_id = $1 AND id = $2 RETURNING name",
@@ -704,20 +694,14 @@ impl PolicyApi {
         .fetch_optional(&mut *tx)
         .await?;
         let name = name.ok_or(Error::NotFound("domain"))?;
-        bump_version(&mut tx).await?;
+        // Bumped before the addresses are read, so that they are read under the version lock.
+        tx.bump_version().await?;
         let mut keys = Keys::for_company(&company.public_id);
         keys.add(EntryKind::Domain, Some(&name), None);
         // A verified domain gone unblocks other companies' addresses at it.
         store::add_emails_at_domains(&mut tx, &mut keys).await?;
-        tx.commit().await?;
-        self.cache.recompile(&self.pool, &keys).await;
+        tx.commit(&keys).await?;
         self.drop_challenge(&company, &name).await;
         Ok(pb::DeleteDomainResponse {})
-    }
-
-    async fn recompile_domain(&self, company: &CompanyRef, row: &EntryRow) {
-        let mut keys = Keys::for_company(&company.public_id);
-        keys.add_row(EntryKind::Domain, row);
-        self.cache.recompile(&self.pool, &keys).await;
     }
 }
