@@ -525,7 +525,11 @@ impl PolicyApi {
             ),
         };
         // Every entry forwarding through the user (its own or its policy's default) carries the
-        // user's sender ID and activity in its compiled value.
+        // user's sender ID and activity in its compiled value. They are read under the version
+        // lock: an entry forwarding by its policy's default locks nothing of the user when it is
+        // created, so one committed while this transaction ran is only seen if it committed
+        // before this bump (or it waits for this commit and compiles the user as changed).
+        tx.bump_version().await?;
         let keys = if created {
             crate::cache::Keys::default()
         } else {
