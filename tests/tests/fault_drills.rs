@@ -279,11 +279,13 @@ async fn with_the_policy_service_stopped_ingest_decides_from_redis() {
 async fn dispatch_killed_mid_window_holds_the_uncertain_sms_for_review_and_sends_the_rest_once() {
     let mut drill = Drill::start(
         Options::default()
-            // Slow enough that jobs are claimed ahead of the connector when the kill comes.
+            // Slow enough that jobs are claimed ahead of the connector when the kill comes: at
+            // 20/s the 60 SMS took 3 s, and on a loaded machine all were delivered before the
+            // test saw 15 at the SMSC and killed dispatch; at 5/s there are 9 s to spare.
             .env(
                 Service::Dispatch,
                 "EMAIL2SMS_THROTTLE_PER_CONNECTOR",
-                "20/s",
+                "5/s",
             ),
     )
     .await;
@@ -318,7 +320,7 @@ async fn dispatch_killed_mid_window_holds_the_uncertain_sms_for_review_and_sends
     )
     .await;
     let held: Vec<&dispatch_pb::SmsMessage> = settled.iter().filter(|s| s.needs_review).collect();
-    // With two claim windows of ten ahead of a connector sending 20/s, a kill always finds jobs
+    // With two claim windows of ten ahead of a connector sending 5/s, a kill always finds jobs
     // mid-send (18 of 60 in the first runs).
     assert!(
         !held.is_empty(),
