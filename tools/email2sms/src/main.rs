@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use email2sms::client::ConnectionArgs;
-use email2sms::commands::{company, email, ip, messages, policy, user};
+use email2sms::commands::{
+    company, diagnose, domain, email, import, ip, messages, policy, queue, sender_log, user,
+};
 use email2sms::error::CliError;
 use email2sms::output::Output;
 use email2sms_runtime::config::{EX_UNAVAILABLE, exit_config_error, parse_or_exit};
@@ -87,6 +89,32 @@ enum Command {
         #[command(subcommand)]
         command: ip::IpCommand,
     },
+    /// Domain entries and their DNS proof.
+    #[command(after_help = EXIT_CODES)]
+    Domain {
+        #[command(subcommand)]
+        command: domain::DomainCommand,
+    },
+    /// CSV import of email address entries: preview, then commit.
+    #[command(after_help = EXIT_CODES)]
+    Import {
+        #[command(subcommand)]
+        command: import::ImportCommand,
+    },
+    /// The mail servers seen sending for a company.
+    #[command(after_help = EXIT_CODES)]
+    SenderLog(sender_log::SenderLogArgs),
+    /// Explain what ingest would do with an email, step by step (sends nothing).
+    #[command(after_help = EXIT_CODES)]
+    Diagnose(diagnose::DiagnoseArgs),
+    /// The mailq: depth of the job queue, its retry tiers and the dead-letter queue.
+    #[command(after_help = EXIT_CODES)]
+    Queue {
+        #[command(subcommand)]
+        command: Option<queue::QueueCommand>,
+        #[command(flatten)]
+        queue: email2sms_queue::QueueArgs,
+    },
     /// What happened to each SMS.
     #[command(after_help = EXIT_CODES)]
     Messages {
@@ -150,6 +178,18 @@ fn main() -> ExitCode {
                 messages::run_messages(command, connection, output).await
             }
             Command::Review { command } => messages::run_review(command, connection, output).await,
+            Command::Domain { command } => domain::run(command, connection, output).await,
+            Command::Import { command } => import::run(command, connection, output).await,
+            Command::SenderLog(args) => sender_log::run(args, connection, output).await,
+            Command::Diagnose(args) => diagnose::run(args, connection, output).await,
+            Command::Queue {
+                command: None,
+                queue: args,
+            } => queue::status(&args, output).await,
+            Command::Queue {
+                command: Some(queue::QueueCommand::Dead { command }),
+                ..
+            } => queue::run(command, output).await,
         };
         finish(result, output)
     })
