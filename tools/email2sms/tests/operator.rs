@@ -372,8 +372,11 @@ impl Queues {
         ]
     }
 
+    /// Best effort: a `test.` queue left behind expires on the shared broker by its policy.
     async fn remove(self) {
-        let channel = self.broker.channel().await.unwrap();
+        let Ok(channel) = self.broker.channel().await else {
+            return;
+        };
         for queue in self.topology.job_path_queues() {
             let _ = channel
                 .queue_delete(queue.as_str().into(), Default::default())
@@ -454,4 +457,194 @@ async fn queue_shows_depths_lists_dead_letters_and_replays_one_to_the_job_queue(
     assert_eq!(purged["purged"], 1);
     assert_eq!(depths(&json(&env, &["queue"]).await)["dead letters"], 0);
     queues.remove().await;
+}
+
+#[tokio::test]
+async fn domains_print_their_txt_record_and_verify_and_imports_preview_every_row_then_commit() {
+    let db = TestDb::unique();
+    let mut dns = email2sms_testkit::dns::DnsServer::start().await;
+    let dns_addr = dns.addr().to_string();
+    let amqp_prefix = format!("test.cli.{}.", unique());
+    let redis_prefix = format!("email2sms-cli-test-{}:", unique());
+    let common = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("EMAIL2SMS_MIGRATE", "1"),
+        ("EMAIL2SMS_INSECURE_NO_AUTH", "1"),
+        ("EMAIL2SMS_AMQP_PREFIX", amqp_prefix.as_str()),
+    ];
+    let mut env = common.to_vec();
+    env.extend([
+        ("EMAIL2SMS_VERIFICATION_GRPC_ADDR", "127.0.0.1:0"),
+        ("EMAIL2SMS_DNS_SERVERS", dns_addr.as_str()),
+        ("EMAIL2SMS_VERIFICATION_SCHEDULER", "false"),
+    ]);
+    let verification = ServiceProcess::spawn(&sibling("email2sms-verification"), &env).await;
+    let verification_url = format!("http://{}", verification.grpc_addr);
+    let mut env = common.to_vec();
+    env.extend([
+        ("EMAIL2SMS_POLICY_GRPC_ADDR", "127.0.0.1:0"),
+        ("EMAIL2SMS_REDIS_PREFIX", redis_prefix.as_str()),
+        ("EMAIL2SMS_VERIFICATION_URL", verification_url.as_str()),
+    ]);
+    let policy = ServiceProcess::spawn(&sibling("email2sms-policy"), &env).await;
+    let url = format!("http://{}", policy.grpc_addr);
+    let env = [("EMAIL2SMS_POLICY_URL", url.as_str())];
+
+    let company = uuid::Uuid::new_v4().to_string();
+    json(
+        &env,
+        &[
+            "company", "create", "--id", &company, "--name", "Acme", "--region", "NZ",
+        ],
+    )
+    .await;
+    let user = json(
+        &env,
+        &["user", "add", "--company", &company, "--username", "jane"],
+    )
+    .await;
+    let user_id = text(&user, "messenger_user_id").to_owned();
+
+    // A domain: the TXT record to publish is printed, then verified once it is in DNS.
+    let domains = json(
+        &env,
+        &[
+            "policy",
+            "set",
+            "--company",
+            &company,
+            "--sent-from",
+            "domain",
+            "--security-type",
+            "via_spf",
+            "--default-user",
+            &user_id,
+        ],
+    )
+    .await;
+    let domain_policy = text(&domains, "security_policy_id").to_owned();
+    let (code, printed, stderr) = run(
+        &env,
+        &[
+            "domain",
+            "add",
+            "--company",
+            &company,
+            "--policy",
+            &domain_policy,
+            "example.com",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let listed = json(&env, &["domain", "list", "--company", &company]).await;
+    let domain = &listed["domains"][0];
+    let value = text(&domain["verification"], "txt_record_value").to_owned();
+    assert_eq!(domain["verification"]["state"], "pending", "{domain}");
+    assert!(
+        printed.contains(&format!("example.com  TXT  \"{value}\"")),
+        "{printed}"
+    );
+    let domain_id = text(domain, "domain_id").to_owned();
+    dns.set_zone("example.com", &format!("@ TXT \"{value}\""))
+        .await;
+    let verified = json(
+        &env,
+        &["domain", "verify", "--company", &company, &domain_id],
+    )
+    .await;
+    assert_eq!(verified["check"]["result"], "token_found", "{verified}");
+    assert_eq!(verified["domain"]["verification"]["state"], "verified");
+    assert_eq!(verified["domain"]["readiness"]["ready"], true);
+    json(&env, &["domain", "rm", "--company", &company, &domain_id]).await;
+    let listed = json(&env, &["domain", "list", "--company", &company]).await;
+    assert!(listed["domains"].as_array().unwrap().is_empty());
+
+    // An import: every row with its line and problem, the totals, then the commit.
+    let emails = json(
+        &env,
+        &[
+            "policy",
+            "set",
+            "--company",
+            &company,
+            "--sent-from",
+            "email_address",
+            "--security-type",
+            "via_spf",
+        ],
+    )
+    .await;
+    let email_policy = text(&emails, "security_policy_id").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("staff.csv");
+    std::fs::write(
+        &csv,
+        "Email,Username\njane@example.org,jane\nnot-an-address,jane\nbob@example.org,nobody\n",
+    )
+    .unwrap();
+    let args = [
+        "import",
+        "preview",
+        "--company",
+        &company,
+        "--policy",
+        &email_policy,
+        csv.to_str().unwrap(),
+    ];
+    let (code, table, stderr) = run(&env, &args).await;
+    assert_eq!(code, 0, "{stderr}");
+    for (line, status) in [("2", "ok"), ("3", "invalid_email"), ("4", "unknown_user")] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(line) && l.contains(status)),
+            "line {line} {status}: {table}"
+        );
+    }
+    let preview = json(&env, &args).await;
+    assert_eq!(preview["rows"].as_array().unwrap().len(), 3);
+    assert_eq!(preview["import"]["totals"]["total_rows"], 3);
+    assert_eq!(preview["import"]["totals"]["ok_rows"], 1);
+    let import_id = text(&preview["import"], "import_id").to_owned();
+    let committed = json(
+        &env,
+        &["import", "commit", "--company", &company, &import_id],
+    )
+    .await;
+    assert_eq!(committed["import"]["state"], "committed", "{committed}");
+    assert_eq!(committed["import"]["created_count"], 1);
+    let listed = json(
+        &env,
+        &[
+            "email",
+            "list",
+            "--company",
+            &company,
+            "--import",
+            &import_id,
+        ],
+    )
+    .await;
+    assert_eq!(
+        listed["email_addresses"][0]["email_address"],
+        "jane@example.org"
+    );
+    // A file that is not there: 66.
+    let (code, _, _) = run(
+        &env,
+        &[
+            "import",
+            "preview",
+            "--company",
+            &company,
+            "--policy",
+            &email_policy,
+            "/nonexistent.csv",
+        ],
+    )
+    .await;
+    assert_eq!(code, 66);
+    let log = json(&env, &["sender-log", "--company", &company]).await;
+    assert!(log["entries"].as_array().unwrap().is_empty());
 }
