@@ -648,3 +648,271 @@ async fn domains_print_their_txt_record_and_verify_and_imports_preview_every_row
     let log = json(&env, &["sender-log", "--company", &company]).await;
     assert!(log["entries"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn messages_list_and_get_show_an_sms_dispatch_sent_and_review_refuses_one_not_held() {
+    let db = TestDb::unique();
+    let amqp_prefix = format!("test.cli.{}.", unique());
+    let dispatch = ServiceProcess::spawn(
+        &sibling("email2sms-dispatch"),
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("EMAIL2SMS_MIGRATE", "1"),
+            ("EMAIL2SMS_INSECURE_NO_AUTH", "1"),
+            ("EMAIL2SMS_AMQP_PREFIX", amqp_prefix.as_str()),
+            ("EMAIL2SMS_DISPATCH_GRPC_ADDR", "127.0.0.1:0"),
+            ("EMAIL2SMS_SMS_CONNECTOR", "stdout"),
+        ],
+    )
+    .await;
+    let url = format!("http://{}", dispatch.grpc_addr);
+    let env = [("EMAIL2SMS_DISPATCH_URL", url.as_str())];
+    let topology = Topology {
+        prefix: amqp_prefix.clone(),
+        ..Topology::default()
+    };
+    let broker = Broker::new(AMQP_URL, "email2sms-cli-test");
+    topology
+        .declare_jobs(&broker.channel().await.unwrap())
+        .await
+        .unwrap();
+    let company = uuid::Uuid::new_v4().to_string();
+    let job = SmsJob {
+        job_id: uuid::Uuid::now_v7().to_string(),
+        company_id: company.clone(),
+        forwarding_user_id: uuid::Uuid::new_v4().to_string(),
+        sender_id: "ACME".into(),
+        recipient: "+64211000003".into(),
+        text: "Hello from the CLI test".into(),
+        ..SmsJob::default()
+    };
+    Publisher::new(broker.clone(), std::time::Duration::from_secs(10))
+        .publish(Outgoing {
+            exchange: &topology.jobs_exchange(),
+            routing_key: email2sms_queue::topology::SMS_JOB_ROUTING_KEY,
+            payload: &job.encode_to_vec(),
+            message_id: job.job_id.clone(),
+            message_type: SMS_JOB_TYPE,
+            headers: FieldTable::default(),
+        })
+        .await
+        .unwrap();
+
+    let listed = email2sms_testkit::eventually(
+        "dispatch sent the SMS",
+        || {
+            let company = company.clone();
+            async move { json(&env, &["messages", "list", "--company", &company]).await }
+        },
+        |listed| {
+            listed["messages"][0]["state"] == "submitted"
+                || listed["messages"][0]["state"] == "delivered"
+        },
+    )
+    .await;
+    let message = &listed["messages"][0];
+    assert_eq!(message["job_id"], job.job_id.as_str());
+    assert_eq!(message["recipient"], "+64211000003");
+    let filtered = json(
+        &env,
+        &[
+            "messages",
+            "list",
+            "--company",
+            &company,
+            "--state",
+            "failed",
+        ],
+    )
+    .await;
+    assert!(
+        filtered["messages"].as_array().unwrap().is_empty(),
+        "{filtered}"
+    );
+    let got = json(
+        &env,
+        &["messages", "get", "--company", &company, &job.job_id],
+    )
+    .await;
+    assert_eq!(got["message"]["text"], "Hello from the CLI test");
+    assert!(!got["history"].as_array().unwrap().is_empty(), "{got}");
+    let (code, table, stderr) = run(
+        &env,
+        &["messages", "get", "--company", &company, &job.job_id],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        table.contains("STATE") && table.contains("queued"),
+        "{table}"
+    );
+
+    let review = json(&env, &["review", "list", "--company", &company]).await;
+    assert!(review["messages"].as_array().unwrap().is_empty());
+    let (code, _, stderr) = run(
+        &env,
+        &[
+            "review",
+            "resolve",
+            "--company",
+            &company,
+            "--as",
+            "sent",
+            &job.job_id,
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("FAILED_PRECONDITION"), "{stderr}");
+    if let Ok(channel) = broker.channel().await {
+        for queue in topology.job_path_queues() {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn diagnose_prints_every_step_of_ingest_s_decision() {
+    let db = TestDb::unique();
+    let amqp_prefix = format!("test.cli.{}.", unique());
+    let redis_prefix = format!("email2sms-cli-test-{}:", unique());
+    let dns = email2sms_testkit::dns::DnsServer::start().await;
+    let dns_addr = dns.addr().to_string();
+    let policy = ServiceProcess::spawn(
+        &sibling("email2sms-policy"),
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("EMAIL2SMS_MIGRATE", "1"),
+            ("EMAIL2SMS_INSECURE_NO_AUTH", "1"),
+            ("EMAIL2SMS_AMQP_PREFIX", amqp_prefix.as_str()),
+            ("EMAIL2SMS_REDIS_PREFIX", redis_prefix.as_str()),
+            ("EMAIL2SMS_POLICY_GRPC_ADDR", "127.0.0.1:0"),
+            ("EMAIL2SMS_VERIFICATION_URL", "http://127.0.0.1:1"),
+        ],
+    )
+    .await;
+    let policy_url = format!("http://{}", policy.grpc_addr);
+    let ingest = ServiceProcess::spawn_announcing(
+        &sibling("email2sms-ingest"),
+        &[
+            ("EMAIL2SMS_INSECURE_NO_AUTH", "1"),
+            ("EMAIL2SMS_AMQP_PREFIX", amqp_prefix.as_str()),
+            ("EMAIL2SMS_REDIS_PREFIX", redis_prefix.as_str()),
+            ("EMAIL2SMS_POLICY_URL", policy_url.as_str()),
+            ("EMAIL2SMS_DNS_SERVERS", dns_addr.as_str()),
+            ("EMAIL2SMS_SMS_DOMAINS", "sms.localhost"),
+            ("EMAIL2SMS_INGEST_HOSTNAME", "ingest.cli.test"),
+            ("EMAIL2SMS_INGEST_GRPC_ADDR", "127.0.0.1:0"),
+            ("EMAIL2SMS_INGEST_SMTP_ADDR", "127.0.0.1:0"),
+        ],
+        &["grpc", "smtp"],
+    )
+    .await;
+    let ingest_url = format!("http://{}", ingest.grpc_addr);
+    let env = [
+        ("EMAIL2SMS_POLICY_URL", policy_url.as_str()),
+        ("EMAIL2SMS_INGEST_URL", ingest_url.as_str()),
+    ];
+    let company = json(
+        &env,
+        &["company", "create", "--name", "Acme", "--region", "NZ"],
+    )
+    .await;
+    let company = text(&company, "company_id").to_owned();
+    let user = json(
+        &env,
+        &["user", "add", "--company", &company, "--username", "jane"],
+    )
+    .await;
+    let policy_json = json(
+        &env,
+        &[
+            "policy",
+            "set",
+            "--company",
+            &company,
+            "--sent-from",
+            "email_address",
+            "--security-type",
+            "by_ip_addresses",
+            "--allow-ip",
+            "203.0.113.0/24",
+            "--default-user",
+            text(&user, "messenger_user_id"),
+        ],
+    )
+    .await;
+    json(
+        &env,
+        &[
+            "email",
+            "add",
+            "--company",
+            &company,
+            "--policy",
+            text(&policy_json, "security_policy_id"),
+            "alice@example.com",
+        ],
+    )
+    .await;
+    let diagnose = |ip: &'static str| {
+        let company = company.clone();
+        async move {
+            json(
+                &env,
+                &[
+                    "diagnose",
+                    "--company",
+                    &company,
+                    "--from",
+                    "Alice <alice@example.com>",
+                    "--ip",
+                    ip,
+                    "--helo",
+                    "mail.example.com",
+                    "--to",
+                    "64211000003@sms.localhost",
+                ],
+            )
+            .await
+        }
+    };
+    let accepted = diagnose("203.0.113.9").await;
+    assert_eq!(accepted["decision"], "accept", "{accepted}");
+    assert_eq!(accepted["reply"]["code"], 250, "{accepted}");
+    assert!(
+        accepted["steps"].as_array().unwrap().len() > 3,
+        "{accepted}"
+    );
+    let refused = diagnose("198.51.100.1").await;
+    assert_eq!(refused["decision"], "reject", "{refused}");
+    assert!(
+        refused["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["outcome"] == "fail"),
+        "{refused}"
+    );
+    // The table shows each step numbered, and the reply.
+    let (code, table, stderr) = run(
+        &env,
+        &[
+            "diagnose",
+            "--company",
+            &company,
+            "--from",
+            "alice@example.com",
+            "--ip",
+            "198.51.100.1",
+            "--to",
+            "64211000003@sms.localhost",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(table.contains(" 1. "), "{table}");
+    assert!(table.contains("decision: reject"), "{table}");
+}
