@@ -1,7 +1,13 @@
-//! The operator's command: run migrations, start the whole cluster locally, administer policies.
+//! The operator's command: run migrations, start the whole cluster locally, and do over gRPC what
+//! the portal does (companies, users, policies, entries, imports, messages) and over AMQP what the
+//! operator does (the job queue, its retry tiers and dead letters).
 #![forbid(unsafe_code)]
 
+pub mod client;
+pub mod commands;
 pub mod dev;
+pub mod error;
+pub mod output;
 
 use email2sms_runtime::db::{self, DbError};
 use sqlx::migrate::Migrator;

@@ -5,18 +5,39 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use email2sms::client::ConnectionArgs;
+use email2sms::commands::{
+    company, diagnose, domain, email, import, ip, messages, policy, queue, sender_log, user,
+};
+use email2sms::error::CliError;
+use email2sms::output::Output;
 use email2sms_runtime::config::{EX_UNAVAILABLE, exit_config_error, parse_or_exit};
 use email2sms_runtime::telemetry::{self, TelemetryArgs};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   done
+  1   the server refused (its message and each field violation are printed)
+  64  usage: a bad flag, argument or environment value
+  66  an input file (CSV, token file) cannot be read
+  69  a service or RabbitMQ cannot be reached (or answered UNAVAILABLE)
+  77  the token is missing, unknown or of the wrong scope";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "email2sms",
     version,
-    about = "Operate an Email2SMS Security cluster"
+    about = "Operate an Email2SMS Security cluster",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print JSON (one document on stdout, errors included) instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(flatten)]
+    connection: ConnectionArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -38,30 +59,73 @@ enum Command {
         #[arg(long, env = "EMAIL2SMS_BIN_DIR")]
         bin_dir: Option<PathBuf>,
     },
-    /// Administer the policy service.
+    /// Companies (UpsertCompany, GetCompany).
+    #[command(after_help = EXIT_CODES)]
+    Company {
+        #[command(subcommand)]
+        command: company::CompanyCommand,
+    },
+    /// A company's Messenger users, the identities SMS are sent as.
+    #[command(after_help = EXIT_CODES)]
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
+    /// Security policies, and rebuilding the compiled sender lookups.
+    #[command(after_help = EXIT_CODES)]
     Policy {
         #[command(subcommand)]
-        command: PolicyCommand,
+        command: policy::PolicyCommand,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum PolicyCommand {
-    /// Rebuild the compiled sender lookups in Redis from Postgres (the RebuildCache RPC).
-    RebuildCache {
-        /// The policy service.
-        #[arg(
-            long,
-            env = "EMAIL2SMS_POLICY_URL",
-            default_value = "http://127.0.0.1:50051"
-        )]
-        policy_url: String,
-        /// Bearer token with the `internal` scope.
-        #[arg(long, env = "EMAIL2SMS_API_TOKEN", hide_env_values = true)]
-        api_token: Option<String>,
-        /// Rebuild only this company's keys; all of them when empty.
-        #[arg(long, default_value = "")]
-        company_id: String,
+    /// Email address entries.
+    #[command(after_help = EXIT_CODES)]
+    Email {
+        #[command(subcommand)]
+        command: email::EmailCommand,
+    },
+    /// IP address entries.
+    #[command(after_help = EXIT_CODES)]
+    Ip {
+        #[command(subcommand)]
+        command: ip::IpCommand,
+    },
+    /// Domain entries and their DNS proof.
+    #[command(after_help = EXIT_CODES)]
+    Domain {
+        #[command(subcommand)]
+        command: domain::DomainCommand,
+    },
+    /// CSV import of email address entries: preview, then commit.
+    #[command(after_help = EXIT_CODES)]
+    Import {
+        #[command(subcommand)]
+        command: import::ImportCommand,
+    },
+    /// The mail servers seen sending for a company.
+    #[command(after_help = EXIT_CODES)]
+    SenderLog(sender_log::SenderLogArgs),
+    /// Explain what ingest would do with an email, step by step (sends nothing).
+    #[command(after_help = EXIT_CODES)]
+    Diagnose(diagnose::DiagnoseArgs),
+    /// The mailq: depth of the job queue, its retry tiers and the dead-letter queue.
+    #[command(after_help = EXIT_CODES)]
+    Queue {
+        #[command(subcommand)]
+        command: Option<queue::QueueCommand>,
+        #[command(flatten)]
+        queue: email2sms_queue::QueueArgs,
+    },
+    /// What happened to each SMS.
+    #[command(after_help = EXIT_CODES)]
+    Messages {
+        #[command(subcommand)]
+        command: messages::MessagesCommand,
+    },
+    /// SMS held for review after a crash mid-send.
+    #[command(after_help = EXIT_CODES)]
+    Review {
+        #[command(subcommand)]
+        command: messages::ReviewCommand,
     },
 }
 
@@ -82,16 +146,10 @@ fn main() -> ExitCode {
             Ok(guard) => guard,
             Err(error) => exit_config_error("email2sms", &error),
         };
-        match cli.command {
-            Command::Migrate { database_url } => migrate(&database_url).await,
-            Command::Policy {
-                command:
-                    PolicyCommand::RebuildCache {
-                        policy_url,
-                        api_token,
-                        company_id,
-                    },
-            } => rebuild_cache(&policy_url, api_token.as_deref(), company_id).await,
+        let output = Output { json: cli.json };
+        let connection = &cli.connection;
+        let result = match cli.command {
+            Command::Migrate { database_url } => return migrate(&database_url).await,
             Command::Dev {
                 database_url,
                 bin_dir,
@@ -101,16 +159,50 @@ fn main() -> ExitCode {
                     return code;
                 }
                 let bin_dir = bin_dir.unwrap_or_else(email2sms::dev::default_bin_dir);
-                match email2sms::dev::run(&bin_dir, email2sms_runtime::shutdown::signal()).await {
+                return match email2sms::dev::run(&bin_dir, email2sms_runtime::shutdown::signal())
+                    .await
+                {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {
                         eprintln!("email2sms dev: {error}");
                         ExitCode::FAILURE
                     }
-                }
+                };
             }
-        }
+            Command::Company { command } => company::run(command, connection, output).await,
+            Command::User { command } => user::run(command, connection, output).await,
+            Command::Policy { command } => policy::run(command, connection, output).await,
+            Command::Email { command } => email::run(command, connection, output).await,
+            Command::Ip { command } => ip::run(command, connection, output).await,
+            Command::Messages { command } => {
+                messages::run_messages(command, connection, output).await
+            }
+            Command::Review { command } => messages::run_review(command, connection, output).await,
+            Command::Domain { command } => domain::run(command, connection, output).await,
+            Command::Import { command } => import::run(command, connection, output).await,
+            Command::SenderLog(args) => sender_log::run(args, connection, output).await,
+            Command::Diagnose(args) => diagnose::run(args, connection, output).await,
+            Command::Queue {
+                command: None,
+                queue: args,
+            } => queue::status(&args, output).await,
+            Command::Queue {
+                command: Some(queue::QueueCommand::Dead { command }),
+                ..
+            } => queue::run(command, output).await,
+        };
+        finish(result, output)
     })
+}
+
+fn finish(result: Result<(), CliError>, output: Output) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            error.report(output.json);
+            ExitCode::from(error.exit_code())
+        }
+    }
 }
 
 async fn migrate(database_url: &str) -> ExitCode {
@@ -132,58 +224,6 @@ async fn migrate(database_url: &str) -> ExitCode {
         Err(error) => {
             eprintln!("email2sms migrate: {error}");
             ExitCode::from(EX_UNAVAILABLE as u8)
-        }
-    }
-}
-
-async fn rebuild_cache(url: &str, token: Option<&str>, company_id: String) -> ExitCode {
-    use email2sms_proto::policy::v1 as pb;
-    use email2sms_proto::policy::v1::sender_resolution_service_client::SenderResolutionServiceClient;
-    use email2sms_proto::tonic::transport::Endpoint;
-
-    if let Err(error) =
-        email2sms_runtime::config::check_url("EMAIL2SMS_POLICY_URL", url, &["http", "https"])
-    {
-        exit_config_error("email2sms", &error);
-    }
-    let token = match email2sms_runtime::auth::BearerToken::new(token) {
-        Ok(token) => token,
-        Err(error) => exit_config_error("email2sms", &error),
-    };
-    let channel = match Endpoint::from_shared(url.to_owned()) {
-        Ok(endpoint) => endpoint.connect_timeout(std::time::Duration::from_secs(5)),
-        Err(error) => {
-            eprintln!("email2sms policy rebuild-cache: invalid EMAIL2SMS_POLICY_URL: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let channel = match channel.connect().await {
-        Ok(channel) => channel,
-        Err(error) => {
-            eprintln!("email2sms policy rebuild-cache: cannot reach {url}: {error}");
-            return ExitCode::from(EX_UNAVAILABLE as u8);
-        }
-    };
-    let mut client = SenderResolutionServiceClient::with_interceptor(channel, token);
-    match client
-        .rebuild_cache(pb::RebuildCacheRequest { company_id })
-        .await
-    {
-        Ok(response) => {
-            let response = response.into_inner();
-            println!(
-                "cache rebuilt: {} keys written, {} stale keys removed, version {}",
-                response.keys_written, response.keys_removed, response.version
-            );
-            ExitCode::SUCCESS
-        }
-        Err(status) => {
-            eprintln!(
-                "email2sms policy rebuild-cache: {:?}: {}",
-                status.code(),
-                status.message()
-            );
-            ExitCode::FAILURE
         }
     }
 }
