@@ -638,11 +638,12 @@ impl Engine {
                     StepName::Text,
                     StepOutcome::Pass,
                     format!(
-                        "{} characters, {:?}, {} part(s){}",
+                        "{} characters, {:?}, {} part(s){}{}",
                         sms.text.chars().count(),
                         sms.encoding,
                         sms.segments,
-                        if sms.truncated { ", truncated" } else { "" }
+                        if sms.truncated { ", truncated" } else { "" },
+                        replaced_typography(&sms.replacements)
                     ),
                 );
                 outcome.sms = Some(sms);
@@ -674,6 +675,27 @@ fn spf_result(result: SpfResult) -> PbSpf {
         SpfResult::Temperror => PbSpf::Temperror,
         SpfResult::Permerror => PbSpf::Permerror,
     }
+}
+
+/// What the text step says about typography replaced to keep the SMS GSM-7:
+/// "; typography replaced to stay GSM-7: 2 × U+201C “ → \"".
+fn replaced_typography(replacements: &[email2sms_sms::Replacement]) -> String {
+    if replacements.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = replacements
+        .iter()
+        .map(|r| {
+            format!(
+                "{} × U+{:04X} {} → {:?}",
+                r.count,
+                u32::from(r.from),
+                r.from,
+                r.to
+            )
+        })
+        .collect();
+    format!("; typography replaced to stay GSM-7: {}", each.join(", "))
 }
 
 /// The RFC 7208 name of an SPF result, for the metrics.

@@ -231,6 +231,9 @@ pub struct SmsText {
     pub encoding: SmsEncoding,
     pub segments: u32,
     pub truncated: bool,
+    /// The typography replaced to keep the text GSM-7 (`CompanyLimits.keep_typography` off);
+    /// empty when nothing was.
+    pub replacements: Vec<email2sms_sms::Replacement>,
 }
 
 /// Chooses the text per the policy's mode, then applies the company's part limit. `platform_max`
@@ -273,6 +276,19 @@ pub fn sms_text(
             ),
         ));
     }
+    // Typography first: whether the text is GSM-7 decides how many parts it needs.
+    let keep_typography = limits.is_some_and(CompanyLimits::keep_typography);
+    let (text, replacements) = if keep_typography {
+        (text, Vec::new())
+    } else {
+        match email2sms_sms::prefer_gsm7(&text) {
+            email2sms_sms::Transliterated {
+                text: std::borrow::Cow::Owned(plain),
+                replacements,
+            } => (plain, replacements),
+            _ => (text, Vec::new()),
+        }
+    };
     let company_max = limits.map_or(0, |l| l.max_sms_parts);
     let max = if company_max == 0 {
         platform_max
@@ -314,6 +330,7 @@ pub fn sms_text(
         segments: u32::try_from(sized.segments).unwrap_or(u32::MAX),
         truncated,
         text,
+        replacements,
     })
 }
 
@@ -483,6 +500,54 @@ mod tests {
         };
         let reply = sms_text(&parsed, TextMode::Body, Some(&refuse), 10).unwrap_err();
         assert_eq!(reply.enhanced, Some("5.3.4"));
+    }
+
+    #[test]
+    fn typography_is_replaced_to_stay_gsm7_unless_the_company_keeps_it() {
+        let parsed = ParsedMail {
+            body: "Meeting – “today”…".into(),
+            ..ParsedMail::default()
+        };
+        // The default (and an explicit false): plain equivalents, GSM-7, and what was replaced.
+        for limits in [None, Some(CompanyLimits::default())] {
+            let sms = sms_text(&parsed, TextMode::Body, limits.as_ref(), 10).unwrap();
+            assert_eq!(sms.text, "Meeting - \"today\"...");
+            assert_eq!(sms.encoding, SmsEncoding::Gsm7);
+            let replaced: Vec<(char, &str, usize)> = sms
+                .replacements
+                .iter()
+                .map(|r| (r.from, r.to, r.count))
+                .collect();
+            assert_eq!(
+                replaced,
+                [
+                    ('–', "-", 1),
+                    ('“', "\"", 1),
+                    ('”', "\"", 1),
+                    ('…', "...", 1)
+                ]
+            );
+        }
+        // Kept: sent as written, in UCS-2.
+        let keep = CompanyLimits {
+            keep_typography: Some(true),
+            ..CompanyLimits::default()
+        };
+        let sms = sms_text(&parsed, TextMode::Body, Some(&keep), 10).unwrap();
+        assert_eq!(sms.text, "Meeting – “today”…");
+        assert_eq!(sms.encoding, SmsEncoding::Ucs2);
+        assert!(sms.replacements.is_empty());
+        // A text that needs UCS-2 anyway keeps its typography either way.
+        let emoji = ParsedMail {
+            body: "Meeting – today 🎉".into(),
+            ..ParsedMail::default()
+        };
+        for limits in [None, Some(keep)] {
+            let sms = sms_text(&emoji, TextMode::Body, limits.as_ref(), 10).unwrap();
+            assert_eq!(sms.text, "Meeting – today 🎉");
+            assert_eq!(sms.encoding, SmsEncoding::Ucs2);
+            assert!(sms.replacements.is_empty());
+        }
     }
 
     #[test]

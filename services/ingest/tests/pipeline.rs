@@ -403,6 +403,30 @@ async fn diagnose_explains_accepted_and_refused_senders() {
         accepted.steps[9]
     );
     assert_eq!(accepted.sms.as_ref().unwrap().recipient, "+64211234567");
+    // With the real message, the text step says which typography became GSM-7 and the preview
+    // shows the text as it will be sent.
+    let typographic = api
+        .diagnose(DiagnoseRequest {
+            client_ip: "127.0.0.1".into(),
+            helo: "mail.good.test".into(),
+            envelope_sender: "a@good.test".into(),
+            recipient: "0211234567@sms.example.net".into(),
+            raw_message: mail("a@good.test", "typo1", "Meeting – “today”…").into_bytes(),
+            ..DiagnoseRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(typographic.decision(), Decision::Accept, "{typographic:?}");
+    let text_step = &typographic.steps[9];
+    assert!(
+        text_step
+            .detail
+            .contains("typography replaced to stay GSM-7: 1 × U+2013 – → \"-\""),
+        "{text_step:?}"
+    );
+    let preview = typographic.sms.as_ref().unwrap();
+    assert_eq!(preview.text, "Meeting - \"today\"...");
+    assert_eq!(preview.encoding(), SmsEncoding::Gsm7);
     assert!(accepted.sender.is_some());
 
     // The 10.0.0.0/8 IP entry matches 10.1.2.3 but the domain rule is tried first and wins for

@@ -20,6 +20,7 @@ const COMPANY_PATHS: &[&str] = &[
     "limits.over_limit_behavior",
     "limits.allowed_destination_regions",
     "limits.international_sms_per_day",
+    "limits.keep_typography",
     "suspended",
 ];
 
@@ -47,6 +48,7 @@ struct CompanyRow {
     over_limit: String,
     allowed_destination_regions: Vec<String>,
     international_sms_per_day: i32,
+    keep_typography: bool,
     suspended: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -54,7 +56,7 @@ struct CompanyRow {
 
 const COMPANY_COLUMNS: &str = "id, coalesce(external_id, id::text) AS public_id, name, admin_emails, \
      default_region, max_sms_parts, over_limit, allowed_destination_regions, \
-     international_sms_per_day, suspended, created_at, updated_at";
+     international_sms_per_day, keep_typography, suspended, created_at, updated_at";
 
 impl CompanyRow {
     fn to_proto(&self) -> pb::Company {
@@ -70,6 +72,7 @@ impl CompanyRow {
                 international_sms_per_day: Some(
                     u32::try_from(self.international_sms_per_day).unwrap_or(0),
                 ),
+                keep_typography: Some(self.keep_typography),
             }),
             suspended: self.suspended,
             create_time: Some(timestamp(self.created_at)),
@@ -118,6 +121,7 @@ struct CompanyFields {
     over_limit: Option<&'static str>,
     destination_regions: Vec<String>,
     international_sms_per_day: i32,
+    keep_typography: bool,
     suspended: bool,
 }
 
@@ -219,6 +223,7 @@ fn validate_company(
         over_limit: over_limit_text(over_limit),
         destination_regions,
         international_sms_per_day,
+        keep_typography: limits.keep_typography.unwrap_or(false),
         suspended: company.suspended,
     })
 }
@@ -337,8 +342,9 @@ impl PolicyApi {
                 let row: Option<CompanyRow> = sqlx::query_as(&format!(
                     "INSERT INTO companies (id, external_id, name, admin_emails, default_region,
                                             max_sms_parts, over_limit, suspended,
-                                            allowed_destination_regions, international_sms_per_day)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                            allowed_destination_regions, international_sms_per_day,
+                                            keep_typography)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                      ON CONFLICT DO NOTHING RETURNING {COMPANY_COLUMNS}"
                 ))
                 .bind(id)
@@ -357,6 +363,7 @@ impl PolicyApi {
                 .bind(fields.suspended)
                 .bind(&fields.destination_regions)
                 .bind(fields.international_sms_per_day)
+                .bind(fields.keep_typography)
                 .fetch_optional(&mut *tx)
                 .await?;
                 match row {
@@ -382,6 +389,7 @@ impl PolicyApi {
                             CASE WHEN $14 THEN $15 ELSE allowed_destination_regions END,
                         international_sms_per_day =
                             CASE WHEN $16 THEN $17 ELSE international_sms_per_day END,
+                        keep_typography = CASE WHEN $18 THEN $19 ELSE keep_typography END,
                         updated_at = now()
                      WHERE id = $1 RETURNING {COMPANY_COLUMNS}"
                 ))
@@ -409,6 +417,15 @@ impl PolicyApi {
                             .is_some_and(|l| l.international_sms_per_day.is_some()),
                 )
                 .bind(fields.international_sms_per_day)
+                // Like the cap: without a mask only a request that names it changes it.
+                .bind(
+                    set("limits.keep_typography")
+                        && company
+                            .limits
+                            .as_ref()
+                            .is_some_and(|l| l.keep_typography.is_some()),
+                )
+                .bind(fields.keep_typography)
                 .fetch_one(&mut *tx)
                 .await?;
                 (row, false)

@@ -87,6 +87,7 @@ pub struct EntryRow {
     pub over_limit: String,
     pub allowed_destination_regions: Vec<String>,
     pub international_sms_per_day: i32,
+    pub keep_typography: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub import_id: Option<Uuid>,
@@ -142,7 +143,7 @@ pub fn select_sql(kind: EntryKind) -> String {
                 u.sender_id AS user_sender_id, u.active AS user_active, c.suspended, \
                 {disabled} AS disabled, {state} AS domain_state, p.security_type, \
                 p.allowed_networks, p.text_mode, c.default_region, c.max_sms_parts, c.over_limit, \
-                c.allowed_destination_regions, c.international_sms_per_day, \
+                c.allowed_destination_regions, c.international_sms_per_day, c.keep_typography, \
                 e.created_at, e.updated_at, {extras}, {blocked} AS blocked_by_domain \
          FROM {table} e \
          JOIN security_policies p ON p.id = e.policy_id \
@@ -290,6 +291,7 @@ impl EntryRow {
                 international_sms_per_day: Some(
                     u32::try_from(self.international_sms_per_day).unwrap_or(0),
                 ),
+                keep_typography: Some(self.keep_typography),
             }),
             text_mode: text_mode_enum(&self.text_mode) as i32,
             readiness: Some(self.readiness(kind)),

@@ -129,3 +129,59 @@ async fn destination_rules_default_to_the_own_region_and_reach_the_compiled_send
     assert!(format!("{error:?}").contains("at most 250"), "{error:?}");
     s.stop().await;
 }
+
+/// `CompanyLimits.keep_typography`: off for every company until its admin turns it on, stored,
+/// compiled into the senders ingest reads, and left alone by an update that does not name it.
+#[tokio::test]
+async fn keep_typography_is_off_by_default_and_reaches_the_compiled_senders() {
+    let mut s = Service::start().await;
+    let company = s.company("Acme").await;
+    let user = s.user(&company, "jo", true).await;
+    let policy = s.email_policy(&company).await;
+    s.email(&company, &policy, "jo@acme.example", &user)
+        .await
+        .unwrap();
+    let compiled = s
+        .resolve_in_redis("jo@acme.example", "192.0.2.1")
+        .await
+        .unwrap();
+    assert_eq!(compiled.limits.unwrap().keep_typography, Some(false));
+
+    let updated = upsert_limits(
+        &mut s,
+        &company,
+        pb::CompanyLimits {
+            keep_typography: Some(true),
+            ..Default::default()
+        },
+        &["limits.keep_typography"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(updated.limits.unwrap().keep_typography, Some(true));
+    for compiled in [
+        s.resolve_in_redis("jo@acme.example", "192.0.2.1")
+            .await
+            .unwrap(),
+        s.resolve("jo@acme.example", "192.0.2.1").await.unwrap(),
+    ] {
+        assert_eq!(compiled.limits.unwrap().keep_typography, Some(true));
+    }
+
+    // An update without a mask that does not name it (here: the parts limit) keeps it.
+    let updated = upsert_limits(
+        &mut s,
+        &company,
+        pb::CompanyLimits {
+            max_sms_parts: 4,
+            ..Default::default()
+        },
+        &[],
+    )
+    .await
+    .unwrap();
+    let limits = updated.limits.unwrap();
+    assert_eq!(limits.max_sms_parts, 4);
+    assert_eq!(limits.keep_typography, Some(true));
+    s.stop().await;
+}

@@ -58,6 +58,10 @@ pub struct CompanyFields {
     /// Most SMS per UTC day to numbers outside the company's region.
     #[arg(long)]
     international_per_day: Option<u32>,
+    /// Send typography (curly quotes, dashes, …) as written (true), or replace it by GSM-7
+    /// equivalents when that keeps an SMS in GSM-7 (false, the default).
+    #[arg(long)]
+    keep_typography: Option<bool>,
     /// Suspend (true) or restore (false) the company.
     #[arg(long)]
     suspended: Option<bool>,
@@ -85,6 +89,7 @@ impl CompanyFields {
             self.international_per_day.is_some(),
             "limits.international_sms_per_day",
         );
+        mark(self.keep_typography.is_some(), "limits.keep_typography");
         mark(self.suspended.is_some(), "suspended");
         let non_empty =
             |values: Vec<String>| values.into_iter().filter(|v| !v.is_empty()).collect();
@@ -98,6 +103,7 @@ impl CompanyFields {
                 over_limit_behavior: self.over_limit.unwrap_or(0),
                 allowed_destination_regions: non_empty(self.allow_regions),
                 international_sms_per_day: self.international_per_day,
+                keep_typography: self.keep_typography,
             }),
             suspended: self.suspended.unwrap_or(false),
             ..Default::default()

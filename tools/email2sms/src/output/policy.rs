@@ -20,6 +20,7 @@ pub fn company(c: &pb::Company) -> Value {
             "over_limit_behavior": enum_text!(pb::OverLimitBehavior, limits.over_limit_behavior, "OVER_LIMIT_BEHAVIOR_"),
             "allowed_destination_regions": limits.allowed_destination_regions,
             "international_sms_per_day": limits.international_sms_per_day,
+            "keep_typography": limits.keep_typography(),
         },
         "create_time": time(&c.create_time),
         "update_time": time(&c.update_time),
