@@ -5,7 +5,7 @@
 #![no_main]
 
 use email2sms_ingest::smtp::command::{
-    BodyType, Command, Mailbox, ReversePath, XclientAttribute, parse_command,
+    BodyType, Command, Mailbox, ReversePath, XclientAttribute, XforwardAttribute, parse_command,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -59,6 +59,10 @@ fn write(command: &Command) -> String {
             let pairs: Vec<String> = attributes.iter().map(xclient_pair).collect();
             format!("XCLIENT {}", pairs.join(" "))
         }
+        Command::Xforward(attributes) => {
+            let pairs: Vec<String> = attributes.iter().map(xforward_pair).collect();
+            format!("XFORWARD {}", pairs.join(" "))
+        }
     }
 }
 
@@ -101,6 +105,24 @@ fn xclient_pair(attribute: &XclientAttribute) -> String {
         XclientAttribute::Port(Some(port)) => format!("PORT={port}"),
         XclientAttribute::Port(None) => "PORT=[UNAVAILABLE]".into(),
         XclientAttribute::Ignored(name) => format!("{name}=x"),
+    }
+}
+
+fn xforward_pair(attribute: &XforwardAttribute) -> String {
+    let value = |value: &Option<String>| match value {
+        Some(value) => xtext(value),
+        None => "[UNAVAILABLE]".into(),
+    };
+    match attribute {
+        XforwardAttribute::Addr(Some(std::net::IpAddr::V4(ip))) => format!("ADDR={ip}"),
+        XforwardAttribute::Addr(Some(std::net::IpAddr::V6(ip))) => format!("ADDR=IPV6:{ip}"),
+        XforwardAttribute::Addr(None) => "ADDR=[UNAVAILABLE]".into(),
+        XforwardAttribute::Name(name) => format!("NAME={}", value(name)),
+        XforwardAttribute::Helo(helo) => format!("HELO={}", value(helo)),
+        XforwardAttribute::Port(Some(port)) => format!("PORT={port}"),
+        XforwardAttribute::Port(None) => "PORT=[UNAVAILABLE]".into(),
+        XforwardAttribute::Ident(ident) => format!("IDENT={}", value(ident)),
+        XforwardAttribute::Ignored(name) => format!("{name}=x"),
     }
 }
 

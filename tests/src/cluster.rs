@@ -230,6 +230,8 @@ impl Cluster {
                     ("EMAIL2SMS_SMS_DOMAINS", SMS_DOMAIN.into()),
                     ("EMAIL2SMS_INGEST_HOSTNAME", "ingest.e2e.test".into()),
                     ("EMAIL2SMS_INGEST_SMTP_ADDR", "127.0.0.1:0".into()),
+                    // Scraped by the tests that read the metrics.
+                    ("EMAIL2SMS_METRICS_ADDR", "127.0.0.1:0".into()),
                     // Sightings reach the sender log quickly, so a test's mail is logged in time.
                     ("EMAIL2SMS_INGEST_SIGHTING_FLUSH", "1s".into()),
                 ],
@@ -252,7 +254,7 @@ impl Cluster {
         let env = &self.envs[&service];
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let protocols: &[&str] = if service == Service::Ingest {
-            &["grpc", "smtp"]
+            &["grpc", "smtp", "metrics"]
         } else {
             &["grpc"]
         };
@@ -277,6 +279,25 @@ impl Cluster {
     /// Where ingest takes mail.
     pub fn smtp_addr(&self) -> SocketAddr {
         self.addr(Service::Ingest, "smtp")
+    }
+
+    /// `service`'s metrics as Prometheus scrapes them (`GET /metrics`).
+    pub async fn scrape(&self, service: Service) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.addr(service, "metrics"))
+            .await
+            .expect("the metrics listener accepts");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default()
     }
 
     /// What `service` wrote on stderr so far (for a failure message).

@@ -20,22 +20,33 @@ pub struct StatusSubscriber {
 }
 
 impl StatusSubscriber {
-    /// Consumes `queue` on the broker at `amqp_url` (the queue must exist: start it after a
-    /// service has declared the topology).
+    /// Consumes `queue` on the broker at `amqp_url`. The services declare their topology in the
+    /// background once they listen, so a queue not there yet is waited for (30 s at most); a
+    /// refused consume closes its channel, so each try opens a new one.
     pub async fn start(amqp_url: &str, queue: &str) -> StatusSubscriber {
         let connection = Connection::connect(amqp_url, ConnectionProperties::default())
             .await
             .expect("connect the status subscriber to RabbitMQ");
-        let channel = connection.create_channel().await.expect("open a channel");
-        let mut consumer = channel
-            .basic_consume(
-                queue.into(),
-                "e2e-status-subscriber".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap_or_else(|error| panic!("consume {queue}: {error}"));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut consumer = loop {
+            let channel = connection.create_channel().await.expect("open a channel");
+            match channel
+                .basic_consume(
+                    queue.into(),
+                    "e2e-status-subscriber".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+            {
+                Ok(consumer) => break consumer,
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("status subscriber: {queue} not consumable yet ({error}); retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(error) => panic!("consume {queue}: {error}"),
+            }
+        };
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
         let task = tokio::spawn(async move {

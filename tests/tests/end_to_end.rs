@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use email2sms_e2e::cluster::{Cluster, Options, SHARED_AMQP_URL, SMS_DOMAIN};
+use email2sms_e2e::cluster::{Cluster, Options, SHARED_AMQP_URL, SMS_DOMAIN, Service};
 use email2sms_e2e::mail::{self, Mail};
 use email2sms_e2e::sink::Sink;
 use email2sms_e2e::status::StatusSubscriber;
@@ -191,6 +191,61 @@ async fn mail_from_an_email_address_entry_becomes_an_sms_delivered_to_the_smsc()
         cluster.smsc.submits().len(),
         1,
         "the refused mail made no SMS"
+    );
+
+    // Ingest's metrics counted both mails by outcome and enhanced code, and what the accepted
+    // one went through; no label carries an address or a number.
+    let metrics = cluster.scrape(Service::Ingest).await;
+    let value = |series: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    assert_eq!(
+        value(r#"email2sms_smtp_messages_total{outcome="accepted",enhanced_code="2.0.0"}"#),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value(r#"email2sms_smtp_messages_total{outcome="refused",enhanced_code="5.7.1"}"#),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("email2sms_smtp_data_reply_seconds_count"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("email2sms_publish_confirm_seconds_count"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value(r#"email2sms_spf_checks_total{result="pass"}"#),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        value(r#"email2sms_decision_step_seconds_count{step="authentication"}"#) == Some(1.0),
+        "{metrics}"
+    );
+    let lookups: f64 = ["memory", "redis", "policy_service"]
+        .iter()
+        .filter_map(|layer| {
+            value(&format!(
+                r#"email2sms_policy_lookups_total{{layer="{layer}"}}"#
+            ))
+        })
+        .sum();
+    assert_eq!(lookups, 2.0, "one lookup per mail: {metrics}");
+    assert!(
+        value("email2sms_smtp_sessions_total").is_some_and(|n| n >= 2.0),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(&domain) && !metrics.contains("64211234567"),
+        "{metrics}"
     );
     cluster.shutdown().await;
 }

@@ -22,7 +22,7 @@ pub const MAX_LABEL_LEN: usize = 63;
 /// anything but letters, digits and hyphens in a label, a hyphen at either end of a label, a
 /// numeric top-level label, and single-label names such as `localhost` or `com`.
 ///
-/// Matching is exact: see [`DomainName::covers`]. Look-alike Unicode names (IDN homographs) are not
+/// Matching is exact: see [`DomainName::covers_exactly`]. Look-alike Unicode names (IDN homographs) are not
 /// folded together: `exаmple.com` with a Cyrillic `а` becomes a different `xn--` name and never
 /// equals `example.com`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -321,13 +321,18 @@ impl DomainName {
         idna::domain_to_unicode(&self.0).0
     }
 
-    /// Whether a sender entry for `self` authorises mail from the domain `other`.
+    /// The exact-domain rule: whether something granted for `self` (a verified sender domain
+    /// entry, an SPF-checked envelope domain) also holds for the domain `other`.
     ///
-    /// This is exact equality on purpose: **a subdomain is never covered by its parent**. An entry
-    /// for `example.com` does not cover `sales.example.com`, because the company verified control of
-    /// `example.com` only, and whoever runs a subdomain's mail may be someone else. Each subdomain
-    /// must be added and verified on its own.
-    pub fn covers(&self, other: &DomainName) -> bool {
+    /// This is exact equality on purpose: **a subdomain is never covered by its parent**, nor a
+    /// parent by its subdomain. An entry for `example.com` does not cover `sales.example.com`,
+    /// because the company verified control of `example.com` only, and whoever runs a subdomain's
+    /// mail may be someone else; each subdomain must be added and verified on its own. Likewise an
+    /// envelope in `news.example.com` does not align with a From in `example.com`.
+    ///
+    /// Called by the sender lookup (`email2sms-sender-index`, domain entries) and by the SPF
+    /// envelope/From alignment (`email2sms-spf`), so both apply the same rule.
+    pub fn covers_exactly(&self, other: &DomainName) -> bool {
         self == other
     }
 }
@@ -414,8 +419,8 @@ mod tests {
         let real = DomainName::parse("example.com").unwrap();
         assert_ne!(fake, real);
         assert!(fake.as_str().starts_with("xn--"), "{fake}");
-        assert!(!real.covers(&fake));
-        assert!(!fake.covers(&real));
+        assert!(!real.covers_exactly(&fake));
+        assert!(!fake.covers_exactly(&real));
         // Greek omicron in place of o.
         let greek = DomainName::parse("g\u{03bf}\u{03bf}gle.com").unwrap();
         assert_ne!(greek, DomainName::parse("google.com").unwrap());
@@ -425,9 +430,9 @@ mod tests {
     fn subdomain_is_not_covered_by_parent() {
         let parent = DomainName::parse("example.com").unwrap();
         let child = DomainName::parse("sales.example.com").unwrap();
-        assert!(!parent.covers(&child));
-        assert!(!child.covers(&parent));
-        assert!(parent.covers(&DomainName::parse("EXAMPLE.com.").unwrap()));
+        assert!(!parent.covers_exactly(&child));
+        assert!(!child.covers_exactly(&parent));
+        assert!(parent.covers_exactly(&DomainName::parse("EXAMPLE.com.").unwrap()));
     }
 
     #[test]

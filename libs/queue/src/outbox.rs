@@ -8,7 +8,8 @@
 //! records hundreds of state changes per transaction writes one row, not hundreds: at dispatch's
 //! rate a row per event (its insert, index entries, lock and delete) was the largest share of the
 //! database's work. The table (one per service schema) has the columns `id, message_ids,
-//! routing_keys, payloads, event_count, created_at, attempts, last_error`. A row is deleted once
+//! routing_keys, payloads, event_count, created_at, attempts, last_error`, as
+//! [`crate::outbox_table`] pins them for every service's migrations. A row is deleted once
 //! the broker has confirmed every event in it; what stays is what has not gone out yet, with the
 //! last error of each try.
 

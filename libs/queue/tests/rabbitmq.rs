@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use email2sms_queue::outbox::{OutboxEvent, OutboxRelay, enqueue, enqueue_many};
+use email2sms_queue::outbox_table::{create_outbox_table_sql, outbox_table_differences};
 use email2sms_queue::topology::{SMS_JOB_ROUTING_KEY, Topology};
 use email2sms_queue::{Broker, Disposition, Outgoing, Publisher, QueueError, run_consumer};
 use email2sms_testkit::TestDb;
@@ -474,22 +475,51 @@ async fn shutdown_lets_in_flight_deliveries_finish_and_settle() {
     cleanup(&channel, &topology, &[]).await;
 }
 
-/// The shape every service's migrations give their outbox.
-const OUTBOX_TABLE: &str = "CREATE TABLE outbox (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    message_ids uuid[] NOT NULL,
-    routing_keys text[] NOT NULL,
-    payloads bytea[] NOT NULL,
-    event_count integer NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    attempts integer NOT NULL DEFAULT 0,
-    last_error text)";
+/// The table the tests here create is the one the shape describes, so the relay is tested against
+/// what every service is held to.
+#[tokio::test]
+async fn the_test_outbox_table_has_the_expected_shape() {
+    let db = TestDb::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(
+        outbox_table_differences(&mut conn).await.unwrap(),
+        vec!["there is no outbox table in the schema"]
+    );
+    sqlx::query(&create_outbox_table_sql())
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox_table_differences(&mut conn).await.unwrap(),
+        Vec::<String>::new()
+    );
+    // The per-event table every service had before 20261127 is told apart.
+    sqlx::query("ALTER TABLE outbox ADD COLUMN published_at timestamptz")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE outbox ALTER COLUMN attempts DROP DEFAULT")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox_table_differences(&mut conn).await.unwrap(),
+        vec![
+            "column attempts has default none, not Expression(\"0\")",
+            "column published_at is not part of the outbox",
+        ]
+    );
+}
 
 #[tokio::test]
 async fn outbox_events_survive_a_broker_outage_and_are_published_once() {
     let db = TestDb::create().await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    sqlx::query(OUTBOX_TABLE).execute(&pool).await.unwrap();
+    sqlx::query(&create_outbox_table_sql())
+        .execute(&pool)
+        .await
+        .unwrap();
     let topology = topology(vec![], 5);
     let broker = broker("outbox");
     let channel = broker.channel().await.unwrap();
@@ -569,7 +599,10 @@ async fn drain_message_ids(channel: &Channel, queue: &str) -> Vec<String> {
 async fn rows_go_out_whole_and_in_order_within_the_event_budget_one_relay_at_a_time() {
     let db = TestDb::create().await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    sqlx::query(OUTBOX_TABLE).execute(&pool).await.unwrap();
+    sqlx::query(&create_outbox_table_sql())
+        .execute(&pool)
+        .await
+        .unwrap();
     let topology = topology(vec![], 5);
     let broker = broker("outbox-rows");
     let channel = broker.channel().await.unwrap();
@@ -632,7 +665,10 @@ async fn rows_go_out_whole_and_in_order_within_the_event_budget_one_relay_at_a_t
 async fn the_relay_publishes_soon_after_commit_without_waiting_for_its_poll() {
     let db = TestDb::create().await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    sqlx::query(OUTBOX_TABLE).execute(&pool).await.unwrap();
+    sqlx::query(&create_outbox_table_sql())
+        .execute(&pool)
+        .await
+        .unwrap();
     let topology = topology(vec![], 5);
     let broker = broker("outbox-notify");
     let channel = broker.channel().await.unwrap();

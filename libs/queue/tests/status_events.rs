@@ -8,6 +8,7 @@ use std::time::Duration;
 use email2sms_proto::prost::Message;
 use email2sms_proto::queue::v1::{SMS_STATUS_CHANGED_ROUTING_KEY, SmsState, SmsStatusChanged};
 use email2sms_queue::outbox::{OutboxEvent, OutboxRelay, enqueue_many};
+use email2sms_queue::outbox_table::create_outbox_table_sql;
 use email2sms_queue::topology::{StatusQueueBounds, Topology};
 use email2sms_queue::{Broker, Publisher};
 use email2sms_testkit::{TestDb, eventually};
@@ -16,16 +17,6 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, Qu
 
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const RECIPIENT: &str = "+64211000003";
-
-const OUTBOX_TABLE: &str = "CREATE TABLE outbox (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    message_ids uuid[] NOT NULL,
-    routing_keys text[] NOT NULL,
-    payloads bytea[] NOT NULL,
-    event_count integer NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    attempts integer NOT NULL DEFAULT 0,
-    last_error text)";
 
 fn topology(status: StatusQueueBounds) -> Topology {
     Topology {
@@ -48,7 +39,10 @@ struct Setup {
 async fn setup(status: StatusQueueBounds) -> Setup {
     let db = TestDb::create().await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    sqlx::query(OUTBOX_TABLE).execute(&pool).await.unwrap();
+    sqlx::query(&create_outbox_table_sql())
+        .execute(&pool)
+        .await
+        .unwrap();
     let topology = topology(status);
     // The test reads on a connection of its own: asking a quorum queue that is being deleted or
     // declared for a message can make RabbitMQ close the whole connection.

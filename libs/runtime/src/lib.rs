@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod grpc_error;
 pub mod health_check;
 pub mod lifecycle;
+pub mod page_token;
 pub mod prober;
 pub mod readiness;
 pub mod secret_files;

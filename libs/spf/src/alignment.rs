@@ -5,12 +5,19 @@
 //! aligned: `news.example.com` does not align with `example.com`, because the licence covers an
 //! exact domain only and SPF of a subdomain says nothing about the domain above it.
 
+use email2sms_domain::DomainName;
+
 /// Whether the envelope (MAIL FROM) domain exactly equals the From header domain — the
-/// exact-domain alignment rule. Comparison ignores ASCII case and one trailing dot and compares
-/// internationalised names in their A-label form; an empty or invalid domain never aligns.
+/// exact-domain alignment rule, [`DomainName::covers_exactly`], the same rule the sender lookup
+/// applies to domain entries. Both names are normalised as sender domains are (ASCII case and one
+/// trailing dot ignored, internationalised names in their A-label form); an empty or invalid
+/// domain never aligns.
 pub fn envelope_domain_aligned_exactly(envelope_domain: &str, from_domain: &str) -> bool {
-    match (normalise(envelope_domain), normalise(from_domain)) {
-        (Some(envelope), Some(from)) => envelope == from,
+    match (
+        DomainName::parse(envelope_domain.trim()),
+        DomainName::parse(from_domain.trim()),
+    ) {
+        (Ok(envelope), Ok(from)) => from.covers_exactly(&envelope),
         _ => false,
     }
 }
@@ -22,17 +29,6 @@ pub fn address_domain(address: &str) -> Option<&str> {
         Some((_, domain)) if !domain.is_empty() => Some(domain),
         _ => None,
     }
-}
-
-fn normalise(domain: &str) -> Option<String> {
-    let domain = domain.trim();
-    let domain = domain.strip_suffix('.').unwrap_or(domain);
-    if domain.is_empty() || domain.starts_with('.') || domain.contains("..") {
-        return None;
-    }
-    // domain_to_ascii lower-cases and turns U-labels into A-labels, so `Bücher.example` and
-    // `xn--bcher-kva.example` are the same domain.
-    idna::domain_to_ascii(domain).ok()
 }
 
 #[cfg(test)]

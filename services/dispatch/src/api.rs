@@ -16,6 +16,9 @@ use email2sms_queue::{Outgoing, Publisher, Topology};
 use std::sync::Arc;
 
 use email2sms_domain::{PhoneNumber, PhoneNumberError, Region};
+use email2sms_runtime::page_token::{
+    InvalidPageToken, KeyError, Keyset, PageTokenKey, PageTokenKeyCell,
+};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -36,11 +39,30 @@ const MAX_REVIEW_NOTE_CHARS: usize = 500;
 pub struct DispatchApi {
     pool: PgPool,
     requeue: JobRequeue,
+    /// Read from the database on the first ListMessages, then kept.
+    page_token_key: PageTokenKeyCell,
 }
 
 impl DispatchApi {
     pub fn new(pool: PgPool, requeue: JobRequeue) -> Self {
-        DispatchApi { pool, requeue }
+        DispatchApi {
+            pool,
+            requeue,
+            page_token_key: PageTokenKeyCell::default(),
+        }
+    }
+
+    async fn page_token_key(&self) -> Result<&PageTokenKey, Error> {
+        self.page_token_key
+            .get(&self.pool)
+            .await
+            .map_err(|error| match error {
+                KeyError::Database(db) => Error::Database(db),
+                // Only an edited key row is too short: an internal error, logged.
+                short @ KeyError::TooShort(_) => {
+                    Error::Database(sqlx::Error::Decode(Box::new(short)))
+                }
+            })
     }
 }
 
@@ -269,57 +291,57 @@ impl ListFilter {
         }
     }
 
-    /// A stable fingerprint of the filters (FNV-1a), so a page token is only accepted with the
-    /// filters it was issued for.
-    fn fingerprint(&self) -> u64 {
-        let canonical = format!(
+    /// The filters as one stable text, which a page token's tag covers, so a token is only
+    /// accepted with the filters it was issued for.
+    fn canonical(&self) -> String {
+        format!(
             "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
             self.company_id,
             self.recipient,
             self.forwarding_user_id,
-            // As stored, so tokens keep their fingerprint whatever the enum's names.
+            // As stored, so tokens stay valid whatever the enum's names.
             self.states.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             self.start.map(|t| t.timestamp_micros()),
             self.end.map(|t| t.timestamp_micros()),
             self.email_message_id,
             self.needs_review_only
-        );
-        canonical.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
+        )
     }
 }
 
-/// Where the next page starts: after (created_at, job_id) of the last row shown.
+/// Where the next page starts: after (created_at, job_id) of the last row shown, in a page token
+/// of `email2sms_runtime::page_token` (bound to the company and the filters by its tag).
 #[derive(Debug, PartialEq, Eq)]
 struct PageToken {
     created_at_micros: i64,
     job_id: Uuid,
-    fingerprint: u64,
 }
 
 impl PageToken {
-    fn encode(&self) -> String {
-        hex::encode(format!(
-            "v1:{}:{}:{:x}",
-            self.created_at_micros,
-            self.job_id.simple(),
-            self.fingerprint
-        ))
+    fn seal(&self, key: &PageTokenKey, filter: &ListFilter) -> String {
+        let position = Keyset {
+            id: self.job_id,
+            sort: self.created_at_micros.to_be_bytes().to_vec(),
+        };
+        key.seal(filter.company_id, filter.canonical().as_bytes(), &position)
     }
 
-    fn decode(text: &str) -> Option<PageToken> {
-        let raw = String::from_utf8(hex::decode(text).ok()?).ok()?;
-        let mut fields = raw.split(':');
-        if fields.next()? != "v1" {
-            return None;
-        }
-        let token = PageToken {
-            created_at_micros: fields.next()?.parse().ok()?,
-            job_id: Uuid::parse_str(fields.next()?).ok()?,
-            fingerprint: u64::from_str_radix(fields.next()?, 16).ok()?,
+    /// The position in `text` (`None`: the first page), if `key` issued it for `filter`.
+    fn open(
+        key: &PageTokenKey,
+        filter: &ListFilter,
+        text: &str,
+    ) -> Result<Option<PageToken>, InvalidPageToken> {
+        let Some(position) = key.open(filter.company_id, filter.canonical().as_bytes(), text)?
+        else {
+            return Ok(None);
         };
-        fields.next().is_none().then_some(token)
+        // Eight big-endian bytes; anything else was not sealed by `seal` (of this version).
+        let micros: [u8; 8] = position.sort.try_into().map_err(|_| InvalidPageToken)?;
+        Ok(Some(PageToken {
+            created_at_micros: i64::from_be_bytes(micros),
+            job_id: position.id,
+        }))
     }
 }
 
@@ -425,24 +447,15 @@ async fn recipient_filter(pool: &PgPool, company_id: Uuid, typed: &str) -> Resul
 
 async fn list_messages(
     pool: &PgPool,
+    key: &PageTokenKey,
     request: ListMessagesRequest,
 ) -> Result<ListMessagesResponse, Error> {
     let mut filter = ListFilter::parse(&request).map_err(Error::InvalidArgument)?;
     if let Some(typed) = filter.recipient.take() {
         filter.recipient = Some(recipient_filter(pool, filter.company_id, &typed).await?);
     }
-    let after = match request.page_token.as_str() {
-        "" => None,
-        text => match PageToken::decode(text) {
-            Some(token) if token.fingerprint == filter.fingerprint() => Some(token),
-            _ => {
-                return Err(Error::InvalidArgument(vec![Violation::without_reason(
-                    "page_token",
-                    "not a token from a previous response with the same filters",
-                )]));
-            }
-        },
-    };
+    let after = PageToken::open(key, &filter, &request.page_token)
+        .map_err(|invalid| Error::InvalidArgument(vec![invalid.violation()]))?;
     // Ordered by the time dispatch recorded the job (newest first), which the company index
     // serves; it trails ingest's create_time by the queue latency only.
     let mut query: QueryBuilder<Postgres> = QueryBuilder::new(format!(
@@ -474,10 +487,8 @@ async fn list_messages(
         query.push(" AND email_message_id = ").push_bind(id.clone());
     }
     if let Some(token) = &after {
-        let created_at =
-            DateTime::from_timestamp_micros(token.created_at_micros).ok_or_else(|| {
-                Error::InvalidArgument(vec![Violation::without_reason("page_token", "corrupt")])
-            })?;
+        let created_at = DateTime::from_timestamp_micros(token.created_at_micros)
+            .ok_or_else(|| Error::InvalidArgument(vec![InvalidPageToken.violation()]))?;
         query
             .push(" AND (created_at, job_id) < (")
             .push_bind(created_at)
@@ -496,9 +507,8 @@ async fn list_messages(
         Some(last) if more => PageToken {
             created_at_micros: last.created_at.timestamp_micros(),
             job_id: last.job_id,
-            fingerprint: filter.fingerprint(),
         }
-        .encode(),
+        .seal(key, &filter),
         _ => String::new(),
     };
     Ok(ListMessagesResponse {
@@ -600,7 +610,12 @@ impl DispatchService for DispatchApi {
         request: Request<ListMessagesRequest>,
     ) -> Result<Response<ListMessagesResponse>, Status> {
         Ok(Response::new(
-            list_messages(&self.pool, request.into_inner()).await?,
+            list_messages(
+                &self.pool,
+                self.page_token_key().await?,
+                request.into_inner(),
+            )
+            .await?,
         ))
     }
 
@@ -618,15 +633,42 @@ impl DispatchService for DispatchApi {
 mod tests {
     use super::*;
 
+    fn filter(company: u128) -> ListFilter {
+        ListFilter::parse(&ListMessagesRequest {
+            company_id: Uuid::from_u128(company).to_string(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
     #[test]
-    fn page_tokens_round_trip_and_reject_garbage() {
+    fn page_tokens_round_trip_for_their_company_and_filters_only() {
+        let key = PageTokenKey::from_bytes(&[3; 32]).unwrap();
         let token = PageToken {
             created_at_micros: 1_790_000_000_123_456,
             job_id: Uuid::now_v7(),
-            fingerprint: 42,
         };
-        assert_eq!(PageToken::decode(&token.encode()), Some(token));
-        assert_eq!(PageToken::decode("zz"), None);
-        assert_eq!(PageToken::decode(&hex::encode("v2:1:2:3")), None);
+        let text = token.seal(&key, &filter(1));
+        assert_eq!(PageToken::open(&key, &filter(1), &text), Ok(Some(token)));
+        assert_eq!(PageToken::open(&key, &filter(1), ""), Ok(None));
+        assert_eq!(
+            PageToken::open(&key, &filter(2), &text),
+            Err(InvalidPageToken)
+        );
+        let mut review_only = filter(1);
+        review_only.needs_review_only = true;
+        assert_eq!(
+            PageToken::open(&key, &review_only, &text),
+            Err(InvalidPageToken)
+        );
+        let other_key = PageTokenKey::from_bytes(&[4; 32]).unwrap();
+        assert_eq!(
+            PageToken::open(&other_key, &filter(1), &text),
+            Err(InvalidPageToken)
+        );
+        assert_eq!(
+            PageToken::open(&key, &filter(1), "zz"),
+            Err(InvalidPageToken)
+        );
     }
 }

@@ -186,13 +186,50 @@ async fn get_and_list_messages_scoped_to_the_company() {
         .list_messages(Request::new(ListMessagesRequest {
             company_id: COMPANY.into(),
             page_size: 1,
-            page_token: first.next_page_token,
+            page_token: first.next_page_token.clone(),
             recipient: "+64211111111".into(),
             ..ListMessagesRequest::default()
         }))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_page_token_refused(&status);
+    // Nor with another company, nor altered in any one byte.
+    let status = api
+        .list_messages(Request::new(ListMessagesRequest {
+            company_id: OTHER_COMPANY.into(),
+            page_size: 1,
+            page_token: first.next_page_token.clone(),
+            ..ListMessagesRequest::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_page_token_refused(&status);
+    let mut altered = first.next_page_token.clone().into_bytes();
+    altered[5] = if altered[5] == b'A' { b'B' } else { b'A' };
+    let status = api
+        .list_messages(Request::new(ListMessagesRequest {
+            company_id: COMPANY.into(),
+            page_size: 1,
+            page_token: String::from_utf8(altered).unwrap(),
+            ..ListMessagesRequest::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_page_token_refused(&status);
+    // A second API on the same database (another replica, or after a restart) honours it.
+    let replica = DispatchApi::new(pool.clone(), unreachable_queue());
+    let second = replica
+        .list_messages(Request::new(ListMessagesRequest {
+            company_id: COMPANY.into(),
+            page_size: 1,
+            page_token: first.next_page_token.clone(),
+            ..ListMessagesRequest::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.messages.len(), 1);
+    assert_ne!(second.messages[0].job_id, first.messages[0].job_id);
 
     let status = api
         .list_messages(Request::new(ListMessagesRequest {
@@ -203,6 +240,23 @@ async fn get_and_list_messages_scoped_to_the_company() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+/// INVALID_ARGUMENT with a BadRequest violation on `page_token` telling the client what to do.
+fn assert_page_token_refused(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let details = status.get_error_details();
+    let violation = &details
+        .bad_request()
+        .expect("a BadRequest detail")
+        .field_violations[0];
+    assert_eq!(violation.field, "page_token");
+    assert!(
+        violation
+            .description
+            .contains("start again without a page_token"),
+        "{violation:?}"
+    );
 }
 
 /// A job sent once, then found in "submitting" when delivered again (as after a crash mid-send):

@@ -224,3 +224,16 @@ async fn the_schema_checks_exactly_the_states_receipt_statuses_and_failure_kinds
         "the stored failure kinds and the failure_kind column"
     );
 }
+
+/// The outbox this service's migrations leave is the one libs/queue's relay reads and writes.
+#[tokio::test]
+async fn outbox_table_has_the_shape_the_relay_expects() {
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 2).await;
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(
+        email2sms_queue::outbox_table::outbox_table_differences(&mut conn)
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+}

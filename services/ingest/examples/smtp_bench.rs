@@ -47,7 +47,6 @@ use email2sms_proto::policy::v1::{
 };
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
-use prost::Message;
 use redis::AsyncCommands;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
@@ -337,16 +336,26 @@ async fn bench(args: Args) {
         .get_multiplexed_async_connection()
         .await
         .expect("Redis on 127.0.0.1:6379");
-    let _: () = redis
-        .hset(
-            format!("{redis_prefix}policy:ip"),
-            "127.0.0.0/8",
-            policy_entry().encode_to_vec(),
+    // Seeded through the library the policy service compiles with, so the layout cannot drift.
+    let index = email2sms_sender_index::Writer::new(
+        redis::Client::open(REDIS_URL)
+            .unwrap()
+            .get_connection_manager()
+            .await
+            .expect("Redis on 127.0.0.1:6379"),
+        email2sms_sender_index::KeyLayout::new(&redis_prefix),
+    );
+    let entry = policy_entry();
+    let net: ipnet::IpNet = "127.0.0.0/8".parse().unwrap();
+    index
+        .apply(
+            &[email2sms_sender_index::Write::ip(
+                index.layout(),
+                &net,
+                Some(&entry),
+            )],
+            1,
         )
-        .await
-        .unwrap();
-    let _: () = redis
-        .set(format!("{redis_prefix}policy:version"), 1)
         .await
         .unwrap();
 

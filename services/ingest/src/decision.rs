@@ -5,24 +5,74 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use email2sms_domain::{EmailAddress, PhoneNumber, Region};
+use email2sms_domain::{DomainName, EmailAddress, PhoneNumber, Region};
 use email2sms_proto::ingest::v1::StepOutcome;
 use email2sms_proto::policy::v1::{CompiledSender, SecurityType, TextMode};
 use email2sms_proto::queue::v1::{AuthenticationResults, SpfResult as PbSpf};
 use email2sms_spf::{ProviderDomain, SpfOutcome, SpfResult, SpfVerifier};
 
 use crate::policy::PolicyLookup;
-use crate::smtp::Reply;
+use crate::smtp::{Reply, command, recipient_address};
 use crate::text::{ParsedMail, SmsText, sms_text};
 
 /// One step of the decision, for Diagnose and the logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
-    pub name: &'static str,
+    pub name: StepName,
     pub outcome: StepOutcome,
     pub detail: String,
     pub evidence: Vec<String>,
     pub duration: Duration,
+}
+
+/// The steps of a decision, in the order an SMTP session meets them: the recipient address at
+/// `RCPT TO`, then everything that needs the message. Each keeps its name whether it ran, failed
+/// or was skipped, so a UI can lay Diagnose out in fixed slots; `authentication` is SPF (Via SPF,
+/// By Google Mail, By Outlook.com) or the IP allowlist (By IP Addresses), its detail says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepName {
+    Recipient,
+    SenderIdentity,
+    AutoReply,
+    ResolveSender,
+    Readiness,
+    Authentication,
+    Alignment,
+    ForwardingUser,
+    Destination,
+    Text,
+}
+
+impl StepName {
+    /// Every step, in order: a decision lists all of them.
+    pub const ALL: [StepName; 10] = [
+        StepName::Recipient,
+        StepName::SenderIdentity,
+        StepName::AutoReply,
+        StepName::ResolveSender,
+        StepName::Readiness,
+        StepName::Authentication,
+        StepName::Alignment,
+        StepName::ForwardingUser,
+        StepName::Destination,
+        StepName::Text,
+    ];
+
+    /// The stable machine name `DiagnosisStep.name` carries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepName::Recipient => "recipient",
+            StepName::SenderIdentity => "sender_identity",
+            StepName::AutoReply => "auto_reply",
+            StepName::ResolveSender => "resolve_sender",
+            StepName::Readiness => "readiness",
+            StepName::Authentication => "authentication",
+            StepName::Alignment => "alignment",
+            StepName::ForwardingUser => "forwarding_user",
+            StepName::Destination => "destination",
+            StepName::Text => "text",
+        }
+    }
 }
 
 /// What the client presented.
@@ -79,6 +129,8 @@ pub struct Engine {
     pub policy: PolicyLookup,
     /// The platform-wide most SMS parts per recipient.
     pub max_parts: u32,
+    /// The domains `RCPT TO` accepts (`EMAIL2SMS_SMS_DOMAINS`).
+    pub sms_domains: Vec<DomainName>,
 }
 
 struct Recorder {
@@ -87,13 +139,13 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn push(&mut self, name: &'static str, outcome: StepOutcome, detail: impl Into<String>) {
+    fn push(&mut self, name: StepName, outcome: StepOutcome, detail: impl Into<String>) {
         self.push_with(name, outcome, detail, Vec::new());
     }
 
     fn push_with(
         &mut self,
-        name: &'static str,
+        name: StepName,
         outcome: StepOutcome,
         detail: impl Into<String>,
         evidence: Vec<String>,
@@ -109,17 +161,6 @@ impl Recorder {
         self.started = now;
     }
 }
-
-const LATER_STEPS: &[&str] = &[
-    "sender_identity",
-    "auto_reply",
-    "resolve_sender",
-    "readiness",
-    "authentication",
-    "forwarding_user",
-    "recipient",
-    "text",
-];
 
 fn refuse(code: u16, enhanced: &'static str, text: impl Into<String>) -> Reply {
     Reply::new(code, enhanced, text)
@@ -147,15 +188,21 @@ impl Engine {
         if let Err(reply) = reply {
             outcome.reply = reply;
             // Diagnose promises every step: the ones not reached are listed as skipped.
-            let done: Vec<&str> = rec.steps.iter().map(|s| s.name).collect();
-            for name in LATER_STEPS {
-                if !done.contains(name) {
+            let done: Vec<StepName> = rec.steps.iter().map(|s| s.name).collect();
+            for name in StepName::ALL {
+                if !done.contains(&name) {
                     rec.push(
                         name,
                         StepOutcome::Skipped,
                         "not reached: an earlier step decided",
                     );
                 }
+            }
+        }
+        let metrics = crate::metrics::metrics();
+        for step in &rec.steps {
+            if step.outcome != StepOutcome::Skipped {
+                metrics.step_took(step.name, step.duration);
             }
         }
         outcome.steps = rec.steps;
@@ -170,7 +217,35 @@ impl Engine {
         outcome: &mut Outcome,
     ) -> Result<(), Reply> {
         let mail = facts.mail;
-        // 1. The From mailbox is the identity; anything but exactly one is ambiguous.
+        // 1. What `RCPT TO` checked (a real session refused anything else before DATA).
+        for address in facts.recipients {
+            let checked = command::parse_path(&format!("<{address}>"))
+                .map_err(|error| {
+                    Reply::new(501, "5.1.3", format!("bad recipient address: {error}"))
+                })
+                .and_then(|to| {
+                    recipient_address::check(&to, &self.sms_domains)
+                        .map_err(|refusal| refusal.reply(&to, &self.sms_domains))
+                });
+            if let Err(reply) = checked {
+                rec.push(
+                    StepName::Recipient,
+                    StepOutcome::Fail,
+                    format!("RCPT TO {address}: {}", reply.text),
+                );
+                return Err(reply);
+            }
+        }
+        rec.push(
+            StepName::Recipient,
+            StepOutcome::Pass,
+            format!(
+                "RCPT TO {}: a phone number at an SMS domain",
+                facts.recipients.join(", ")
+            ),
+        );
+
+        // 2. The From mailbox is the identity; anything but exactly one is ambiguous.
         let from = match (mail.from_headers, mail.from.as_slice()) {
             (1, [one]) if !one.is_empty() => one.clone(),
             (headers, mailboxes) => {
@@ -182,7 +257,7 @@ impl Engine {
                         mailboxes.len()
                     )
                 };
-                rec.push("sender_identity", StepOutcome::Fail, &detail);
+                rec.push(StepName::SenderIdentity, StepOutcome::Fail, &detail);
                 return Err(refuse(
                     550,
                     "5.7.1",
@@ -196,7 +271,7 @@ impl Engine {
             Ok(address) => address,
             Err(error) => {
                 rec.push(
-                    "sender_identity",
+                    StepName::SenderIdentity,
                     StepOutcome::Fail,
                     format!("the From address {from:?} is not valid: {error}"),
                 );
@@ -212,15 +287,15 @@ impl Engine {
         let from_domain = from.domain().as_str().to_owned();
         outcome.from = Some(from.as_str().to_owned());
         rec.push(
-            "sender_identity",
+            StepName::SenderIdentity,
             StepOutcome::Pass,
             format!("From mailbox {from}"),
         );
 
-        // 2. Bounces and automatic replies never become SMS.
+        // 3. Bounces and automatic replies never become SMS.
         if facts.envelope_sender.is_none() {
             rec.push(
-                "auto_reply",
+                StepName::AutoReply,
                 StepOutcome::Fail,
                 "the envelope sender is empty (<>): this is a bounce or delivery notification",
             );
@@ -232,7 +307,7 @@ impl Engine {
         }
         if let Some(reason) = &mail.auto_reply {
             rec.push(
-                "auto_reply",
+                StepName::AutoReply,
                 StepOutcome::Fail,
                 format!("automatic message: {reason}"),
             );
@@ -244,14 +319,18 @@ impl Engine {
                 ),
             ));
         }
-        rec.push("auto_reply", StepOutcome::Pass, "not an automatic message");
+        rec.push(
+            StepName::AutoReply,
+            StepOutcome::Pass,
+            "not an automatic message",
+        );
 
-        // 3. Who is this sender? email → verified domain (exact) → IP longest prefix.
-        let resolution = match self.policy.resolve(from.as_str(), facts.client_ip).await {
+        // 4. Who is this sender? email → verified domain (exact) → IP longest prefix.
+        let resolution = match self.policy.resolve(&from, facts.client_ip).await {
             Ok(resolution) => resolution,
             Err(error) => {
                 rec.push(
-                    "resolve_sender",
+                    StepName::ResolveSender,
                     StepOutcome::Tempfail,
                     format!("the sender rules cannot be read right now: {error}"),
                 );
@@ -262,6 +341,7 @@ impl Engine {
                 ));
             }
         };
+        crate::metrics::metrics().lookup_answered_by(resolution.source);
         let mut evidence = resolution.tried.clone();
         evidence.push(format!("answered by {}", resolution.source.as_str()));
         let sender = resolution
@@ -269,7 +349,7 @@ impl Engine {
             .filter(|s| company_scope.is_none_or(|company| company == s.company_id));
         let Some(sender) = sender else {
             rec.push_with(
-                "resolve_sender",
+                StepName::ResolveSender,
                 StepOutcome::Fail,
                 match company_scope {
                     Some(_) => format!(
@@ -293,7 +373,7 @@ impl Engine {
             ));
         };
         rec.push_with(
-            "resolve_sender",
+            StepName::ResolveSender,
             StepOutcome::Info,
             format!(
                 "matched {} entry {} (company {})",
@@ -305,7 +385,7 @@ impl Engine {
         );
         outcome.sender = Some(sender.clone());
 
-        // 4. A matched but unready entry is refused with its own reason, never skipped.
+        // 5. A matched but unready entry is refused with its own reason, never skipped.
         let readiness = sender.readiness.clone().unwrap_or_default();
         if !readiness.ready {
             let reason = if readiness.reason.is_empty() {
@@ -313,7 +393,7 @@ impl Engine {
             } else {
                 readiness.reason.clone()
             };
-            rec.push("readiness", StepOutcome::Fail, &reason);
+            rec.push(StepName::Readiness, StepOutcome::Fail, &reason);
             return Err(refuse(
                 550,
                 "5.7.1",
@@ -323,9 +403,9 @@ impl Engine {
                 ),
             ));
         }
-        rec.push("readiness", StepOutcome::Pass, "the entry is ready");
+        rec.push(StepName::Readiness, StepOutcome::Pass, "the entry is ready");
 
-        // 5. Authentication per the policy's security type.
+        // 6. Authentication per the policy's security type.
         let envelope = facts.envelope_sender.unwrap_or_default();
         let envelope_domain = email2sms_spf::address_domain(envelope)
             .unwrap_or_default()
@@ -365,6 +445,7 @@ impl Engine {
                         "internal error in the SPF check; refused as permerror"
                     );
                 }
+                crate::metrics::metrics().spf_result(spf_result_name(spf.result));
                 auth.spf_result = spf_result(spf.result) as i32;
                 auth.spf_domain = spf.check.domain().to_owned();
                 auth.summary = spf.summary();
@@ -373,7 +454,7 @@ impl Engine {
                 trace.extend(spf.trace.iter().cloned());
                 if let Some(reply) = email2sms_spf::spf_refusal_reply(&spf) {
                     rec.push_with(
-                        "spf",
+                        StepName::Authentication,
                         if reply.is_temporary() {
                             StepOutcome::Tempfail
                         } else {
@@ -384,10 +465,15 @@ impl Engine {
                     );
                     return Err(Reply::new(reply.code, reply.enhanced, reply.text));
                 }
-                rec.push_with("spf", StepOutcome::Pass, spf_detail(&spf), trace);
+                rec.push_with(
+                    StepName::Authentication,
+                    StepOutcome::Pass,
+                    spf_detail(&spf),
+                    trace,
+                );
                 if !aligned {
                     rec.push(
-                        "alignment",
+                        StepName::Alignment,
                         StepOutcome::Fail,
                         format!(
                             "the envelope sender domain {envelope_domain:?} differs from the From domain {from_domain}"
@@ -407,7 +493,7 @@ impl Engine {
                     ));
                 }
                 rec.push(
-                    "alignment",
+                    StepName::Alignment,
                     StepOutcome::Pass,
                     format!("envelope domain {envelope_domain} equals the From domain"),
                 );
@@ -427,9 +513,9 @@ impl Engine {
                 outcome.authentication = Some(auth.clone());
                 if !inside {
                     rec.push_with(
-                        "ip_allowlist",
+                        StepName::Authentication,
                         StepOutcome::Fail,
-                        auth.summary.clone(),
+                        format!("IP allowlist: {}", auth.summary),
                         sender.allowed_ip_ranges.clone(),
                     );
                     return Err(refuse(
@@ -442,16 +528,21 @@ impl Engine {
                     ));
                 }
                 rec.push_with(
-                    "ip_allowlist",
+                    StepName::Authentication,
                     StepOutcome::Pass,
-                    auth.summary.clone(),
+                    format!("IP allowlist: {}", auth.summary),
                     sender.allowed_ip_ranges.clone(),
+                );
+                rec.push(
+                    StepName::Alignment,
+                    StepOutcome::Skipped,
+                    "not applicable: By IP Addresses proves the sender by its mail server's address, not by the envelope domain",
                 );
                 outcome.authenticated = true;
             }
             SecurityType::Unspecified => {
                 rec.push(
-                    "authentication",
+                    StepName::Authentication,
                     StepOutcome::Fail,
                     "the security policy has no security type",
                 );
@@ -463,9 +554,13 @@ impl Engine {
             }
         }
 
-        // 6. Who the SMS is sent as.
+        // 7. Who the SMS is sent as.
         if sender.forwarding_user_id.is_empty() {
-            rec.push("forwarding_user", StepOutcome::Fail, "no forwarding user");
+            rec.push(
+                StepName::ForwardingUser,
+                StepOutcome::Fail,
+                "no forwarding user",
+            );
             return Err(refuse(
                 550,
                 "5.7.1",
@@ -476,7 +571,7 @@ impl Engine {
             ));
         }
         rec.push(
-            "forwarding_user",
+            StepName::ForwardingUser,
             StepOutcome::Info,
             format!(
                 "sent as forwarding user {} (sender id {:?})",
@@ -484,7 +579,7 @@ impl Engine {
             ),
         );
 
-        // 7. Recipients in E.164, read with the company's region, and where they may go.
+        // 8. Recipients in E.164, read with the company's region, and where they may go.
         let region = Region::parse(&sender.default_region).ok();
         let rules = crate::destinations::DestinationRules::of(&sender);
         for address in facts.recipients {
@@ -495,7 +590,7 @@ impl Engine {
                 Ok(number) => number,
                 Err(error) => {
                     rec.push(
-                        "recipient",
+                        StepName::Destination,
                         StepOutcome::Fail,
                         format!("{address}: {error}"),
                     );
@@ -516,7 +611,7 @@ impl Engine {
                 }),
                 Err(refusal) => {
                     rec.push(
-                        "recipient",
+                        StepName::Destination,
                         StepOutcome::Fail,
                         format!("{address}: {}", refusal.detail()),
                     );
@@ -525,7 +620,7 @@ impl Engine {
             }
         }
         rec.push(
-            "recipient",
+            StepName::Destination,
             StepOutcome::Pass,
             outcome
                 .recipients
@@ -535,12 +630,12 @@ impl Engine {
                 .join(", "),
         );
 
-        // 8. The text and the company's part limit.
+        // 9. The text and the company's part limit.
         let mode = TextMode::try_from(sender.text_mode).unwrap_or(TextMode::BodyOrSubject);
         match sms_text(mail, mode, sender.limits.as_ref(), self.max_parts) {
             Ok(sms) => {
                 rec.push(
-                    "text",
+                    StepName::Text,
                     StepOutcome::Pass,
                     format!(
                         "{} characters, {:?}, {} part(s){}",
@@ -553,7 +648,7 @@ impl Engine {
                 outcome.sms = Some(sms);
             }
             Err(reply) => {
-                rec.push("text", StepOutcome::Fail, reply.text.clone());
+                rec.push(StepName::Text, StepOutcome::Fail, reply.text.clone());
                 return Err(reply);
             }
         }
@@ -566,7 +661,7 @@ impl Engine {
 }
 
 fn spf_detail(spf: &SpfOutcome) -> String {
-    spf.summary()
+    format!("SPF: {}", spf.summary())
 }
 
 fn spf_result(result: SpfResult) -> PbSpf {
@@ -578,6 +673,19 @@ fn spf_result(result: SpfResult) -> PbSpf {
         SpfResult::None => PbSpf::None,
         SpfResult::Temperror => PbSpf::Temperror,
         SpfResult::Permerror => PbSpf::Permerror,
+    }
+}
+
+/// The RFC 7208 name of an SPF result, for the metrics.
+fn spf_result_name(result: SpfResult) -> &'static str {
+    match result {
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::Softfail => "softfail",
+        SpfResult::Neutral => "neutral",
+        SpfResult::None => "none",
+        SpfResult::Temperror => "temperror",
+        SpfResult::Permerror => "permerror",
     }
 }
 

@@ -8,7 +8,7 @@ use email2sms_proto::ingest::v1::{
 };
 use email2sms_proto::tonic::{Request, Response, Status};
 
-use crate::decision::{Engine, MailFacts};
+use crate::decision::{Engine, MailFacts, StepName};
 use crate::error::IngestError;
 use crate::text::{self, ParsedMail};
 
@@ -60,7 +60,7 @@ impl IngestApi {
             // Without a message, the From header is parsed the same way a real one would be, and
             // the text is a placeholder so that the text step shows what a one-line mail gives.
             let raw = format!(
-                "From: {}\r\nSubject: Diagnose\r\n\r\nDiagnose test message\r\n",
+                "From: {}\r\nSubject: {PLACEHOLDER_SUBJECT}\r\n\r\n{PLACEHOLDER_BODY}\r\n",
                 request.from_header.replace(['\r', '\n'], " ")
             );
             text::parse(raw.as_bytes())
@@ -82,10 +82,33 @@ impl IngestApi {
             .await;
         let from = outcome.from.clone();
         let mut answer = response(outcome, &mail);
+        if request.raw_message.is_empty() {
+            say_which_text_was_evaluated(&mut answer);
+        }
         if !company.is_empty() {
             conceal_other_companies(&mut answer, from.as_deref(), client_ip);
         }
         Ok(answer)
+    }
+}
+
+/// The message Diagnose evaluates when the request has no `raw_message`.
+const PLACEHOLDER_SUBJECT: &str = "Diagnose";
+const PLACEHOLDER_BODY: &str = "Diagnose test message";
+
+/// Without `raw_message` the text step judged a placeholder, not the caller's mail: say so, so
+/// nobody reads "21 characters, 1 part" as a verdict on their own email.
+fn say_which_text_was_evaluated(answer: &mut DiagnoseResponse) {
+    if let Some(step) = answer
+        .steps
+        .iter_mut()
+        .find(|step| step.name == StepName::Text.as_str())
+        && step.outcome() != StepOutcome::Skipped
+    {
+        step.detail = format!(
+            "evaluated the placeholder text {PLACEHOLDER_BODY:?} (subject {PLACEHOLDER_SUBJECT:?}), since no raw_message was given: {}",
+            step.detail
+        );
     }
 }
 
@@ -99,7 +122,7 @@ fn conceal_other_companies(answer: &mut DiagnoseResponse, from: Option<&str>, cl
     let Some(step) = answer
         .steps
         .iter_mut()
-        .find(|step| step.name == "resolve_sender")
+        .find(|step| step.name == StepName::ResolveSender.as_str())
     else {
         return;
     };
@@ -150,7 +173,7 @@ fn response(outcome: crate::decision::Outcome, _mail: &ParsedMail) -> DiagnoseRe
             .steps
             .iter()
             .map(|step| DiagnosisStep {
-                name: step.name.to_owned(),
+                name: step.name.as_str().to_owned(),
                 outcome: step.outcome as i32,
                 detail: step.detail.clone(),
                 evidence: step.evidence.clone(),

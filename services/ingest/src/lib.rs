@@ -11,6 +11,7 @@ pub mod decision;
 pub mod destinations;
 pub mod diagnose;
 pub mod error;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod sender_sightings;
@@ -236,6 +237,9 @@ pub struct Config {
     pub server: ServerArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+
+    #[command(flatten)]
+    pub metrics: email2sms_metrics::MetricsArgs,
 }
 
 /// Parses `25M`, `512K`, `1G` (1024-based) or a bare number of bytes.
@@ -531,6 +535,18 @@ pub async fn start(config: Config) -> Result<(), StartError> {
     )
     .await?;
     let life = Lifecycle::new(&config.server);
+    if let Some(addr) = config.metrics.metrics_addr {
+        let listener = bind_and_announce(BINARY, "EMAIL2SMS_METRICS_ADDR", "metrics", addr).await?;
+        // Scraped through the shutdown delay too; stops with the other listeners.
+        life.spawn(
+            "metrics server",
+            email2sms_metrics::serve(
+                listener,
+                metrics::metrics().registry.clone(),
+                life.stopped(),
+            ),
+        );
+    }
     spawn_tracked(&life, &gateway, config.redis.redis_url.clone());
     life.watch_readiness(readiness::INGEST, probes(&config, &gateway)?);
     let sightings = gateway.sighting_reporter();
@@ -692,6 +708,7 @@ impl Config {
                 .map_err(setup("EMAIL2SMS_OUTLOOK_SPF_DOMAIN"))?,
             policy,
             max_parts: self.max_sms_parts,
+            sms_domains: self.sms.names(),
         };
         let broker = email2sms_queue::Broker::new(self.queue.amqp_url.clone(), BINARY);
         Ok(pipeline::Gateway {

@@ -278,9 +278,13 @@ impl Gateway {
                     .await
             }
         });
+        let started = std::time::Instant::now();
         for result in futures::future::join_all(publishes).await {
             result?;
         }
+        crate::metrics::metrics()
+            .publish_confirm
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 

@@ -2,26 +2,26 @@
 //! service's `ResolveSender`, in that order, so one slow or dead dependency never stops mail that
 //! another one can decide.
 //!
-//! The Redis layout is the policy service's (see `services/policy/src/cache.rs`): `P policy:email:
-//! <address>`, `P policy:domain:<domain>`, hash `P policy:ip` (CIDR → entry), values protobuf
-//! `CompiledSender`; changes are announced on `P policy:invalidations`. DESIGN.md asks the policy
-//! service on a Redis miss too: that is done when Redis has no `P policy:version` (never built or
-//! flushed); with compiled data present a miss is final, so unknown senders cannot turn every
-//! spam message into a Postgres query.
+//! The Redis side is `email2sms-sender-index`, the library the policy service writes it with: its
+//! key layout, value encoding and resolution order ([`email2sms_sender_index::resolve`]); this
+//! module only puts the in-process cache in front of its reader and the policy service behind it.
+//! DESIGN.md asks the policy service on a Redis miss too: that is done when Redis has no
+//! `P policy:version` (never built or flushed); with compiled data present a miss is final, so
+//! unknown senders cannot turn every spam message into a Postgres query.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use email2sms_domain::{DomainName, EmailAddress};
 use email2sms_proto::policy::v1::sender_resolution_service_client::SenderResolutionServiceClient;
 use email2sms_proto::policy::v1::{CompiledSender, ResolveSenderRequest};
 use email2sms_proto::tonic::service::interceptor::InterceptedService;
 use email2sms_proto::tonic::transport::{Channel, Endpoint};
 use email2sms_runtime::auth::BearerToken;
+use email2sms_sender_index::{IpTable, KeyLayout, Lookups, Reader};
 use futures::StreamExt;
-use ipnet::IpNet;
-use prost::Message;
-use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::error::IngestError;
@@ -56,7 +56,7 @@ pub struct Resolution {
 #[derive(Clone)]
 enum Cached {
     Entry(Option<Arc<CompiledSender>>),
-    IpTable(Arc<Vec<(IpNet, Arc<CompiledSender>)>>),
+    IpTable(Arc<IpTable>),
 }
 
 type ResolverClient = SenderResolutionServiceClient<InterceptedService<Channel, BearerToken>>;
@@ -65,15 +65,14 @@ type ResolverClient = SenderResolutionServiceClient<InterceptedService<Channel, 
 #[derive(Clone)]
 pub struct PolicyLookup {
     cache: moka::future::Cache<String, Cached>,
-    redis: ConnectionManager,
-    prefix: String,
+    reader: Reader,
     resolver: ResolverClient,
 }
 
 impl std::fmt::Debug for PolicyLookup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PolicyLookup")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.prefix())
             .finish_non_exhaustive()
     }
 }
@@ -109,8 +108,7 @@ impl PolicyLookup {
                 .max_capacity(100_000)
                 .time_to_live(ttl)
                 .build(),
-            redis,
-            prefix: prefix.to_owned(),
+            reader: Reader::new(redis, KeyLayout::new(prefix)),
             resolver: SenderResolutionServiceClient::with_interceptor(
                 endpoint.connect_lazy(),
                 token,
@@ -119,12 +117,12 @@ impl PolicyLookup {
     }
 
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        self.reader.layout().prefix()
     }
 
     /// A Redis connection for ingest's own keys (dedupe, sender log).
     pub fn redis(&self) -> ConnectionManager {
-        self.redis.clone()
+        self.reader.connection()
     }
 
     /// Drops everything cached in this process (the policy service announced a change).
@@ -135,7 +133,11 @@ impl PolicyLookup {
     /// Resolves `from` (normalised address) sent from `ip`: email entry, then the exact verified
     /// domain, then the longest IP prefix. Not-ready entries are returned, not skipped, so the
     /// refusal can say why.
-    pub async fn resolve(&self, from: &str, ip: IpAddr) -> Result<Resolution, IngestError> {
+    pub async fn resolve(
+        &self,
+        from: &EmailAddress,
+        ip: IpAddr,
+    ) -> Result<Resolution, IngestError> {
         match self.ask_redis(from, ip).await {
             Ok(Some(resolution)) => Ok(resolution),
             Ok(None) => {
@@ -150,79 +152,26 @@ impl PolicyLookup {
     }
 
     /// `Ok(None)`: Redis answered but holds no compiled data at all (flushed, replaced, or not
-    /// built yet), so its miss proves nothing and the policy service must decide.
+    /// built yet), so its miss proves nothing and the policy service must decide. Damaged data
+    /// (an undecodable value, a domain key holding another domain's entry) is an error too: the
+    /// policy service answers from Postgres instead.
     async fn ask_redis(
         &self,
-        from: &str,
+        from: &EmailAddress,
         ip: IpAddr,
-    ) -> Result<Option<Resolution>, redis::RedisError> {
-        let domain = from.rsplit_once('@').map_or("", |(_, d)| d);
-        let mut tried = Vec::new();
-        let mut all_memory = true;
-        for key in [format!("email:{from}"), format!("domain:{domain}")] {
-            tried.push(format!("{}policy:{key}", self.prefix));
-            let cached = match self.cache.get(&key).await {
-                Some(Cached::Entry(entry)) => entry,
-                _ => {
-                    all_memory = false;
-                    let mut conn = self.redis.clone();
-                    let bytes: Option<Vec<u8>> =
-                        conn.get(format!("{}policy:{key}", self.prefix)).await?;
-                    let entry = bytes
-                        .and_then(|b| CompiledSender::decode(b.as_slice()).ok())
-                        .map(Arc::new);
-                    self.cache.insert(key, Cached::Entry(entry.clone())).await;
-                    entry
-                }
-            };
-            if let Some(sender) = cached {
-                return Ok(Some(Resolution {
-                    sender: Some(sender),
-                    source: source(all_memory),
-                    tried,
-                }));
-            }
-        }
-        tried.push(format!(
-            "{}policy:ip (longest prefix containing {ip})",
-            self.prefix
-        ));
-        let table = match self.cache.get("ip").await {
-            Some(Cached::IpTable(table)) => table,
-            _ => {
-                all_memory = false;
-                let mut conn = self.redis.clone();
-                let raw: Vec<(String, Vec<u8>)> =
-                    conn.hgetall(format!("{}policy:ip", self.prefix)).await?;
-                let table: Vec<(IpNet, Arc<CompiledSender>)> = raw
-                    .into_iter()
-                    .filter_map(|(cidr, bytes)| {
-                        Some((
-                            cidr.parse().ok()?,
-                            Arc::new(CompiledSender::decode(bytes.as_slice()).ok()?),
-                        ))
-                    })
-                    .collect();
-                let table = Arc::new(table);
-                self.cache
-                    .insert("ip".to_owned(), Cached::IpTable(table.clone()))
-                    .await;
-                table
-            }
+    ) -> Result<Option<Resolution>, email2sms_sender_index::Error> {
+        let memo = Memoised {
+            lookup: self,
+            all_memory: AtomicBool::new(true),
         };
-        let ip = email2sms_domain::canonical_ip(ip);
-        let sender = table
-            .iter()
-            .filter(|(net, _)| net.contains(&ip))
-            .max_by_key(|(net, _)| net.prefix_len())
-            .map(|(_, sender)| sender.clone());
-        if sender.is_none() && !self.compiled_data_present().await? {
+        let found = email2sms_sender_index::resolve(&memo, self.reader.layout(), from, ip).await?;
+        if found.sender.is_none() && !self.compiled_data_present().await? {
             return Ok(None);
         }
         Ok(Some(Resolution {
-            sender,
-            source: source(all_memory),
-            tried,
+            sender: found.sender,
+            source: source(memo.all_memory.load(Ordering::Relaxed)),
+            tried: found.tried,
         }))
     }
 
@@ -230,14 +179,11 @@ impl PolicyLookup {
     /// is authoritative only then; otherwise every unknown sender would be refused while Redis is
     /// being rebuilt. Checked only on a full miss, and cached like the entries, so spam from
     /// unknown senders costs one Redis read per TTL rather than a Postgres query each.
-    async fn compiled_data_present(&self) -> Result<bool, redis::RedisError> {
+    async fn compiled_data_present(&self) -> Result<bool, email2sms_sender_index::Error> {
         if let Some(Cached::Entry(marker)) = self.cache.get("version").await {
             return Ok(marker.is_some());
         }
-        let mut conn = self.redis.clone();
-        let present: bool = conn
-            .exists(format!("{}policy:version", self.prefix))
-            .await?;
+        let present = self.reader.has_compiled_data().await?;
         // A present version is remembered as a non-empty marker; absence is not cached, so the
         // first rebuild is noticed at once.
         if present {
@@ -253,14 +199,14 @@ impl PolicyLookup {
 
     async fn ask_policy_service(
         &self,
-        from: &str,
+        from: &EmailAddress,
         ip: IpAddr,
         redis_problem: String,
     ) -> Result<Resolution, IngestError> {
         let mut client = self.resolver.clone();
         let response = client
             .resolve_sender(ResolveSenderRequest {
-                from_address: from.to_owned(),
+                from_address: from.as_str().to_owned(),
                 client_ip: ip.to_string(),
             })
             .await
@@ -281,7 +227,7 @@ impl PolicyLookup {
     /// failures. Any message clears the whole in-process cache: entries live for seconds anyway,
     /// and a full clear cannot miss a key the message format might add later.
     pub async fn follow_invalidations(self, redis_url: String) {
-        let channel = format!("{}policy:invalidations", self.prefix);
+        let channel = self.reader.layout().invalidations();
         loop {
             match subscribe(&redis_url, &channel).await {
                 Ok(mut pubsub) => {
@@ -311,6 +257,75 @@ async fn subscribe(url: &str, channel: &str) -> redis::RedisResult<redis::aio::P
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
     pubsub.subscribe(channel).await?;
     Ok(pubsub)
+}
+
+/// The reader behind the in-process cache: each lookup answers from memory when it can, else from
+/// Redis, remembering the answer (a miss too) for the TTL.
+struct Memoised<'a> {
+    lookup: &'a PolicyLookup,
+    /// Stays true while every lookup was answered from memory.
+    all_memory: AtomicBool,
+}
+
+impl Memoised<'_> {
+    async fn entry<F>(
+        &self,
+        key: String,
+        read: F,
+    ) -> Result<Option<Arc<CompiledSender>>, email2sms_sender_index::Error>
+    where
+        F: Future<Output = Result<Option<CompiledSender>, email2sms_sender_index::Error>>,
+    {
+        if let Some(Cached::Entry(entry)) = self.lookup.cache.get(&key).await {
+            return Ok(entry);
+        }
+        self.all_memory.store(false, Ordering::Relaxed);
+        let entry = read.await?.map(Arc::new);
+        self.lookup
+            .cache
+            .insert(key, Cached::Entry(entry.clone()))
+            .await;
+        Ok(entry)
+    }
+}
+
+impl Lookups for Memoised<'_> {
+    type Error = email2sms_sender_index::Error;
+
+    async fn email(
+        &self,
+        address: &EmailAddress,
+    ) -> Result<Option<Arc<CompiledSender>>, Self::Error> {
+        self.entry(
+            format!("email:{address}"),
+            self.lookup.reader.email(address),
+        )
+        .await
+    }
+
+    async fn domain(
+        &self,
+        domain: &DomainName,
+    ) -> Result<Option<Arc<CompiledSender>>, Self::Error> {
+        self.entry(
+            format!("domain:{domain}"),
+            self.lookup.reader.domain(domain),
+        )
+        .await
+    }
+
+    async fn ip_table(&self) -> Result<Arc<IpTable>, Self::Error> {
+        if let Some(Cached::IpTable(table)) = self.lookup.cache.get("ip").await {
+            return Ok(table);
+        }
+        self.all_memory.store(false, Ordering::Relaxed);
+        let table = Arc::new(self.lookup.reader.ip_table().await?);
+        self.lookup
+            .cache
+            .insert("ip".to_owned(), Cached::IpTable(table.clone()))
+            .await;
+        Ok(table)
+    }
 }
 
 fn source(all_memory: bool) -> Source {

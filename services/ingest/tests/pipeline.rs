@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::gateway::{self, AMQP_URL, Harness, Setup, entry, smtplib_from_each};
-use email2sms_proto::ingest::v1::{Decision, DiagnoseRequest, StepOutcome};
+use email2sms_proto::ingest::v1::{Decision, DiagnoseRequest, DiagnoseResponse, StepOutcome};
 use email2sms_proto::policy::v1::Readiness;
 use email2sms_proto::policy::v1::sender_resolution_service_server::{
     SenderResolutionService, SenderResolutionServiceServer,
@@ -364,20 +364,44 @@ async fn diagnose_explains_accepted_and_refused_senders() {
         ),
         (250, "2.0.0", "queued 1 SMS as <job id>")
     );
-    let names: Vec<&str> = accepted.steps.iter().map(|s| s.name.as_str()).collect();
-    for name in [
+    // Every decision lists the same steps in the same order, the order an SMTP session meets
+    // them: the recipient address at RCPT TO first.
+    let names = |answer: &DiagnoseResponse| -> Vec<String> {
+        answer.steps.iter().map(|s| s.name.clone()).collect()
+    };
+    const STEPS: [&str; 10] = [
+        "recipient",
         "sender_identity",
         "auto_reply",
         "resolve_sender",
         "readiness",
-        "spf",
+        "authentication",
         "alignment",
         "forwarding_user",
-        "recipient",
+        "destination",
         "text",
-    ] {
-        assert!(names.contains(&name), "{name} missing from {names:?}");
-    }
+    ];
+    assert_eq!(names(&accepted), STEPS);
+    assert!(
+        accepted
+            .steps
+            .iter()
+            .all(|s| s.outcome() != StepOutcome::Skipped),
+        "{accepted:?}"
+    );
+    assert!(
+        accepted.steps[5].detail.starts_with("SPF: "),
+        "{:?}",
+        accepted.steps[5]
+    );
+    // Without a raw message, the text step says it judged a placeholder.
+    assert!(
+        accepted.steps[9]
+            .detail
+            .contains("placeholder text \"Diagnose test message\""),
+        "{:?}",
+        accepted.steps[9]
+    );
     assert_eq!(accepted.sms.as_ref().unwrap().recipient, "+64211234567");
     assert!(accepted.sender.is_some());
 
@@ -403,12 +427,50 @@ async fn diagnose_explains_accepted_and_refused_senders() {
         .find(|s| s.name == "resolve_sender")
         .unwrap();
     assert_eq!(step.outcome(), StepOutcome::Fail);
+    assert_eq!(names(&refused), STEPS);
+    let outcomes: Vec<StepOutcome> = refused.steps.iter().map(|s| s.outcome()).collect();
+    assert_eq!(&outcomes[..3], [StepOutcome::Pass; 3]);
+    assert_eq!(outcomes[3], StepOutcome::Fail);
+    assert_eq!(&outcomes[4..], [StepOutcome::Skipped; 6]);
+
+    // A recipient RCPT TO would refuse is the first step, refused with RCPT's own reply, before
+    // the sender is looked at.
+    let bad_recipient = api
+        .diagnose(DiagnoseRequest {
+            client_ip: "127.0.0.1".into(),
+            envelope_sender: "a@good.test".into(),
+            from_header: "a@good.test".into(),
+            recipient: "jane@sms.example.net".into(),
+            ..DiagnoseRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(names(&bad_recipient), STEPS);
+    assert_eq!(bad_recipient.steps[0].outcome(), StepOutcome::Fail);
     assert!(
-        refused
-            .steps
+        bad_recipient.steps[1..]
             .iter()
-            .any(|s| s.outcome() == StepOutcome::Skipped)
+            .all(|s| s.outcome() == StepOutcome::Skipped)
     );
+    let reply = bad_recipient.reply.as_ref().unwrap();
+    assert_eq!((reply.code, reply.enhanced_code.as_str()), (550, "5.1.3"));
+    assert!(
+        reply.text.contains("64211234567@sms.example.net"),
+        "{reply:?}"
+    );
+    let elsewhere = api
+        .diagnose(DiagnoseRequest {
+            client_ip: "127.0.0.1".into(),
+            envelope_sender: "a@good.test".into(),
+            from_header: "a@good.test".into(),
+            recipient: "64211234567@example.com".into(),
+            ..DiagnoseRequest::default()
+        })
+        .await
+        .unwrap();
+    let reply = elsewhere.reply.as_ref().unwrap();
+    assert_eq!((reply.code, reply.enhanced_code.as_str()), (550, "5.7.1"));
+    assert!(reply.text.starts_with("relaying denied"), "{reply:?}");
 
     let by_ip = api
         .diagnose(DiagnoseRequest {
@@ -421,6 +483,20 @@ async fn diagnose_explains_accepted_and_refused_senders() {
         .await
         .unwrap();
     assert_eq!(by_ip.decision(), Decision::Accept, "{by_ip:?}");
+    // The same slots for By IP Addresses: authentication is the allowlist, alignment does not
+    // apply.
+    assert_eq!(names(&by_ip), STEPS);
+    assert!(
+        by_ip.steps[5].detail.starts_with("IP allowlist: "),
+        "{:?}",
+        by_ip.steps[5]
+    );
+    assert_eq!(by_ip.steps[6].outcome(), StepOutcome::Skipped);
+    assert!(
+        by_ip.steps[6].detail.starts_with("not applicable"),
+        "{:?}",
+        by_ip.steps[6]
+    );
     assert_eq!(
         by_ip.sender.as_ref().unwrap().match_kind(),
         MatchKind::IpAddress
@@ -534,16 +610,72 @@ async fn redis_down_falls_back_to_the_policy_service() {
         ],
     )
     .await;
-    let _: () = h
-        .redis
-        .del(format!("{}policy:version", h.prefix))
-        .await
-        .unwrap();
+    let _: () = h.redis.del(h.layout().version()).await.unwrap();
     let reply = h
         .send("a@good.test", &rcpt, &mail("a@good.test", "f3", "hi"))
         .await;
     assert!(reply.starts_with("250"), "{reply}");
     assert_eq!(h.jobs().await.len(), 1);
+    let _ = stop.send(());
+    h.cleanup().await;
+}
+
+/// The exact-domain rule holds even against a damaged index: a parent's entry found under a
+/// subdomain's key (a bug, a hand edit) authorises nothing from Redis; the policy service, which
+/// reads Postgres, decides instead (and here knows no such sender).
+#[tokio::test]
+async fn a_domain_key_holding_another_domains_entry_is_not_trusted() {
+    let dns = dns_with_zones().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let policy_url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(email2sms_runtime::grpc::serve(
+        email2sms_runtime::grpc::ApiServices {
+            routes: email2sms_proto::tonic::service::Routes::new(
+                SenderResolutionServiceServer::new(FakeResolver(entry(
+                    MatchKind::Domain,
+                    "good.test",
+                    SecurityType::ViaSpf,
+                ))),
+            ),
+            names: vec![],
+            file_descriptor_set: email2sms_proto::FILE_DESCRIPTOR_SET,
+        },
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    let mut h = harness(
+        &dns,
+        &[
+            "--policy-url",
+            &policy_url,
+            "--api-token",
+            "internal-secret",
+        ],
+    )
+    .await;
+    // "By IP Addresses" from 127.0.0.0/8: were the entry used, the mail would be accepted.
+    let parent = entry(MatchKind::Domain, "good.test", SecurityType::ByIpAddresses);
+    h.put_domain("sales.good.test", &parent).await;
+    let rcpt = ["+64211234567@sms.example.net"];
+    let reply = h
+        .send(
+            "a@sales.good.test",
+            &rcpt,
+            &mail("a@sales.good.test", "w1", "hi"),
+        )
+        .await;
+    assert!(reply.starts_with("550 5.7.1"), "{reply}");
+    assert!(h.jobs().await.is_empty());
+    // The same entry under its own key is used.
+    h.put_domain("good.test", &parent).await;
+    let reply = h
+        .send("a@good.test", &rcpt, &mail("a@good.test", "w2", "hi"))
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
     let _ = stop.send(());
     h.cleanup().await;
 }
@@ -566,7 +698,7 @@ async fn an_invalidation_message_clears_the_in_process_cache() {
         ..Readiness::default()
     });
     h.put_domain("good.test", &unready).await;
-    let channel = format!("{}policy:invalidations", h.prefix);
+    let channel = h.layout().invalidations();
     // The subscription starts in the background: announce until the change is seen.
     let attempt = std::sync::atomic::AtomicU32::new(0);
     let reply = eventually(

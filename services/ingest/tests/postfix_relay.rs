@@ -13,11 +13,12 @@ use common::postfix::Postfix;
 use email2sms_ingest::smtp::Reply;
 use email2sms_proto::ingest::v1::{Decision, DiagnoseRequest};
 use email2sms_proto::policy::v1::{MatchKind, SecurityType};
-use email2sms_proto::queue::v1::{SENDER_IP_SEEN_ROUTING_KEY, SenderIpSeen};
+use email2sms_proto::queue::v1::{
+    PolicyCacheInvalidated, SENDER_IP_SEEN_ROUTING_KEY, SenderIpSeen,
+};
 use email2sms_testkit::{eventually, eventually_some, eventually_within};
 use lapin::options::{BasicGetOptions, QueueDeleteOptions};
 use prost::Message;
-use redis::AsyncCommands;
 
 /// The company's only rule: mail from its server 127.0.0.77, whatever the address.
 const COMPANY_SERVER: &str = "127.0.0.77";
@@ -237,15 +238,14 @@ async fn a_temporary_refusal_stays_in_postfix_queue_until_a_flush_after_the_fix_
     assert!(h.jobs().await.is_empty());
 
     // The policy service compiles the company's rule and announces it.
-    let _: () = h
-        .redis
-        .set(format!("{}policy:version", h.prefix), 1)
-        .await
-        .unwrap();
+    h.index.raise_version(1).await.unwrap();
     allow_company_server(&mut h).await;
-    let _: i64 = h
-        .redis
-        .publish(format!("{}policy:invalidations", h.prefix), "compiled")
+    h.index
+        .publish(&PolicyCacheInvalidated {
+            version: 1,
+            ip_table_changed: true,
+            ..PolicyCacheInvalidated::default()
+        })
         .await
         .unwrap();
     eventually(

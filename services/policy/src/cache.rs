@@ -1,25 +1,11 @@
 //! The compiled sender lookups in Redis, which ingest reads on every email.
 //!
-//! # Key layout (ingest reads exactly this)
+//! # Key layout
 //!
-//! Every key starts with the configured prefix `P` (`EMAIL2SMS_REDIS_PREFIX`, default
-//! `email2sms:`). Values are protobuf-encoded `email2sms.policy.v1.CompiledSender`, the same
-//! message `ResolveSender` returns, so the cache and Postgres agree by construction.
-//!
-//! | key | type | content |
-//! |---|---|---|
-//! | `P policy:email:<normalised address>` | string | the matchable email entry (enabled, not deleted) |
-//! | `P policy:domain:<normalised domain>` | string | the VERIFIED domain entry (exact domain only) |
-//! | `P policy:ip` | hash | field = canonical CIDR (`203.0.113.0/24`, `198.51.100.7/32`), value = the IP entry |
-//! | `P policy:version` | string | decimal compile version of the data in Redis |
-//! | `P policy:keyver` | hash | field = `email:<a>`, `domain:<d>` or `ip:<cidr>`, value = version that last wrote it |
-//!
-//! (`P policy:email:…` means the prefix immediately followed by `policy:email:…`.)
-//!
-//! Resolution order for ingest: `GET P policy:email:<from>`; else `GET P policy:domain:<from
-//! domain>`; else load `HGETALL P policy:ip` (cache it in-process) and pick the longest prefix
-//! containing the client IP. A matched value whose `readiness.ready` is false must be refused with
-//! `readiness.reason`, not skipped. A miss on all three is "not authorised".
+//! The key names, the value encoding (protobuf `CompiledSender`, the message `ResolveSender`
+//! returns), the guarded writes and the one reader ingest also uses live in
+//! `email2sms-sender-index` (libs/sender-index), whose documentation has the table; this module
+//! decides *what* to compile and *when*.
 //!
 //! After every change the policy service publishes a protobuf
 //! `email2sms.queue.v1.PolicyCacheInvalidated` on the channel `P policy:invalidations`, listing
@@ -29,9 +15,10 @@
 //! # Ordering
 //!
 //! Every write transaction bumps `cache_version` in Postgres; a recompile reads the entries and
-//! that version in one snapshot and writes through a Lua script that refuses to overwrite a key
-//! with data of an older version (`P policy:keyver`), so two concurrent recompiles can never leave
-//! the older answer in Redis.
+//! that version in one snapshot and writes through the index's guarded writes
+//! (`email2sms_sender_index::Writer`), which refuse to overwrite a key with data of an older
+//! version (`P policy:keyver`), so two concurrent recompiles can never leave the older answer in
+//! Redis.
 //!
 //! # Redis down
 //!
@@ -39,7 +26,7 @@
 //! ([`Cache::repair_loop`]) rebuilds everything as soon as Redis answers again, and also rebuilds
 //! when `P policy:version` is missing or behind Postgres (a flushed or replaced Redis).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -48,57 +35,18 @@ use std::time::{Duration, Instant};
 
 use email2sms_proto::policy::v1 as pb;
 use email2sms_proto::queue::v1::PolicyCacheInvalidated;
+use email2sms_sender_index::{KeyLayout, Live, Reader, Write, Writer};
 use ipnet::IpNet;
-use prost::Message;
-use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::entries::{EntryKind, EntryRow, matchable_sql, select_sql};
 use crate::error::{Error, Result};
-use crate::model::{cidr_text, timestamp};
+use crate::model::timestamp;
 
 /// Default key prefix; configurable so that tests (and several deployments) can share a Redis.
-pub const DEFAULT_PREFIX: &str = "email2sms:";
-
-/// Writes a batch of values, each to its key (or hash field) unless a newer version already wrote
-/// that key: every write is guarded on its own, a batch only saves round trips and script calls.
-/// KEYS[1] = version hash, KEYS[1 + i] = key or hash of write i; ARGV[1] = version, then four
-/// arguments per write: version field, mode (`set`/`del`/`hset`/`hdel`), hash field, value.
-/// Returns how many writes were applied.
-const GUARDED_WRITES: &str = r"
-local incoming = tonumber(ARGV[1])
-local applied = 0
-for i = 2, #KEYS do
-  local a = (i - 2) * 4 + 2
-  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[a]) or '0')
-  if current <= incoming then
-    redis.call('HSET', KEYS[1], ARGV[a], ARGV[1])
-    local mode = ARGV[a + 1]
-    if mode == 'set' then redis.call('SET', KEYS[i], ARGV[a + 3])
-    elseif mode == 'del' then redis.call('DEL', KEYS[i])
-    elseif mode == 'hset' then redis.call('HSET', KEYS[i], ARGV[a + 2], ARGV[a + 3])
-    else redis.call('HDEL', KEYS[i], ARGV[a + 2]) end
-    applied = applied + 1
-  end
-end
-return applied
-";
-
-/// Raises the version key, never lowers it.
-const RAISE_VERSION: &str = r"
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
-";
-
-/// Guarded writes per script call: small enough that one call holds Redis for about a
-/// millisecond, large enough that a rebuild of a million keys is a few thousand calls.
-const BATCH: usize = 500;
-
-/// Script calls per pipeline (one round trip).
-const CALLS_PER_PIPELINE: usize = 4;
+pub use email2sms_sender_index::DEFAULT_PREFIX;
 
 /// Entry rows fetched from the rebuild's cursor at a time: the rebuild streams, so its memory
 /// is a few batches plus the set of live key names, whatever the number of entries.
@@ -106,9 +54,6 @@ const FETCH_ROWS: usize = 5_000;
 
 /// Compiled batches a rebuild may have waiting for Redis while it reads on from Postgres.
 const QUEUED_BATCHES: usize = 4;
-
-/// Keys asked for per SCAN step when looking for stale keys.
-const SCAN_COUNT: usize = 5_000;
 
 /// The keys one change touched. Empty sets mean "nothing of that kind changed".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -165,17 +110,15 @@ pub struct RebuildStats {
 /// The Redis side of the compiled lookups.
 #[derive(Clone)]
 pub struct Cache {
-    conn: ConnectionManager,
-    prefix: Arc<str>,
+    writer: Writer,
+    reader: Reader,
     dirty: Arc<AtomicBool>,
-    write: Arc<redis::Script>,
-    raise: Arc<redis::Script>,
 }
 
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.prefix())
             .field("dirty", &self.dirty.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -184,6 +127,16 @@ impl fmt::Debug for Cache {
 impl From<redis::RedisError> for Error {
     fn from(error: redis::RedisError) -> Error {
         Error::Unavailable(format!("redis: {error}"))
+    }
+}
+
+impl From<email2sms_sender_index::Error> for Error {
+    fn from(error: email2sms_sender_index::Error) -> Error {
+        if error.is_redis() {
+            Error::Unavailable(error.to_string())
+        } else {
+            Error::Internal(error.to_string())
+        }
     }
 }
 
@@ -281,22 +234,6 @@ async fn snapshot(pool: &PgPool, keys: &Keys) -> Result<Snapshot> {
     })
 }
 
-/// The names a rebuild wrote: email and domain keys, and fields of the IP table.
-#[derive(Debug, Default)]
-struct Live {
-    keys: HashSet<String>,
-    ip_fields: HashSet<String>,
-}
-
-/// One guarded write: (key or hash, version field, mode, hash field, value).
-struct Write {
-    key: String,
-    version_field: String,
-    mode: &'static str,
-    field: String,
-    value: Vec<u8>,
-}
-
 impl Cache {
     /// A cache on `redis_url` under `prefix`. Connects lazily, so a Redis that is down at start
     /// does not stop the service: writes go to Postgres and the repair loop catches up.
@@ -309,17 +246,21 @@ impl Cache {
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let layout = KeyLayout::new(prefix);
         Ok(Cache {
-            conn,
-            prefix: prefix.into(),
+            writer: Writer::new(conn.clone(), layout.clone()),
+            reader: Reader::new(conn, layout),
             dirty: Arc::new(AtomicBool::new(false)),
-            write: Arc::new(redis::Script::new(GUARDED_WRITES)),
-            raise: Arc::new(redis::Script::new(RAISE_VERSION)),
         })
     }
 
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        self.layout().prefix()
+    }
+
+    /// The names of the compiled lookups under this cache's prefix.
+    pub fn layout(&self) -> &KeyLayout {
+        self.writer.layout()
     }
 
     /// Makes the repair loop rebuild everything at its next check.
@@ -330,30 +271,6 @@ impl Cache {
     /// True when Redis may lack changes (a recompile failed) until the next rebuild.
     pub fn is_dirty(&self) -> bool {
         self.dirty.load(Ordering::SeqCst)
-    }
-
-    pub fn email_key(&self, address: &str) -> String {
-        format!("{}policy:email:{address}", self.prefix)
-    }
-
-    pub fn domain_key(&self, domain: &str) -> String {
-        format!("{}policy:domain:{domain}", self.prefix)
-    }
-
-    pub fn ip_table_key(&self) -> String {
-        format!("{}policy:ip", self.prefix)
-    }
-
-    pub fn version_key(&self) -> String {
-        format!("{}policy:version", self.prefix)
-    }
-
-    fn keyver_key(&self) -> String {
-        format!("{}policy:keyver", self.prefix)
-    }
-
-    pub fn channel(&self) -> String {
-        format!("{}policy:invalidations", self.prefix)
     }
 
     /// Recompiles `keys` after a committed change. Never fails the caller: Postgres is the
@@ -430,91 +347,24 @@ impl Cache {
     }
 
     fn email_write(&self, email: &str, value: Option<pb::CompiledSender>) -> Write {
-        Write {
-            key: self.email_key(email),
-            version_field: format!("email:{email}"),
-            mode: if value.is_some() { "set" } else { "del" },
-            field: String::new(),
-            value: value.map(|v| v.encode_to_vec()).unwrap_or_default(),
-        }
+        Write::email(self.layout(), email, value.as_ref())
     }
 
     fn domain_write(&self, domain: &str, value: Option<pb::CompiledSender>) -> Write {
-        Write {
-            key: self.domain_key(domain),
-            version_field: format!("domain:{domain}"),
-            mode: if value.is_some() { "set" } else { "del" },
-            field: String::new(),
-            value: value.map(|v| v.encode_to_vec()).unwrap_or_default(),
-        }
+        Write::domain(self.layout(), domain, value.as_ref())
     }
 
     fn ip_write(&self, net: &IpNet, value: Option<pb::CompiledSender>) -> Write {
-        let cidr = cidr_text(net);
-        Write {
-            key: self.ip_table_key(),
-            version_field: format!("ip:{cidr}"),
-            mode: if value.is_some() { "hset" } else { "hdel" },
-            field: cidr,
-            value: value.map(|v| v.encode_to_vec()).unwrap_or_default(),
-        }
+        Write::ip(self.layout(), net, value.as_ref())
     }
 
-    /// Runs guarded writes (see [`GUARDED_WRITES`]), then raises the version key.
+    /// Runs guarded writes, then raises the version key.
     async fn apply(&self, writes: &[Write], version: u64) -> Result<()> {
-        let mut conn = self.conn.clone();
-        self.write_all(&mut conn, writes, version).await?;
-        self.raise_version(&mut conn, version).await
-    }
-
-    /// Guarded writes of `version`, [`BATCH`] per script call and [`CALLS_PER_PIPELINE`] calls
-    /// per round trip.
-    async fn write_all(
-        &self,
-        conn: &mut ConnectionManager,
-        writes: &[Write],
-        version: u64,
-    ) -> Result<()> {
-        let keyver = self.keyver_key();
-        for group in writes.chunks(BATCH * CALLS_PER_PIPELINE) {
-            let invocations: Vec<_> = group
-                .chunks(BATCH)
-                .map(|chunk| {
-                    let mut inv = self.write.prepare_invoke();
-                    inv.key(&keyver).arg(version);
-                    for w in chunk {
-                        inv.key(&w.key)
-                            .arg(&w.version_field)
-                            .arg(w.mode)
-                            .arg(&w.field)
-                            .arg(w.value.as_slice());
-                    }
-                    inv
-                })
-                .collect();
-            let mut pipe = redis::pipe();
-            pipe.load_script(&self.write).ignore();
-            for inv in &invocations {
-                pipe.invoke_script(inv).ignore();
-            }
-            let () = pipe.query_async(conn).await?;
-        }
-        Ok(())
-    }
-
-    async fn raise_version(&self, conn: &mut ConnectionManager, version: u64) -> Result<()> {
-        let mut raise = self.raise.prepare_invoke();
-        raise.key(self.version_key()).arg(version);
-        let _: i64 = raise.invoke_async(conn).await?;
-        Ok(())
+        Ok(self.writer.apply(writes, version).await?)
     }
 
     async fn publish(&self, message: PolicyCacheInvalidated) -> Result<()> {
-        let mut conn = self.conn.clone();
-        let _: i64 = conn
-            .publish(self.channel(), message.encode_to_vec())
-            .await?;
-        Ok(())
+        Ok(self.writer.publish(&message).await?)
     }
 
     /// The guarded write that stores a compiled entry row.
@@ -573,11 +423,7 @@ impl Cache {
                     .filter_map(|row| self.row_write(kind, row, version))
                     .collect();
                 for write in &writes {
-                    if kind == EntryKind::Ip {
-                        live.ip_fields.insert(write.field.clone());
-                    } else {
-                        live.keys.insert(write.key.clone());
-                    }
+                    live.record(write);
                 }
                 written += writes.len() as u64;
                 if batches.send(writes).await.is_err() {
@@ -608,7 +454,6 @@ impl Cache {
         let (mut tx, version) = begin_snapshot(pool).await?;
         let mut live = Live::default();
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<Write>>(QUEUED_BATCHES);
-        let mut conn = self.conn.clone();
         let read = self.compile_all(
             &mut tx,
             company.as_ref().map(|c| c.0),
@@ -618,7 +463,7 @@ impl Cache {
         );
         let write = async {
             while let Some(batch) = receiver.recv().await {
-                if let Err(error) = self.write_all(&mut conn, &batch, version).await {
+                if let Err(error) = self.writer.write_all(&batch, version).await {
                     // Dropping the receiver stops the reader at its next batch.
                     receiver.close();
                     return Err(error);
@@ -630,12 +475,12 @@ impl Cache {
         write?;
         let keys_written = read?;
         tx.commit().await?;
-        self.raise_version(&mut conn, version).await?;
+        self.writer.raise_version(version).await?;
 
         // Stale keys: present in Redis, absent from the snapshot (and, for a company rebuild,
         // compiled for that company).
         let company_id = company.as_ref().map(|c| c.1.as_str());
-        let stale = self.stale_writes(&mut conn, &live, company_id).await?;
+        let stale = self.writer.stale_writes(&live, company_id).await?;
         let keys_removed = stale.len() as u64;
         self.apply(&stale, version).await?;
         self.publish(PolicyCacheInvalidated {
@@ -659,77 +504,6 @@ impl Cache {
         })
     }
 
-    /// Deletions of the email and domain keys and IP table fields in Redis that are not `live`
-    /// (for a company rebuild: only those compiled for `company_id`).
-    async fn stale_writes(
-        &self,
-        conn: &mut ConnectionManager,
-        live: &Live,
-        company_id: Option<&str>,
-    ) -> Result<Vec<Write>> {
-        let mut stale = Vec::new();
-        let policy_prefix = format!("{}policy:", self.prefix);
-        let pattern = format!("{policy_prefix}*");
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut *conn)
-                .await?;
-            let mut candidates: Vec<String> = keys
-                .into_iter()
-                .filter(|key| is_entry_key(key, &policy_prefix) && !live.keys.contains(key))
-                .collect();
-            if let Some(company_id) = company_id
-                && !candidates.is_empty()
-            {
-                let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-                    .arg(&candidates)
-                    .query_async(&mut *conn)
-                    .await?;
-                let mut values = values.into_iter();
-                candidates.retain(|_| belongs_to(values.next().flatten().as_deref(), company_id));
-            }
-            for key in candidates {
-                let version_field = key[policy_prefix.len()..].to_owned();
-                stale.push(Write {
-                    key,
-                    version_field,
-                    mode: "del",
-                    field: String::new(),
-                    value: Vec::new(),
-                });
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        let table: HashMap<String, Vec<u8>> = conn.hgetall(self.ip_table_key()).await?;
-        for (cidr, value) in table {
-            if live.ip_fields.contains(&cidr) {
-                continue;
-            }
-            if let Some(company_id) = company_id
-                && !belongs_to(Some(&value), company_id)
-            {
-                continue;
-            }
-            stale.push(Write {
-                key: self.ip_table_key(),
-                version_field: format!("ip:{cidr}"),
-                mode: "hdel",
-                field: cidr,
-                value: Vec::new(),
-            });
-        }
-        Ok(stale)
-    }
-
     /// Whether Redis misses changes: dirty, its version key is missing (flushed or replaced), or
     /// it is still behind the Postgres version seen one check earlier. Comparing with the
     /// *previous* check ignores the milliseconds in which a just-committed write is still being
@@ -744,8 +518,7 @@ impl Cache {
         if self.is_dirty() {
             return Ok(true);
         }
-        let mut conn = self.conn.clone();
-        let in_redis: Option<u64> = conn.get(self.version_key()).await?;
+        let in_redis = self.reader.version().await?;
         Ok(match (in_redis, seen_before) {
             (None, _) => true,
             (Some(redis), Some(before)) => redis < before,
@@ -789,51 +562,14 @@ impl Cache {
         }
     }
 
-    /// Resolves a sender from Redis exactly as ingest does (see the module documentation): the
-    /// reference implementation of the key layout, used by the tests to compare Redis with
-    /// `ResolveSender`.
+    /// Resolves a sender from Redis with the reader ingest uses (`email2sms-sender-index`), so
+    /// the tests compare what ingest would find with `ResolveSender`.
     pub async fn resolve_from_redis(
         &self,
         from: &email2sms_domain::EmailAddress,
         client_ip: IpAddr,
     ) -> Result<Option<pb::CompiledSender>> {
-        let mut conn = self.conn.clone();
-        let decode = |bytes: Vec<u8>| {
-            pb::CompiledSender::decode(bytes.as_slice())
-                .map_err(|e| Error::Internal(format!("undecodable cache value: {e}")))
-        };
-        let email: Option<Vec<u8>> = conn.get(self.email_key(from.as_str())).await?;
-        if let Some(bytes) = email {
-            return decode(bytes).map(Some);
-        }
-        let domain: Option<Vec<u8>> = conn.get(self.domain_key(from.domain().as_str())).await?;
-        if let Some(bytes) = domain {
-            return decode(bytes).map(Some);
-        }
-        let table: HashMap<String, Vec<u8>> = conn.hgetall(self.ip_table_key()).await?;
-        let networks: Vec<(email2sms_domain::IpNetwork, Vec<u8>)> = table
-            .into_iter()
-            .filter_map(|(cidr, v)| {
-                email2sms_domain::IpNetwork::parse(&cidr)
-                    .ok()
-                    .map(|n| (n, v))
-            })
-            .collect();
-        match email2sms_domain::longest_prefix_match(&networks, client_ip, |(n, _)| n) {
-            Some((_, bytes)) => decode(bytes.clone()).map(Some),
-            None => Ok(None),
-        }
+        let resolved = self.reader.resolve(from, client_ip).await?;
+        Ok(resolved.sender.map(Arc::unwrap_or_clone))
     }
-}
-
-/// Whether `key` is an email or domain key (not the IP table, version or key version key).
-fn is_entry_key(key: &str, policy_prefix: &str) -> bool {
-    key.strip_prefix(policy_prefix)
-        .is_some_and(|rest| rest.starts_with("email:") || rest.starts_with("domain:"))
-}
-
-fn belongs_to(value: Option<&[u8]>, company_id: &str) -> bool {
-    value
-        .and_then(|v| pb::CompiledSender::decode(v).ok())
-        .is_some_and(|s| s.company_id == company_id)
 }

@@ -8,8 +8,7 @@ use uuid::Uuid;
 use crate::PolicyApi;
 use crate::error::{Error, Result, Violation};
 use crate::model::{over_limit_enum, over_limit_text, page_size, parse_id, timestamp};
-use crate::paging;
-use crate::store::{self, CompanyRef, bump_version, keys_where};
+use crate::store::{self, CompanyRef, keys_where};
 
 /// Writable paths of UpsertCompany's mask.
 const COMPANY_PATHS: &[&str] = &[
@@ -328,7 +327,7 @@ impl PolicyApi {
                     .any(|p| p == path || (path.starts_with("limits.") && p == "limits"))
         };
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let existing = store::find_company(&mut tx, &public_id, true).await?;
         let fields = validate_company(&company, |path| {
             existing.is_none() || set(path) || (path == "limits" && set("limits.max_sms_parts"))
@@ -425,9 +424,7 @@ impl PolicyApi {
         } else {
             keys_where(&mut tx, &company_ref, "", None).await?
         };
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        self.cache.recompile(&self.pool, &keys).await;
+        tx.commit(&keys).await?;
         Ok(pb::UpsertCompanyResponse {
             company: Some(row.to_proto()),
             created,
@@ -474,7 +471,7 @@ impl PolicyApi {
         let set = |path: &str| paths.is_empty() || paths.iter().any(|p| p == path);
         let sender_id = Some(user.sender_id.clone()).filter(|s| !s.is_empty());
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         let existing: Option<Uuid> = sqlx::query_scalar(
             "SELECT id FROM messenger_users WHERE company_id = $1 AND external_id = $2 FOR UPDATE",
@@ -527,15 +524,17 @@ impl PolicyApi {
             ),
         };
         // Every entry forwarding through the user (its own or its policy's default) carries the
-        // user's sender ID and activity in its compiled value.
+        // user's sender ID and activity in its compiled value. They are read under the version
+        // lock: an entry forwarding by its policy's default locks nothing of the user when it is
+        // created, so one committed while this transaction ran is only seen if it committed
+        // before this bump (or it waits for this commit and compiles the user as changed).
+        tx.bump_version().await?;
         let keys = if created {
             crate::cache::Keys::default()
         } else {
             keys_where(&mut tx, &company, "u.id = $ARG", Some(row.id)).await?
         };
-        bump_version(&mut tx).await?;
-        tx.commit().await?;
-        self.cache.recompile(&self.pool, &keys).await;
+        tx.commit(&keys).await?;
         Ok(pb::UpsertMessengerUserResponse {
             messenger_user: Some(row.to_proto(&company)),
             created,
@@ -571,9 +570,10 @@ impl PolicyApi {
             "q={:?};a={:?};x={:?}",
             request.query, request.active, request.external_id
         );
-        let after = paging::decode(&request.page_token, &filters)?;
         let mut conn = self.pool.acquire().await?;
         let company = store::company(&mut conn, &request.company_id).await?;
+        let pager = self.pager(company.id).await?;
+        let after = pager.decode(&request.page_token, &filters)?;
         let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
             "SELECT {USER_COLUMNS} FROM messenger_users WHERE company_id = "
         ));
@@ -606,7 +606,7 @@ impl PolicyApi {
             .push_bind(limit + 1);
         let rows: Vec<UserRow> = q.build_query_as().fetch_all(&mut *conn).await?;
         let (rows, next_page_token) =
-            paging::finish(rows, limit, &filters, |r| (r.username.clone(), r.id));
+            pager.finish(rows, limit, &filters, |r| (r.username.clone(), r.id));
         Ok(pb::ListMessengerUsersResponse {
             messenger_users: rows.iter().map(|r| r.to_proto(&company)).collect(),
             next_page_token,

@@ -1,8 +1,9 @@
-//! Domain entries that need the verification service: CreateDomain (asks for a challenge),
-//! VerifyDomain (CheckNow), RotateDomainToken, the challenge drop on delete and the recent checks
-//! of GetDomain. Calls go one way, policy → verification; state changes come back as events
-//! ([`crate::events`]) and as the answers of these calls, mirrored through the same
-//! [`apply_challenge`] so that neither can roll the other back.
+//! Domain entries, every RPC of them: Get, List, Allocate and Delete (with
+//! [`crate::entry_crud`]'s shared steps), and those that need the verification service:
+//! CreateDomain (asks for a challenge), VerifyDomain (CheckNow), RotateDomainToken, the challenge
+//! drop on delete and the recent checks of GetDomain. Calls go one way, policy → verification;
+//! state changes come back as events ([`crate::events`]) and as the answers of these calls,
+//! mirrored through the same [`apply_challenge`] so that neither can roll the other back.
 
 use std::time::Duration;
 
@@ -10,18 +11,20 @@ use email2sms_proto::policy::v1 as pb;
 use email2sms_proto::tonic::service::interceptor::InterceptedService;
 use email2sms_proto::tonic::transport::{Channel, Endpoint};
 use email2sms_proto::verification::v1 as vpb;
+use email2sms_proto::verification::v1::VerificationState;
 use email2sms_proto::verification::v1::verification_service_client::VerificationServiceClient;
 use email2sms_runtime::auth::BearerToken;
 use prost::Message;
 use uuid::Uuid;
 
 use crate::PolicyApi;
-use crate::cache::Keys;
-use crate::entries::EntryKind;
+use crate::entries::{EntryKind, EntryRow};
+use crate::entry_crud::{Removed, commit_entry, remove_entry, replayed};
+use crate::entry_lists::{EntryFilters, list_entries};
 use crate::error::{Error, Result};
 use crate::events::{ChallengeUpdate, apply_challenge};
-use crate::model::{parse_id, parse_opt_id, parse_request_id};
-use crate::store::{self, CompanyRef, Idempotency, bump_version, request_hash};
+use crate::model::{parse_id, parse_opt_id, parse_request_id, verification_state_text};
+use crate::store::{self, CompanyRef, Idempotency, request_hash};
 use crate::tenancy::{self, ConflictKind};
 
 /// How long one verification call may take. CheckNow runs a DNS lookup, so it gets more.
@@ -55,6 +58,111 @@ impl VerificationClient {
 }
 
 impl PolicyApi {
+    pub(crate) async fn get_domain(
+        &self,
+        request: pb::GetDomainRequest,
+    ) -> Result<pb::GetDomainResponse> {
+        let (company, row) = self
+            .get_entry(
+                EntryKind::Domain,
+                &request.company_id,
+                "domain_id",
+                &request.domain_id,
+            )
+            .await?;
+        // The checks live in the verification service: asked only when requested.
+        let recent_checks = if request.include_recent_checks {
+            self.recent_checks(&company, &row.matched_value()).await?
+        } else {
+            Vec::new()
+        };
+        Ok(pb::GetDomainResponse {
+            domain: Some(row.to_domain()),
+            recent_checks,
+        })
+    }
+
+    pub(crate) async fn list_domains(
+        &self,
+        request: pb::ListDomainsRequest,
+    ) -> Result<pb::ListDomainsResponse> {
+        let state = VerificationState::try_from(request.verification_state).map_err(|_| {
+            Error::invalid(
+                "verification_state",
+                "UNKNOWN_ENUM",
+                "unknown verification_state",
+            )
+        })?;
+        let filters = EntryFilters {
+            state: verification_state_text(state),
+            query: request.query.clone(),
+            ..EntryFilters::common(
+                &request.security_policy_id,
+                &request.forwarding_user_id,
+                request.ready,
+            )?
+        };
+        let (domains, next_page_token) = list_entries(
+            self,
+            EntryKind::Domain,
+            &request.company_id,
+            filters,
+            request.page_size,
+            &request.page_token,
+            EntryRow::to_domain,
+        )
+        .await?;
+        Ok(pb::ListDomainsResponse {
+            domains,
+            next_page_token,
+        })
+    }
+
+    pub(crate) async fn allocate_domain(
+        &self,
+        request: pb::AllocateDomainRequest,
+    ) -> Result<pb::AllocateDomainResponse> {
+        let id = parse_id("domain_id", &request.domain_id)?;
+        let user = parse_opt_id("forwarding_user_id", &request.forwarding_user_id)?;
+        let mut tx = self.begin_write().await?;
+        let company = store::company(&mut tx, &request.company_id).await?;
+        let updated = sqlx::query(
+            "UPDATE domains SET forwarding_user_id = $3, updated_at = now()
+             WHERE company_id = $1 AND id = $2",
+        )
+        .bind(company.id)
+        .bind(id)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(Error::NotFound(EntryKind::Domain.what()));
+        }
+        let row = commit_entry(tx, EntryKind::Domain, &company, id, None).await?;
+        Ok(pb::AllocateDomainResponse {
+            domain: Some(row.to_domain()),
+        })
+    }
+
+    pub(crate) async fn delete_domain(
+        &self,
+        request: pb::DeleteDomainRequest,
+    ) -> Result<pb::DeleteDomainResponse> {
+        let id = parse_id("domain_id", &request.domain_id)?;
+        let mut tx = self.begin_write().await?;
+        let company = store::company(&mut tx, &request.company_id).await?;
+        let Removed { mut keys, key } =
+            remove_entry(&mut tx, EntryKind::Domain, &company, id).await?;
+        let name = key.unwrap_or_default();
+        // Bumped before the addresses are read, so that they are read under the version lock.
+        tx.bump_version().await?;
+        // A verified domain gone unblocks other companies' addresses at it.
+        store::add_emails_at_domains(&mut tx, &mut keys).await?;
+        tx.commit(&keys).await?;
+        self.drop_challenge(&company, &name).await;
+        Ok(pb::DeleteDomainResponse {})
+    }
+
     fn verification(&self) -> Result<VerificationClient> {
         self.verification.clone().ok_or(Error::Unimplemented(
             "the verification service is not configured for this server",
@@ -83,13 +191,11 @@ impl PolicyApi {
         // Before asking for a challenge, refuse what would fail anyway, without holding a
         // transaction open across the call.
         let company = {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let company = store::company(&mut tx, &request.company_id).await?;
-            if let Some(key) = &idempotency
-                && let Some(id) = key.existing(&mut tx, company.id).await?
+            if let Some(row) =
+                replayed(&mut tx, EntryKind::Domain, &company, idempotency.as_ref()).await?
             {
-                let row =
-                    store::entry(&mut tx, EntryKind::Domain, company.id, id, "domain").await?;
                 return Ok(pb::CreateDomainResponse {
                     domain: Some(row.to_domain()),
                 });
@@ -126,8 +232,7 @@ impl PolicyApi {
             if verified_elsewhere {
                 let error =
                     tenancy::refuse(&mut tx, &company, ConflictKind::Domain, name.as_str()).await?;
-                tx.commit().await?;
-                return Err(error);
+                return tx.refuse(error).await;
             }
             company
         };
@@ -150,11 +255,10 @@ impl PolicyApi {
             .ok_or_else(|| Error::Internal("CreateChallenge answered no challenge".into()))?;
         let update = ChallengeUpdate::from_challenge(&challenge)?;
 
-        let mut tx = self.pool.begin().await?;
-        if let Some(key) = &idempotency
-            && let Some(id) = key.existing(&mut tx, company.id).await?
+        let mut tx = self.begin_write().await?;
+        if let Some(row) =
+            replayed(&mut tx, EntryKind::Domain, &company, idempotency.as_ref()).await?
         {
-            let row = store::entry(&mut tx, EntryKind::Domain, company.id, id, "domain").await?;
             return Ok(pb::CreateDomainResponse {
                 domain: Some(row.to_domain()),
             });
@@ -173,10 +277,9 @@ impl PolicyApi {
         if let Some(key) = &idempotency {
             key.store(&mut tx, company.id, id).await?;
         }
-        bump_version(&mut tx).await?;
+        tx.bump_version().await?;
         let row = store::entry(&mut tx, EntryKind::Domain, company.id, id, "domain").await?;
-        tx.commit().await?;
-        self.recompile_domain_name(&company, name.as_str()).await;
+        tx.commit_domain(&company, name.as_str(), true).await?;
         Ok(pb::CreateDomainResponse {
             domain: Some(row.to_domain()),
         })
@@ -210,14 +313,14 @@ impl PolicyApi {
         challenge: &vpb::Challenge,
     ) -> Result<pb::Domain> {
         let update = ChallengeUpdate::from_challenge(challenge)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (outcome, _) = apply_challenge(&mut tx, company.id, name, &update).await?;
-        if outcome == crate::events::EventOutcome::Applied {
-            bump_version(&mut tx).await?;
+        let applied = outcome == crate::events::EventOutcome::Applied;
+        if applied {
+            tx.bump_version().await?;
         }
         let row = store::entry(&mut tx, EntryKind::Domain, company.id, id, "domain").await?;
-        tx.commit().await?;
-        self.recompile_domain_name(company, name).await;
+        tx.commit_domain(company, name, applied).await?;
         Ok(row.to_domain())
     }
 
@@ -320,22 +423,5 @@ impl PolicyApi {
         {
             tracing::warn!(domain = name, status = ?status, "could not drop the verification challenge of a deleted domain");
         }
-    }
-
-    /// Recompiles the domain and, since its state may have changed, every company's email
-    /// entries at it (blocked while another company has it verified).
-    async fn recompile_domain_name(&self, company: &CompanyRef, name: &str) {
-        let mut keys = Keys::for_company(&company.public_id);
-        keys.add(EntryKind::Domain, Some(name), None);
-        let found = match self.pool.acquire().await {
-            Ok(mut conn) => store::add_emails_at_domains(&mut conn, &mut keys).await,
-            Err(error) => Err(error.into()),
-        };
-        if let Err(error) = found {
-            // Without the addresses the repair loop's full rebuild has to catch up.
-            tracing::warn!(%error, domain = name, "could not list the email entries at a changed domain; rebuilding the cache later");
-            self.cache.mark_dirty();
-        }
-        self.cache.recompile(&self.pool, &keys).await;
     }
 }

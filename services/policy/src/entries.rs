@@ -42,6 +42,15 @@ impl EntryKind {
         }
     }
 
+    /// The entry's name in answers: NOT_FOUND "email address".
+    pub fn what(self) -> &'static str {
+        match self {
+            EntryKind::Domain => "domain",
+            EntryKind::Email => "email address",
+            EntryKind::Ip => "IP address",
+        }
+    }
+
     pub fn match_kind(self) -> pb::MatchKind {
         match self {
             EntryKind::Domain => pb::MatchKind::Domain,

@@ -12,6 +12,7 @@ use crate::entries::EntryKind;
 use crate::error::{Error, Result};
 use crate::model::verification_state_text;
 use crate::store;
+use crate::write::PolicyWrite;
 
 /// What became of one event. Only `Applied` changed anything; the others are safe to ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +157,7 @@ pub async fn apply_domain_verification_changed(
             .and_then(|c| to_utc(c.check_time.as_ref())),
     };
 
-    let mut tx = pool.begin().await?;
+    let mut tx = PolicyWrite::begin(pool, cache).await?;
     // A company id this service would refuse names no company it has.
     let Some(company) = store::find_company(&mut tx, &event.company_id, false)
         .await
@@ -171,13 +172,13 @@ pub async fn apply_domain_verification_changed(
     if outcome != EventOutcome::Applied {
         return Ok(outcome);
     }
-    store::bump_version(&mut tx).await?;
+    // Bumped before the addresses are read, so that they are read under the version lock.
+    tx.bump_version().await?;
     let mut keys = Keys::for_company(&company.public_id);
     keys.add(EntryKind::Domain, Some(name.as_str()), None);
     // Verified, revoked or moved: other companies' addresses at the domain are blocked or
     // unblocked with it.
     store::add_emails_at_domains(&mut tx, &mut keys).await?;
-    tx.commit().await?;
-    cache.recompile(pool, &keys).await;
+    tx.commit(&keys).await?;
     Ok(EventOutcome::Applied)
 }

@@ -16,14 +16,21 @@ use crate::entries::EntryKind;
 use crate::error::{Error, Result};
 use crate::model::{opt_timestamp, parse_id, parse_request_id, timestamp};
 use crate::notifications;
-use crate::paging;
-use crate::store::{self, CompanyRef, Idempotency, bump_version, request_hash};
+use crate::paging::{self, Pager};
+use crate::store::{self, CompanyRef, Idempotency, request_hash};
 
 /// Largest file accepted: 100,000 realistic rows are about 5 MB, so this leaves room for long
 /// addresses and usernames while keeping one request's memory bounded.
 pub const MAX_IMPORT_BYTES: usize = 16 * 1024 * 1024;
 /// Most data rows in one file.
 pub const MAX_IMPORT_ROWS: usize = 200_000;
+/// Longest field, in characters: an address is at most 254 (RFC 5321's 256-octet path less its
+/// brackets) and a username at most 200 (the `messenger_users` check), so no importable row is
+/// longer, while a row's stored text and the verdict that quotes it stay a few hundred characters
+/// instead of up to the whole 16 MB file on one line.
+pub const MAX_FIELD_CHARS: usize = 320;
+/// Why a row with a longer field is not read.
+const FIELD_TOO_LONG: &str = "a field longer than 320 characters";
 /// Row verdicts returned inline by PreviewImport when the request says 0.
 const DEFAULT_INLINE_ROWS: i64 = 100;
 
@@ -146,41 +153,43 @@ pub fn parse_csv(content: &[u8]) -> Result<Vec<ParsedRow>> {
         if line.chars().all(|c| c.is_whitespace() || c == ',') {
             continue;
         }
-        let fields = match split_csv_line(line) {
-            Ok(fields) => fields,
-            Err(problem) => {
-                if !header_seen {
+        let unreadable = |problem| ParsedRow {
+            line_number,
+            fields: None,
+            problem: Some(problem),
+            found_fields: 0,
+        };
+        let row = match split_csv_line(line) {
+            Err(_) if !header_seen => return Err(wrong_columns(line)),
+            Err(problem) => unreadable(problem),
+            Ok(fields) if !header_seen => {
+                header_seen = true;
+                let names: Vec<String> = fields.iter().map(|f| f.to_lowercase()).collect();
+                if names != ["email", "username"] {
                     return Err(wrong_columns(line));
                 }
-                rows.push(ParsedRow {
-                    line_number,
-                    fields: None,
-                    problem: Some(problem),
-                    found_fields: 0,
-                });
                 continue;
             }
-        };
-        if !header_seen {
-            header_seen = true;
-            let names: Vec<String> = fields.iter().map(|f| f.to_lowercase()).collect();
-            if names != ["email", "username"] {
-                return Err(wrong_columns(line));
+            Ok(fields) if fields.iter().any(|f| f.chars().count() > MAX_FIELD_CHARS) => {
+                unreadable(FIELD_TOO_LONG)
             }
-            continue;
-        }
-        let found_fields = fields.len();
-        let mut fields = fields.into_iter();
-        let pair = match (fields.next(), fields.next(), fields.next()) {
-            (Some(email), Some(username), None) => Some((email, username)),
-            _ => None,
+            Ok(fields) => {
+                let found_fields = fields.len();
+                let mut fields = fields.into_iter();
+                let pair = match (fields.next(), fields.next(), fields.next()) {
+                    (Some(email), Some(username), None) => Some((email, username)),
+                    _ => None,
+                };
+                ParsedRow {
+                    line_number,
+                    fields: pair,
+                    problem: None,
+                    found_fields,
+                }
+            }
         };
-        rows.push(ParsedRow {
-            line_number,
-            fields: pair,
-            problem: None,
-            found_fields,
-        });
+        // Unreadable rows count too: each is kept (and stored) with its verdict.
+        rows.push(row);
         if rows.len() > MAX_IMPORT_ROWS {
             return Err(Error::invalid(
                 "csv_content",
@@ -518,13 +527,14 @@ async fn fetch_import(
 
 async fn rows_page(
     conn: &mut PgConnection,
+    pager: Pager<'_>,
     import: Uuid,
     statuses: &[&'static str],
     limit: i64,
     page_token: &str,
 ) -> Result<(Vec<pb::ImportRow>, String)> {
     let filters = format!("import={import};statuses={statuses:?}");
-    let after = paging::decode(page_token, &filters)?;
+    let after = pager.decode(page_token, &filters)?;
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT line_number, raw_email, normalised_email, username, messenger_user_id, status, message
          FROM import_rows WHERE import_id = ",
@@ -536,18 +546,12 @@ async fn rows_page(
             .push(")");
     }
     if let Some(after) = &after {
-        let line: i32 = after.key.parse().map_err(|_| {
-            Error::invalid(
-                "page_token",
-                "INVALID_PAGE_TOKEN",
-                "page_token is not valid",
-            )
-        })?;
+        let line: i32 = after.key.parse().map_err(|_| paging::invalid())?;
         q.push(" AND line_number > ").push_bind(line);
     }
     q.push(" ORDER BY line_number LIMIT ").push_bind(limit + 1);
     let rows: Vec<ImportRowRecord> = q.build_query_as().fetch_all(&mut *conn).await?;
-    let (rows, token) = paging::finish(rows, limit, &filters, |r| {
+    let (rows, token) = pager.finish(rows, limit, &filters, |r| {
         (r.line_number.to_string(), import)
     });
     Ok((rows.iter().map(ImportRowRecord::to_proto).collect(), token))
@@ -633,7 +637,8 @@ impl PolicyApi {
             }
         };
         let import = fetch_import(&mut tx, &company, id, false).await?;
-        let (rows, next_page_token) = rows_page(&mut tx, id, &[], limit, "").await?;
+        let (rows, next_page_token) =
+            rows_page(&mut tx, self.pager(company.id).await?, id, &[], limit, "").await?;
         tx.commit().await?;
         Ok(pb::PreviewImportResponse {
             import: Some(import),
@@ -683,8 +688,15 @@ impl PolicyApi {
         if !owned {
             return Err(Error::NotFound("import"));
         }
-        let (rows, next_page_token) =
-            rows_page(&mut conn, id, &statuses, limit, &request.page_token).await?;
+        let (rows, next_page_token) = rows_page(
+            &mut conn,
+            self.pager(company.id).await?,
+            id,
+            &statuses,
+            limit,
+            &request.page_token,
+        )
+        .await?;
         Ok(pb::ListImportRowsResponse {
             rows,
             next_page_token,
@@ -696,7 +708,7 @@ impl PolicyApi {
         request: pb::CommitImportRequest,
     ) -> Result<pb::CommitImportResponse> {
         let id = parse_id("import_id", &request.import_id)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         let import = fetch_import(&mut tx, &company, id, true).await?;
         match pb::ImportState::try_from(import.state) {
@@ -795,7 +807,7 @@ impl PolicyApi {
         .execute(&mut *tx)
         .await?;
         let written = started.elapsed();
-        bump_version(&mut tx).await?;
+        tx.bump_version().await?;
         // The batch is created in the commit's transaction, keyed by the import id: only the
         // first commit gets here (a repeated one returned above), so nobody is notified twice.
         let batch = match mailer {
@@ -812,13 +824,13 @@ impl PolicyApi {
             None => None,
         };
         let import = fetch_import(&mut tx, &company, id, false).await?;
-        tx.commit().await?;
+        let pending = tx.commit_before_recompile().await?;
         let mut keys = Keys::for_company(&company.public_id);
         for (_, address) in &created {
             keys.add(EntryKind::Email, Some(address), None);
         }
         let committed = started.elapsed();
-        self.cache.recompile(&self.pool, &keys).await;
+        pending.recompile(&keys).await;
         tracing::info!(
             import = %id,
             created = created.len(),
@@ -918,6 +930,36 @@ mod tests {
             rows[1].line_number, 3,
             "a broken quote does not swallow the next line"
         );
+    }
+
+    #[test]
+    fn a_field_over_the_bound_makes_its_row_unreadable_and_the_next_row_is_read() {
+        let longest = "u".repeat(MAX_FIELD_CHARS);
+        let file = format!(
+            "Email,Username\na@b.example,{longest}\nc@d.example,{longest}x\ne@f.example,y\n"
+        );
+        let rows = parse_csv(file.as_bytes()).unwrap();
+        assert_eq!(
+            rows[0].fields,
+            Some(("a@b.example".into(), longest.clone())),
+            "a field of exactly the bound is read"
+        );
+        assert_eq!(rows[1].line_number, 3);
+        assert_eq!(rows[1].fields, None);
+        assert_eq!(rows[1].problem, Some(FIELD_TOO_LONG));
+        assert_eq!(rows[2].fields, Some(("e@f.example".into(), "y".into())));
+        assert!(FIELD_TOO_LONG.contains(&MAX_FIELD_CHARS.to_string()));
+    }
+
+    #[test]
+    fn unreadable_rows_count_towards_the_row_bound() {
+        let file = format!("Email,Username\n{}", "\"\n".repeat(MAX_IMPORT_ROWS + 1));
+        assert!(matches!(
+            parse_csv(file.as_bytes()),
+            Err(Error::InvalidArgument(v)) if v[0].reason == "TOO_MANY_ROWS"
+        ));
+        let file = format!("Email,Username\n{}", "\"\n".repeat(MAX_IMPORT_ROWS));
+        assert_eq!(parse_csv(file.as_bytes()).unwrap().len(), MAX_IMPORT_ROWS);
     }
 
     #[test]

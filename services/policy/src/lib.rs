@@ -25,10 +25,14 @@ pub mod cache;
 mod companies;
 pub mod consumer;
 pub mod domains;
+mod email_addresses;
 pub mod entries;
+mod entry_crud;
+mod entry_lists;
 pub mod error;
 pub mod events;
 pub mod imports;
+mod ip_addresses;
 pub mod mail;
 pub mod model;
 pub mod notifications;
@@ -37,9 +41,9 @@ mod policies;
 pub mod resolve;
 pub mod sender_alerts;
 pub mod sender_log;
-mod sources;
 pub mod store;
 pub mod tenancy;
+mod write;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -289,6 +293,8 @@ pub struct PolicyApi {
     /// `None` only in tests without a smarthost; notifications then answer UNIMPLEMENTED.
     mailer: Option<mail::Mailer>,
     tenancy: tenancy::TenancyLimits,
+    /// The page token key, read from the database on the first List (see `paging`).
+    page_token_key: email2sms_runtime::page_token::PageTokenKeyCell,
 }
 
 impl PolicyApi {
@@ -299,6 +305,7 @@ impl PolicyApi {
             verification: None,
             mailer: None,
             tenancy: tenancy::TenancyLimits::default(),
+            page_token_key: Default::default(),
         }
     }
 

@@ -20,7 +20,7 @@ use crate::PolicyApi;
 use crate::error::{Error, Result};
 use crate::mail::{Mailer, notification_body};
 use crate::model::{opt_timestamp, page_size, parse_id, parse_request_id, timestamp};
-use crate::paging;
+use crate::paging::Pager;
 use crate::store::{self, CompanyRef};
 
 /// Largest batch sent before the RPC answers.
@@ -288,13 +288,14 @@ struct ResultRow {
 /// One page of a batch's results, ordered by address.
 async fn results_page(
     conn: &mut PgConnection,
+    pager: Pager<'_>,
     batch: Uuid,
     statuses: &[&str],
     limit: i64,
     token: &str,
 ) -> Result<(Vec<pb::NotificationResult>, String)> {
     let filters = format!("batch={batch};statuses={}", statuses.join(","));
-    let after = paging::decode(token, &filters)?;
+    let after = pager.decode(token, &filters)?;
     let statuses: Option<Vec<String>> = if statuses.is_empty() {
         None
     } else {
@@ -317,7 +318,7 @@ async fn results_page(
     .bind(limit + 1)
     .fetch_all(&mut *conn)
     .await?;
-    let (rows, next) = paging::finish(rows, limit, &filters, |r| (r.email_address.clone(), r.id));
+    let (rows, next) = pager.finish(rows, limit, &filters, |r| (r.email_address.clone(), r.id));
     let results = rows
         .into_iter()
         .map(|r| {
@@ -415,7 +416,15 @@ impl PolicyApi {
         }
         let mut conn = self.pool.acquire().await?;
         let notification = fetch_batch(&mut conn, &company, batch).await?;
-        let (results, next_page_token) = results_page(&mut conn, batch, &[], inline, "").await?;
+        let (results, next_page_token) = results_page(
+            &mut conn,
+            self.pager(company.id).await?,
+            batch,
+            &[],
+            inline,
+            "",
+        )
+        .await?;
         Ok(pb::SendNotificationResponse {
             notification: Some(notification),
             results,
@@ -466,8 +475,15 @@ impl PolicyApi {
         let company = store::company(&mut conn, &request.company_id).await?;
         // Tenant check before any result is read.
         fetch_batch(&mut conn, &company, batch).await?;
-        let (results, next_page_token) =
-            results_page(&mut conn, batch, &statuses, limit, &request.page_token).await?;
+        let (results, next_page_token) = results_page(
+            &mut conn,
+            self.pager(company.id).await?,
+            batch,
+            &statuses,
+            limit,
+            &request.page_token,
+        )
+        .await?;
         Ok(pb::ListNotificationResultsResponse {
             results,
             next_page_token,

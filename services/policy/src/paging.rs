@@ -1,83 +1,108 @@
-//! Opaque page tokens for keyset pagination.
+//! Keyset pagination of the List RPCs, with the page tokens of `email2sms_runtime::page_token`.
 //!
-//! A token carries the sort key of the last row returned and a fingerprint of the filters it was
-//! issued for; a token presented with other filters is INVALID_ARGUMENT (the service conventions
-//! say a token is only valid with the same filters). Keyset rather than OFFSET, so a page costs the
-//! same at row 100,000 as at row 0 and rows inserted meanwhile do not shift later pages.
+//! A token carries the sort key and id of the last row returned; its HMAC tag binds the company it
+//! was issued to and the filters it was issued for, so a token altered, presented by another
+//! company, with other filters, or minted by another deployment is INVALID_ARGUMENT ("start again
+//! without a page_token"). Keyset rather than OFFSET, so a page costs the same at row 100,000 as
+//! at row 0 and rows inserted meanwhile do not shift later pages.
 
-use serde::{Deserialize, Serialize};
+use email2sms_runtime::page_token::{DESCRIPTION, KeyError, Keyset, PageTokenKey, REASON};
 use uuid::Uuid;
 
+use crate::PolicyApi;
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// The position after which the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageKey {
-    /// The sort value of the last row (name, address, network or time).
-    #[serde(rename = "k")]
+    /// The sort value of the last row (name, address, network, line number or time).
     pub key: String,
     /// The id of the last row: the tie breaker that makes the order total.
-    #[serde(rename = "i")]
     pub id: Uuid,
-    #[serde(rename = "f")]
-    filters: u64,
 }
 
-/// FNV-1a: stable across builds and processes (unlike `DefaultHasher`), so tokens survive a
-/// restart or a rolling deploy.
-fn fingerprint(filters: &str) -> u64 {
-    filters.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// The INVALID_ARGUMENT of a page token that is not one this list issued (also for a verified
+/// token whose sort key this list cannot read, which only a bug would produce).
+pub fn invalid() -> Error {
+    Error::invalid("page_token", REASON, DESCRIPTION)
 }
 
-/// Decodes `token` (empty = first page) issued for `filters`.
-pub fn decode(token: &str, filters: &str) -> Result<Option<PageKey>> {
-    if token.is_empty() {
-        return Ok(None);
+impl From<KeyError> for Error {
+    fn from(error: KeyError) -> Self {
+        match error {
+            KeyError::Database(e) => Error::from(e),
+            KeyError::TooShort(_) => Error::Internal(error.to_string()),
+        }
     }
-    let invalid = || {
-        Error::invalid(
-            "page_token",
-            "INVALID_PAGE_TOKEN",
-            "page_token is not one this list returned; start again without it",
-        )
-    };
-    let bytes = hex::decode(token).map_err(|_| invalid())?;
-    let key: PageKey = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-    if key.filters != fingerprint(filters) {
-        return Err(Error::invalid(
-            "page_token",
-            "PAGE_TOKEN_FILTER_MISMATCH",
-            "page_token was issued for different filters; keep the filters while paging",
-        ));
+}
+
+/// Issues and reads the page tokens of one company's lists.
+#[derive(Debug, Clone, Copy)]
+pub struct Pager<'a> {
+    key: &'a PageTokenKey,
+    /// The company's internal id.
+    scope: Uuid,
+}
+
+impl PolicyApi {
+    /// The pager of `company` (its internal id); reads the service's key on first use.
+    pub(crate) async fn pager(&self, company: Uuid) -> Result<Pager<'_>> {
+        Ok(Pager::new(
+            self.page_token_key.get(&self.pool).await?,
+            company,
+        ))
     }
-    Ok(Some(key))
 }
 
-/// The token for the page after the row with sort value `key` and id `id`.
-pub fn encode(key: String, id: Uuid, filters: &str) -> String {
-    let token = PageKey {
-        key,
-        id,
-        filters: fingerprint(filters),
-    };
-    hex::encode(serde_json::to_vec(&token).unwrap_or_default())
-}
+impl<'a> Pager<'a> {
+    pub fn new(key: &'a PageTokenKey, company: Uuid) -> Self {
+        Self {
+            key,
+            scope: company,
+        }
+    }
 
-/// Trims a page fetched with `limit + 1` rows to `limit` and returns the next token.
-pub fn finish<T>(
-    mut rows: Vec<T>,
-    limit: i64,
-    filters: &str,
-    key_of: impl Fn(&T) -> (String, Uuid),
-) -> (Vec<T>, String) {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    if rows.len() > limit {
-        rows.truncate(limit);
-        let (key, id) = rows.last().map(&key_of).unwrap_or_default();
-        (rows, encode(key, id, filters))
-    } else {
-        (rows, String::new())
+    /// Decodes `token` (empty = first page) issued for `filters`.
+    pub fn decode(&self, token: &str, filters: &str) -> Result<Option<PageKey>> {
+        let Some(position) = self
+            .key
+            .open(self.scope, filters.as_bytes(), token)
+            .map_err(|_| invalid())?
+        else {
+            return Ok(None);
+        };
+        let key = String::from_utf8(position.sort).map_err(|_| invalid())?;
+        Ok(Some(PageKey {
+            key,
+            id: position.id,
+        }))
+    }
+
+    /// The token for the page after the row with sort value `key` and id `id`.
+    pub fn encode(&self, key: String, id: Uuid, filters: &str) -> String {
+        let position = Keyset {
+            id,
+            sort: key.into_bytes(),
+        };
+        self.key.seal(self.scope, filters.as_bytes(), &position)
+    }
+
+    /// Trims a page fetched with `limit + 1` rows to `limit` and returns the next token.
+    pub fn finish<T>(
+        &self,
+        mut rows: Vec<T>,
+        limit: i64,
+        filters: &str,
+        key_of: impl Fn(&T) -> (String, Uuid),
+    ) -> (Vec<T>, String) {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        if rows.len() > limit {
+            rows.truncate(limit);
+            let (key, id) = rows.last().map(&key_of).unwrap_or_default();
+            (rows, self.encode(key, id, filters))
+        } else {
+            (rows, String::new())
+        }
     }
 }
 
@@ -85,13 +110,45 @@ pub fn finish<T>(
 mod tests {
     use super::*;
 
+    fn key(byte: u8) -> PageTokenKey {
+        PageTokenKey::from_bytes(&[byte; 32]).unwrap()
+    }
+
+    fn refused(result: Result<Option<PageKey>>) -> bool {
+        matches!(result, Err(Error::InvalidArgument(v))
+            if v[0].field == "page_token" && v[0].description.contains("start again without a page_token"))
+    }
+
     #[test]
-    fn token_round_trips_with_the_same_filters_only() {
+    fn token_round_trips_for_the_same_company_and_filters_only() {
+        let (key, other_key) = (key(1), key(2));
+        let (company, other_company) = (Uuid::new_v4(), Uuid::new_v4());
+        let pager = Pager::new(&key, company);
         let id = Uuid::new_v4();
-        let token = encode("a@example.com".into(), id, "policy=1");
-        let key = decode(&token, "policy=1").unwrap().unwrap();
-        assert_eq!((key.key.as_str(), key.id), ("a@example.com", id));
-        assert!(decode(&token, "policy=2").is_err());
-        assert!(decode("zz", "policy=1").is_err());
+        let token = pager.encode("a@example.com".into(), id, "policy=1");
+        let page = pager.decode(&token, "policy=1").unwrap().unwrap();
+        assert_eq!((page.key.as_str(), page.id), ("a@example.com", id));
+        assert!(!token.contains("example"), "{token}");
+        assert!(refused(pager.decode(&token, "policy=2")));
+        assert!(refused(
+            Pager::new(&key, other_company).decode(&token, "policy=1")
+        ));
+        assert!(refused(
+            Pager::new(&other_key, company).decode(&token, "policy=1")
+        ));
+        assert!(refused(pager.decode("zz", "policy=1")));
+        assert_eq!(pager.decode("", "policy=1").unwrap(), None);
+    }
+
+    #[test]
+    fn finish_returns_a_token_only_when_there_is_more() {
+        let key = key(1);
+        let pager = Pager::new(&key, Uuid::nil());
+        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        let (page, token) = pager.finish(ids.clone(), 2, "f", |id| (id.to_string(), *id));
+        assert_eq!(page, ids[..2]);
+        assert_eq!(pager.decode(&token, "f").unwrap().unwrap().id, ids[1]);
+        let (page, token) = pager.finish(ids.clone(), 3, "f", |id| (id.to_string(), *id));
+        assert_eq!((page.len(), token.as_str()), (3, ""));
     }
 }

@@ -15,8 +15,7 @@ use crate::model::{
     security_type_enum, security_type_text, sent_from_enum, sent_from_text, text_mode_enum,
     text_mode_text, timestamp, update_paths,
 };
-use crate::paging;
-use crate::store::{self, CompanyRef, Idempotency, bump_version, keys_where, request_hash};
+use crate::store::{self, CompanyRef, Idempotency, keys_where, request_hash};
 use crate::tenancy::TenancyLimits;
 
 const UPDATABLE: &[&str] = &[
@@ -212,7 +211,7 @@ impl PolicyApi {
         )?;
         let text_mode = text_mode_text(parse_text_mode(policy.text_mode)?);
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         let idempotency = request_id.map(|request_id| Idempotency {
             method: "CreateSecurityPolicy",
@@ -246,7 +245,8 @@ impl PolicyApi {
             key.store(&mut tx, company.id, id).await?;
         }
         let row = fetch(&mut tx, company.id, id).await?;
-        tx.commit().await?;
+        // A new policy has no entries, so nothing compiled changes.
+        tx.commit_uncompiled().await?;
         Ok(pb::CreateSecurityPolicyResponse {
             security_policy: Some(row.to_proto(&company)),
         })
@@ -276,9 +276,10 @@ impl PolicyApi {
             Error::invalid("security_type", "UNKNOWN_ENUM", "unknown security_type")
         })?;
         let filters = format!("s={};t={}", request.sent_from, request.security_type);
-        let after = paging::decode(&request.page_token, &filters)?;
         let mut conn = self.pool.acquire().await?;
         let company = store::company(&mut conn, &request.company_id).await?;
+        let pager = self.pager(company.id).await?;
+        let after = pager.decode(&request.page_token, &filters)?;
         let mut q: QueryBuilder<Postgres> =
             QueryBuilder::new(format!("{POLICY_SELECT} WHERE p.company_id = "));
         q.push_bind(company.id);
@@ -298,7 +299,7 @@ impl PolicyApi {
         q.push(" ORDER BY p.created_at, p.id LIMIT ")
             .push_bind(limit + 1);
         let rows: Vec<PolicyRow> = q.build_query_as().fetch_all(&mut *conn).await?;
-        let (rows, next_page_token) = paging::finish(rows, limit, &filters, |r| {
+        let (rows, next_page_token) = pager.finish(rows, limit, &filters, |r| {
             (
                 r.created_at
                     .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -325,7 +326,7 @@ impl PolicyApi {
         )?;
         let set = |path: &str| paths.contains(&path);
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         let current: (String, Vec<IpNet>) = sqlx::query_as(
             "SELECT security_type, allowed_networks FROM security_policies
@@ -390,10 +391,9 @@ impl PolicyApi {
         .await?;
         // The change applies to every entry of the policy at once.
         let keys = keys_where(&mut tx, &company, "e.policy_id = $ARG", Some(id)).await?;
-        bump_version(&mut tx).await?;
+        tx.bump_version().await?;
         let row = fetch(&mut tx, company.id, id).await?;
-        tx.commit().await?;
-        self.cache.recompile(&self.pool, &keys).await;
+        tx.commit(&keys).await?;
         Ok(pb::UpdateSecurityPolicyResponse {
             security_policy: Some(row.to_proto(&company)),
         })
@@ -404,7 +404,7 @@ impl PolicyApi {
         request: pb::DeleteSecurityPolicyRequest,
     ) -> Result<pb::DeleteSecurityPolicyResponse> {
         let id = parse_id("security_policy_id", &request.security_policy_id)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let company = store::company(&mut tx, &request.company_id).await?;
         let locked: Option<Uuid> = sqlx::query_scalar(
             "SELECT id FROM security_policies WHERE company_id = $1 AND id = $2 FOR UPDATE",
@@ -437,11 +437,11 @@ impl PolicyApi {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        bump_version(&mut tx).await?;
+        // Bumped before the addresses are read, so that they are read under the version lock.
+        tx.bump_version().await?;
         // Deleted domains that were verified unblock other companies' addresses at them.
         store::add_emails_at_domains(&mut tx, &mut keys).await?;
-        tx.commit().await?;
-        self.cache.recompile(&self.pool, &keys).await;
+        tx.commit(&keys).await?;
         Ok(pb::DeleteSecurityPolicyResponse {
             deleted_entry_count: entries,
         })

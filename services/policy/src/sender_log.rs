@@ -116,23 +116,18 @@ impl PolicyApi {
             range.map(|r| r.to_string()).unwrap_or_default(),
             seen_after.map(|t| t.to_rfc3339()).unwrap_or_default()
         );
-        let after = paging::decode(&request.page_token, &filters)?;
+        let mut conn = self.pool.acquire().await?;
+        let company = store::company(&mut conn, &request.company_id).await?;
+        let pager = self.pager(company.id).await?;
+        let after = pager.decode(&request.page_token, &filters)?;
         let after_time: Option<DateTime<Utc>> = match &after {
             None => None,
             Some(key) => Some(
                 DateTime::parse_from_rfc3339(&key.key)
-                    .map_err(|_| {
-                        Error::invalid(
-                            "page_token",
-                            "INVALID_PAGE_TOKEN",
-                            "page_token is not one this list returned; start again without it",
-                        )
-                    })?
+                    .map_err(|_| paging::invalid())?
                     .with_timezone(&Utc),
             ),
         };
-        let mut conn = self.pool.acquire().await?;
-        let company = store::company(&mut conn, &request.company_id).await?;
         let rows: Vec<LogRow> = sqlx::query_as(
             "SELECT id, host(ip) AS ip, first_seen, last_seen, seen_count, sample_envelope_sender,
                     sample_from, sample_helo, reverse_dns_name, admin_notified_at,
@@ -153,7 +148,7 @@ impl PolicyApi {
         .bind(limit + 1)
         .fetch_all(&mut *conn)
         .await?;
-        let (rows, next_page_token) = paging::finish(rows, limit, &filters, |r| {
+        let (rows, next_page_token) = pager.finish(rows, limit, &filters, |r| {
             (
                 r.first_seen
                     .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),

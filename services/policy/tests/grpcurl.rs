@@ -75,3 +75,64 @@ async fn grpcurl_decodes_the_field_violations_of_a_bad_request() {
     policy.wait(std::time::Duration::from_secs(30)).await;
     drop(db);
 }
+
+/// The API conventions live in the service comment, so a portal engineer who only has grpcurl
+/// still reads how paging, scopes and tenancy work.
+#[tokio::test]
+async fn grpcurl_describe_shows_the_api_conventions() {
+    let db = TestDb::unique();
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _, _) = tokens_file(dir.path());
+    let mut policy = ServiceProcess::spawn(
+        Path::new(BINARY),
+        &[
+            ("DATABASE_URL", &db.url),
+            ("EMAIL2SMS_MIGRATE", "1"),
+            ("EMAIL2SMS_API_TOKENS_FILE", tokens.to_str().unwrap()),
+            ("EMAIL2SMS_POLICY_GRPC_ADDR", "127.0.0.1:0"),
+        ],
+    )
+    .await;
+    let addr = policy.grpc_addr.to_string();
+
+    let (ok, printed) = grpcurl(&[
+        "-plaintext",
+        &addr,
+        "describe",
+        "email2sms.policy.v1.PolicyService",
+    ]);
+    assert!(ok, "{printed}");
+    // grpcurl prints the comment with its `//` markers and the proto's line breaks; compare
+    // the words only.
+    let words = printed
+        .lines()
+        .map(|line| line.trim().trim_start_matches("//").trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for convention in [
+        // Scope.
+        "needs a bearer token with scope `admin`",
+        // Tenancy.
+        "every request names `company_id`",
+        // Paging.
+        "`page_size` (0 = default 50, capped at 1000)",
+        "an empty `next_page_token` means the last page",
+        "valid only for the company and the same filters it was issued for",
+        "start again without a page_token",
+        // Errors, idempotency and updates.
+        "`google.rpc.BadRequest`",
+        "client-chosen `request_id`",
+        "`google.protobuf.FieldMask update_mask`",
+    ] {
+        assert!(
+            words.contains(convention),
+            "describe does not show {convention:?}:\n{printed}"
+        );
+    }
+    // The RPCs are listed after the comment, as usual.
+    assert!(words.contains("rpc ListEmailAddresses"), "{printed}");
+
+    policy.terminate();
+    policy.wait(std::time::Duration::from_secs(30)).await;
+    drop(db);
+}

@@ -652,3 +652,16 @@ async fn migration_uses_btree_gist_where_an_operator_installed_it() {
         .expect("and again");
     assert_overlap_enforced(&db.url).await;
 }
+
+/// The outbox this service's migrations leave is the one libs/queue's relay reads and writes.
+#[tokio::test]
+async fn outbox_table_has_the_shape_the_relay_expects() {
+    let (_db, pool) = TestDb::migrated(SCHEMA, &MIGRATOR, 2).await;
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(
+        email2sms_queue::outbox_table::outbox_table_differences(&mut conn)
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+}

@@ -3,9 +3,10 @@
 //!
 //! Layers, each testable alone: [`command`] parses lines and [`data`] decodes the DATA block,
 //! both without I/O; [`conn`] reads lines and feeds the DATA decoder, with the read and write
-//! deadlines; [`relay`] says what a trusted relay may state about the real client; [`session`] is the conversation's state machine; [`server`] admits and runs
-//! sessions; [`budget`] bounds the message bytes buffered across them. What happens to an
-//! accepted message is a [`handler::MessageHandler`]'s decision.
+//! deadlines; [`relay`] says what a trusted relay may state about the real client;
+//! [`recipient_address`] is what `RCPT TO` accepts; [`session`] is the conversation's state
+//! machine; [`server`] admits and runs sessions; [`budget`] bounds the message bytes buffered
+//! across them. What happens to an accepted message is a [`handler::MessageHandler`]'s decision.
 //!
 //! No client can hold a session for ever: besides the command and DATA silence timeouts, a
 //! write deadline ends a session whose client stops reading our replies, a whole-DATA deadline
@@ -18,6 +19,7 @@ pub mod conn;
 pub mod data;
 pub mod handler;
 pub mod proxy;
+pub mod recipient_address;
 pub mod relay;
 pub mod reply;
 pub mod server;

@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use email2sms_domain::{DomainName, check_phone_local_part};
+use email2sms_domain::DomainName;
 use futures::FutureExt;
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,6 +22,7 @@ use super::conn::{CommandLine, Conn, Deadline, Interrupted, Phase};
 use super::data::{BareLf, DataBlock, DataDecoder, DataLimits};
 use super::handler::{ClientInfo, Envelope, MessageHandler, ReceivedMessage};
 use super::proxy::{self, ProxyHeader};
+use super::recipient_address;
 use super::relay::{self, RelayCommand};
 use super::reply::Reply;
 
@@ -106,15 +107,6 @@ impl SessionConfig {
     pub fn is_trusted_relay(&self, ip: std::net::IpAddr) -> bool {
         let ip = email2sms_domain::canonical_ip(ip);
         self.trusted_relays.iter().any(|net| net.contains(&ip))
-    }
-
-    /// An example recipient for refusal texts, in the first configured SMS domain.
-    fn example_recipient(&self) -> String {
-        let domain = self
-            .sms_domains
-            .first()
-            .map_or("sms.example.net", DomainName::as_str);
-        format!("64211234567@{domain}")
     }
 }
 
@@ -220,6 +212,7 @@ where
 
     /// Runs the conversation to its end.
     pub async fn run(mut self) -> SessionEnd {
+        let _open = crate::metrics::OpenSession::start();
         let end = self.converse().await;
         self.conn.close().await;
         end
@@ -539,7 +532,6 @@ where
 
     fn rcpt(&mut self, to: Mailbox) -> Next {
         let max_recipients = self.limits().max_recipients;
-        let example = self.config.example_recipient();
         let Some(transaction) = &self.transaction else {
             return self.bad_command(Reply::new(503, "5.5.1", "send MAIL FROM before RCPT TO"));
         };
@@ -550,35 +542,17 @@ where
                 "the recipient address has non-ASCII characters; send it with the SMTPUTF8 parameter",
             ));
         }
-        let ours = !to.is_address_literal()
-            && DomainName::parse(&to.domain)
-                .is_ok_and(|domain| self.config.sms_domains.contains(&domain));
-        if !ours {
+        if let Err(refusal) = recipient_address::check(&to, &self.config.sms_domains) {
             // Support staff look for these when a user asks why no SMS went out.
-            tracing::info!(client = %self.client.ip, recipient = %to, "recipient refused: not an SMS domain");
-            let domains: Vec<&str> = self
-                .config
-                .sms_domains
-                .iter()
-                .map(DomainName::as_str)
-                .collect();
-            return self.reply(Reply::new(
-                550,
-                "5.7.1",
-                format!(
-                    "relaying denied: this gateway only sends SMS to addresses at {}, not to {}; check the address after the @",
-                    domains.join(" or "),
-                    command::shown(&to.domain)
-                ),
-            ));
-        }
-        if let Err(error) = check_phone_local_part(&to.local_part) {
-            tracing::info!(client = %self.client.ip, recipient = %to, "recipient refused: not a phone number");
-            return self.reply(Reply::new(
-                550,
-                "5.1.3",
-                format!("{error}; a valid address looks like {example}"),
-            ));
+            match refusal {
+                recipient_address::Refusal::NotAnSmsDomain => {
+                    tracing::info!(client = %self.client.ip, recipient = %to, "recipient refused: not an SMS domain")
+                }
+                recipient_address::Refusal::NotAPhoneNumber { .. } => {
+                    tracing::info!(client = %self.client.ip, recipient = %to, "recipient refused: not a phone number")
+                }
+            }
+            return self.reply(refusal.reply(&to, &self.config.sms_domains));
         }
         if transaction.recipients.contains(&to) {
             // The same number twice gets one SMS; the client need not know.
@@ -711,6 +685,7 @@ where
         }
         let size = message.len();
         let message = ReceivedMessage::new(message, reservation);
+        let received = Instant::now();
         let reply = AssertUnwindSafe(self.handler.accept(&envelope, message))
             .catch_unwind()
             .await
@@ -718,6 +693,7 @@ where
                 tracing::error!("the message handler panicked; answering 451 so the relay retries");
                 unavailable_reply()
             });
+        crate::metrics::metrics().message_answered(&reply, received.elapsed());
         tracing::info!(
             client = %envelope.client.ip,
             relay_queue_id = envelope.client.relay_queue_id.as_deref(),

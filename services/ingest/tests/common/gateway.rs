@@ -16,6 +16,7 @@ use email2sms_proto::policy::v1::{
     CompanyLimits, CompiledSender, MatchKind, OverLimitBehavior, Readiness, SecurityType, TextMode,
 };
 use email2sms_proto::queue::v1::SmsJob;
+use email2sms_sender_index::{KeyLayout, Write, Writer};
 use lapin::options::{BasicGetOptions, QueueDeleteOptions};
 use prost::Message;
 use redis::AsyncCommands;
@@ -83,6 +84,8 @@ pub struct Harness {
     /// The buffer budget the sessions share.
     pub budget: Arc<smtp::BufferBudget>,
     pub redis: redis::aio::MultiplexedConnection,
+    /// Seeds the compiled sender rules as the policy service writes them (same library).
+    pub index: Writer,
     _stop: oneshot::Sender<()>,
 }
 
@@ -143,16 +146,21 @@ pub async fn launch(setup: Setup<'_>) -> Harness {
         },
         Duration::from_secs(1),
     ));
-    let mut redis = redis::Client::open(REDIS_URL)
+    let redis = redis::Client::open(REDIS_URL)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    if setup.policy_version {
-        let _: () = redis
-            .set(format!("{}policy:version", prefixes.redis), 1)
+    let index = Writer::new(
+        redis::Client::open(REDIS_URL)
+            .unwrap()
+            .get_connection_manager()
             .await
-            .unwrap();
+            .unwrap(),
+        KeyLayout::new(&prefixes.redis),
+    );
+    if setup.policy_version {
+        index.raise_version(1).await.unwrap();
     }
     Harness {
         addr,
@@ -160,6 +168,7 @@ pub async fn launch(setup: Setup<'_>) -> Harness {
         gateway,
         budget,
         redis,
+        index,
         _stop: stop,
     }
 }
@@ -215,23 +224,34 @@ pub fn entry(kind: MatchKind, value: &str, security: SecurityType) -> CompiledSe
 }
 
 impl Harness {
+    /// The names of the compiled sender rules under this harness's prefix.
+    pub fn layout(&self) -> &KeyLayout {
+        self.index.layout()
+    }
+
+    /// Writes `write` at the version of `sender`, as a recompile does (the version key is left
+    /// alone: [`Setup::policy_version`] decides it).
+    async fn put(&self, write: Write, sender: &CompiledSender) {
+        self.index
+            .write_all(&[write], sender.version)
+            .await
+            .unwrap();
+    }
+
     pub async fn put_email(&mut self, address: &str, sender: &CompiledSender) {
-        let key = format!("{}policy:email:{address}", self.prefix);
-        let _: () = self.redis.set(key, sender.encode_to_vec()).await.unwrap();
+        let write = Write::email(self.layout(), address, Some(sender));
+        self.put(write, sender).await;
     }
 
     pub async fn put_domain(&mut self, domain: &str, sender: &CompiledSender) {
-        let key = format!("{}policy:domain:{domain}", self.prefix);
-        let _: () = self.redis.set(key, sender.encode_to_vec()).await.unwrap();
+        let write = Write::domain(self.layout(), domain, Some(sender));
+        self.put(write, sender).await;
     }
 
     pub async fn put_ip(&mut self, cidr: &str, sender: &CompiledSender) {
-        let key = format!("{}policy:ip", self.prefix);
-        let _: () = self
-            .redis
-            .hset(key, cidr, sender.encode_to_vec())
-            .await
-            .unwrap();
+        let net: ipnet::IpNet = cidr.parse().expect("a CIDR");
+        let write = Write::ip(self.layout(), &net, Some(sender));
+        self.put(write, sender).await;
     }
 
     /// Stores the compiled entry for `address` (an email-address rule with `security`).
