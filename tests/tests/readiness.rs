@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use email2sms_e2e::cluster::bin_dir;
 use email2sms_e2e::private_redis::PrivateRedis;
-use email2sms_testkit::{
-    LIVENESS, READINESS, ServiceProcess, TestDb, channel, eventually_within, health,
-};
+use email2sms_testkit::{LIVENESS, READINESS, ServiceProcess, TestDb, channel, health};
 use tonic_health::ServingStatus;
 
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -19,13 +17,20 @@ const NOTICED: Duration = Duration::from_secs(10);
 
 async fn becomes(process: &ServiceProcess, wanted: ServingStatus, what: &str) {
     let addr = process.grpc_addr;
-    eventually_within(
-        what,
-        NOTICED,
-        || async move { health(channel(addr).await, READINESS).await },
-        |status| *status == wanted,
-    )
+    let seen = tokio::time::timeout(NOTICED, async {
+        loop {
+            if health(channel(addr).await, READINESS).await == wanted {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
     .await;
+    assert!(
+        seen.is_ok(),
+        "waited {NOTICED:?} for {what}; ingest's log:\n{}",
+        process.stderr()
+    );
     assert_eq!(
         health(channel(addr).await, LIVENESS).await,
         ServingStatus::Serving,

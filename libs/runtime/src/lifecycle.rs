@@ -120,9 +120,14 @@ impl Lifecycle {
     /// SIGTERM. NOT_SERVING until the first round.
     pub fn watch_readiness(&self, needs: &'static [Need], probes: Vec<Probe>) {
         let health = self.health.clone();
-        self.spawn(
-            "readiness prober",
-            prober::run(needs, probes, self.draining.clone(), move |verdict| {
+        let draining = self.draining.clone();
+        // NOT_SERVING first, in the prober's own task: set anywhere else, it could land after
+        // the first round's SERVING and stay, since only changes are reported.
+        self.spawn("readiness prober", async move {
+            health
+                .set_service_status(READINESS, ServingStatus::NotServing)
+                .await;
+            prober::run(needs, probes, draining, move |verdict| {
                 let health = health.clone();
                 async move {
                     let status = if verdict.is_ready() {
@@ -132,8 +137,9 @@ impl Lifecycle {
                     };
                     health.set_service_status(READINESS, status).await;
                 }
-            }),
-        );
+            })
+            .await;
+        });
     }
 
     /// Serves `api` with health and reflection on `listener` until the stop; its drain is part
@@ -147,9 +153,6 @@ impl Lifecycle {
             tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
         );
         let routes = crate::grpc::routes(&api, health_service)?;
-        self.health
-            .set_service_status(READINESS, ServingStatus::NotServing)
-            .await;
         for name in api.names.iter().chain([&"", &LIVENESS]) {
             self.health
                 .set_service_status(*name, ServingStatus::Serving)
