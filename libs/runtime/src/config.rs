@@ -66,17 +66,26 @@ pub enum ConfigError {
 ///
 /// Every secret setting may come from a file instead (`NAME_FILE`, see [`crate::secret_files`]).
 pub fn parse_or_exit<T: Parser>() -> T {
+    parse_or_exit_taking(|_| ()).0
+}
+
+/// As [`parse_or_exit`], after `take` removed (and returned) arguments that are not
+/// configuration, such as `--health-check`.
+pub fn parse_or_exit_taking<T: Parser, R>(
+    take: impl FnOnce(&mut Vec<std::ffi::OsString>) -> R,
+) -> (T, R) {
     let mut command = crate::secret_files::document(T::command());
-    let argv = match crate::secret_files::resolve(&command) {
+    let mut argv = match crate::secret_files::resolve(&command) {
         Ok(argv) => argv,
         Err(error) => exit_config_error(command.get_name(), &error),
     };
+    let taken = take(&mut argv);
     let parsed = command
         .try_get_matches_from_mut(argv)
         .and_then(|mut matches| T::from_arg_matches_mut(&mut matches))
         .map_err(|error| error.format(&mut command));
     match parsed {
-        Ok(config) => config,
+        Ok(config) => (config, taken),
         Err(error) => match error.kind() {
             clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                 error.exit()
@@ -107,8 +116,16 @@ pub struct ServerArgs {
     #[arg(long, env = "EMAIL2SMS_INSECURE_NO_AUTH", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", num_args = 0..=1, default_missing_value = "true")]
     pub insecure_no_auth: bool,
 
-    /// How long in-flight requests may run after SIGTERM before the process exits anyway.
-    #[arg(long, env = "EMAIL2SMS_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    /// How long the process keeps serving after SIGTERM with `readiness` NOT_SERVING, so load
+    /// balancers and Kubernetes endpoints stop sending to it before its listeners close (endpoint
+    /// propagation takes a few seconds).
+    #[arg(long, env = "EMAIL2SMS_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// Once the listeners are closed, how long in-flight requests and background work (consumers,
+    /// relays, SMTP sessions) together may take before the process exits anyway. One deadline for
+    /// all of it: terminationGracePeriodSeconds (30) = delay (5) + grace (20) + 5 s to exit.
+    #[arg(long, env = "EMAIL2SMS_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 }
 

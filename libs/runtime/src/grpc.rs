@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
-use tonic_health::ServingStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -40,14 +38,26 @@ pub async fn bind(setting: &'static str, addr: SocketAddr) -> std::io::Result<Tc
 }
 
 /// Serves `api` on `listener` until `shutdown` resolves, then reports NOT_SERVING, stops accepting
-/// and lets in-flight calls finish for at most `grace`.
+/// and lets in-flight calls finish for at most `grace`. For servers embedded in tests and tools:
+/// no shutdown delay, and `readiness` SERVING with nothing to probe. Binaries use
+/// [`crate::lifecycle::Lifecycle`] directly.
 pub async fn serve(
     api: ApiServices,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> Result<(), ServeError> {
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let life = crate::lifecycle::Lifecycle::with_timing(Duration::ZERO, grace);
+    life.watch_readiness(&[], Vec::new());
+    life.serve_grpc(api, listener).await?;
+    life.run(shutdown, async {}).await
+}
+
+/// The API routes plus `grpc.health.v1` (`health`) and server reflection v1 and v1alpha.
+pub fn routes(
+    api: &ApiServices,
+    health: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+) -> Result<Routes, ServeError> {
     // The error details (`google.rpc.BadRequest`, `ErrorInfo`, …) every error may carry are
     // described too: without them grpcurl prints "google.rpc.BadRequest is not recognized" and the
     // raw bytes instead of the field violations.
@@ -67,44 +77,10 @@ pub async fn serve(
         reflection_v1 = reflection_v1.with_service_name(*name);
         reflection_v1alpha = reflection_v1alpha.with_service_name(*name);
     }
-    let routes = api
+    Ok(api
         .routes
-        .add_service(health_service)
+        .clone()
+        .add_service(health)
         .add_service(reflection_v1.build_v1()?)
-        .add_service(reflection_v1alpha.build_v1alpha()?);
-
-    for name in api.names.iter().chain([&""]) {
-        health
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
-    }
-
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stop_rx.await;
-            }),
-    );
-
-    tokio::select! {
-        result = &mut server => return Ok(result??),
-        () = shutdown => {}
-    }
-    tracing::info!(grace = ?grace, "shutting down: no new connections, draining in-flight calls");
-    for name in api.names.iter().chain([&""]) {
-        health
-            .set_service_status(*name, ServingStatus::NotServing)
-            .await;
-    }
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(result) => Ok(result??),
-        Err(_) => {
-            tracing::warn!("grace period over with calls still in flight; stopping anyway");
-            server.abort();
-            Ok(())
-        }
-    }
+        .add_service(reflection_v1alpha.build_v1alpha()?))
 }

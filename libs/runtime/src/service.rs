@@ -5,12 +5,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use crate::config::{ConfigError, EX_USAGE, exit_config_error, parse_or_exit};
+use crate::config::{ConfigError, EX_USAGE, exit_config_error, parse_or_exit_taking};
 use crate::telemetry::{self, TelemetryArgs};
 
 /// A binary's complete configuration.
 pub trait ServiceConfig: clap::Parser {
     fn telemetry(&self) -> &TelemetryArgs;
+    /// The address its gRPC server listens on (what `--health-check` asks).
+    fn grpc_addr(&self) -> SocketAddr;
     /// Checks everything that can be checked without touching the network.
     fn validate(&self) -> Result<(), ConfigError>;
 }
@@ -35,9 +37,26 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Failure,
 {
-    let config = parse_or_exit::<C>();
+    let (config, health_check) = parse_or_exit_taking::<C, _>(crate::health_check::take_flag);
     if let Err(error) = config.validate() {
         exit_config_error(binary, &error);
+    }
+    if let Some(name) = health_check {
+        // No telemetry and one thread: this runs every few seconds inside the container.
+        return match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(crate::health_check::check(
+                binary,
+                config.grpc_addr(),
+                &name,
+            )),
+            Err(error) => {
+                eprintln!("{binary}: cannot start the async runtime: {error}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,4 +1,5 @@
-//! The stop signal every binary obeys: SIGTERM (Kubernetes) or Ctrl-C (a terminal).
+//! The stop signal every binary obeys: SIGTERM (Kubernetes) or Ctrl-C (a terminal). What a stop
+//! then does, with its one deadline, is [`crate::lifecycle::Lifecycle::run`].
 
 /// Resolves on the first SIGTERM or SIGINT.
 ///
@@ -34,16 +35,5 @@ pub fn signal() -> impl std::future::Future<Output = ()> + Send + 'static {
             std::future::pending::<()>().await;
         }
         tracing::info!("received Ctrl-C");
-    }
-}
-
-/// Runs the last shutdown steps (waiting for background tasks, closing pools) for at most `grace`:
-/// a task that never finishes must not keep a stopped replica alive.
-pub async fn drain_within(grace: std::time::Duration, work: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(grace, work).await.is_err() {
-        tracing::warn!(
-            ?grace,
-            "background work still running when the grace period ended; stopping anyway"
-        );
     }
 }

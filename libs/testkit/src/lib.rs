@@ -187,6 +187,9 @@ impl ServiceProcess {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
+            // No shutdown delay unless the test asks for one: nothing routes to a test's process,
+            // and 5 s per stop adds up over hundreds of tests.
+            .env("EMAIL2SMS_SHUTDOWN_DELAY", "0s")
             // Queue names of its own, so it never takes another test's (or a developer's) messages.
             .env(
                 "EMAIL2SMS_AMQP_PREFIX",
@@ -276,6 +279,11 @@ impl ServiceProcess {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
+    /// Whether the process has exited (without waiting).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// Waits for the process to exit, failing the test if it takes longer than `limit`.
@@ -410,6 +418,11 @@ pub async fn check_service_lifecycle<F, Fut>(
 {
     let mut env = env.to_vec();
     env.push((grpc_addr_env, "127.0.0.1:0"));
+    // Long enough to see readiness NOT_SERVING while the listener still accepts.
+    let delay = Duration::from_secs(2);
+    if !env.iter().any(|(name, _)| *name == SHUTDOWN_DELAY) {
+        env.push((SHUTDOWN_DELAY, "2s"));
+    }
     let mut process = ServiceProcess::spawn(binary, &env).await;
     assert_ne!(
         process.grpc_addr.port(),
@@ -429,6 +442,35 @@ pub async fn check_service_lifecycle<F, Fut>(
             "{service}"
         );
     }
+    assert_eq!(
+        health(channel.clone(), LIVENESS).await,
+        tonic_health::ServingStatus::Serving,
+        "liveness"
+    );
+    wait_until_ready(&process).await;
+    // The container health check: the binary asks its own configured address.
+    let listening = process.grpc_addr.to_string();
+    let mut check_env: Vec<(&str, &str)> = env
+        .iter()
+        .copied()
+        .filter(|(name, _)| *name != grpc_addr_env)
+        .collect();
+    check_env.push((grpc_addr_env, &listening));
+    for flag in ["--health-check", "--health-check=liveness"] {
+        let (status, output) = run_to_exit(binary, &check_env, &[flag]).await;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{flag} against a ready binary: {output}"
+        );
+    }
+    let (status, output) =
+        run_to_exit(binary, &check_env, &["--health-check=no.such.Service"]).await;
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "an unknown name is not SERVING: {output}"
+    );
     let mut expected: Vec<String> = services.iter().map(|s| s.to_string()).collect();
     expected.push("grpc.health.v1.Health".into());
     for listed in [
@@ -449,12 +491,69 @@ pub async fn check_service_lifecycle<F, Fut>(
 
     before_stop(channel).await;
 
+    check_graceful_stop(&mut process, delay, Duration::from_secs(30)).await;
+    let (status, output) = run_to_exit(binary, &check_env, &["--health-check"]).await;
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "--health-check against a stopped binary: {output}"
+    );
+}
+
+/// The `grpc.health.v1` name of "the process works".
+pub const LIVENESS: &str = "liveness";
+/// The `grpc.health.v1` name of "it can do its job now".
+pub const READINESS: &str = "readiness";
+const SHUTDOWN_DELAY: &str = "EMAIL2SMS_SHUTDOWN_DELAY";
+
+/// Waits (up to 30 s) until the process reports `readiness` SERVING.
+pub async fn wait_until_ready(process: &ServiceProcess) {
+    let addr = process.grpc_addr;
+    eventually_within(
+        "readiness SERVING",
+        Duration::from_secs(30),
+        || async move { health(channel(addr).await, READINESS).await },
+        |status| *status == tonic_health::ServingStatus::Serving,
+    )
+    .await;
+}
+
+/// SIGTERM as Kubernetes sends it: `readiness` turns NOT_SERVING at once while the gRPC listener
+/// still accepts new connections (and `liveness` stays SERVING) for the shutdown `delay`, then
+/// the process exits 0 within `delay + grace` (plus a second for the process to end).
+pub async fn check_graceful_stop(process: &mut ServiceProcess, delay: Duration, grace: Duration) {
+    let addr = process.grpc_addr;
+    let signalled = tokio::time::Instant::now();
     process.terminate();
-    let status = process.wait(Duration::from_secs(30)).await;
+    // A fresh connection each time: the listener must still accept one to answer at all.
+    eventually_within(
+        "readiness NOT_SERVING after SIGTERM",
+        delay,
+        || async move { health(channel(addr).await, READINESS).await },
+        |status| *status == tonic_health::ServingStatus::NotServing,
+    )
+    .await;
+    assert_eq!(
+        health(channel(addr).await, LIVENESS).await,
+        tonic_health::ServingStatus::Serving,
+        "liveness stays SERVING while the process drains"
+    );
+    assert!(
+        signalled.elapsed() < delay,
+        "the listener accepted during the shutdown delay ({:?} after SIGTERM)",
+        signalled.elapsed()
+    );
+    assert!(!process.has_exited(), "the process waits out the delay");
+    let status = process.wait(delay + grace + Duration::from_secs(1)).await;
     assert_eq!(
         status.code(),
         Some(0),
         "exit on SIGTERM; stderr:\n{}",
         process.stderr()
+    );
+    assert!(
+        signalled.elapsed() >= delay,
+        "the process kept serving for the delay ({:?})",
+        signalled.elapsed()
     );
 }

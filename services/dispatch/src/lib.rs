@@ -15,7 +15,10 @@ use email2sms_runtime::auth::{Auth, Scope};
 use email2sms_runtime::config::{
     ConfigError, DatabaseArgs, RedisArgs, ServerArgs, check_url, parse_listen_addr,
 };
-use email2sms_runtime::grpc::{self, ApiServices};
+use email2sms_runtime::grpc::ApiServices;
+use email2sms_runtime::lifecycle::Lifecycle;
+use email2sms_runtime::prober::Probe;
+use email2sms_runtime::readiness;
 use email2sms_runtime::service::{ServiceConfig, StartError, bind_and_announce};
 use email2sms_runtime::telemetry::TelemetryArgs;
 use email2sms_runtime::{db, shutdown};
@@ -156,6 +159,10 @@ impl ServiceConfig for Config {
         &self.telemetry
     }
 
+    fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.database.validate()?;
         self.redis.validate()?;
@@ -201,7 +208,8 @@ pub async fn start(config: Config) -> Result<(), StartError> {
         config.grpc_addr,
     )
     .await?;
-    run(&config, &auth, pool, listener, shutdown::signal()).await
+    let life = Lifecycle::new(&config.server);
+    serve(&config, &auth, pool, listener, life, shutdown::signal()).await
 }
 
 /// Jobs taken from the queue at once: the configured prefetch, raised when it could not keep the
@@ -224,12 +232,25 @@ pub fn prefetch_for(configured: u16, window: Option<usize>, claim_windows: usize
     }
 }
 
-/// Serves on `listener` until `shutdown` resolves.
+/// Serves on `listener` until `shutdown` resolves. No shutdown delay: the caller decides when to
+/// stop (tests, tools); [`start`] adds the configured one.
 pub async fn run(
     config: &Config,
     auth: &Auth,
     pool: PgPool,
     listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let life = Lifecycle::with_timing(std::time::Duration::ZERO, config.server.shutdown_grace);
+    serve(config, auth, pool, listener, life, shutdown).await
+}
+
+async fn serve(
+    config: &Config,
+    auth: &Auth,
+    pool: PgPool,
+    listener: tokio::net::TcpListener,
+    life: Lifecycle,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let (dispatcher, receipts) = build_dispatcher(config, pool.clone()).await?;
@@ -239,54 +260,66 @@ pub async fn run(
         usize::from(config.claim_windows),
     );
     let dispatcher = Arc::new(dispatcher);
-    let stop_consuming = tokio_util::sync::CancellationToken::new();
-    let consumer = tokio::spawn(consumer::consume_jobs(
-        dispatcher.clone(),
-        config.queue.amqp_url.clone(),
-        config.queue.topology(),
-        prefetch,
-        stop_consuming.clone(),
-    ));
+    // At the stop it takes no more jobs and lets the in-flight ones reach the SMSC and be acked,
+    // within the one grace.
+    life.spawn(
+        "job consumer",
+        consumer::consume_jobs(
+            dispatcher.clone(),
+            config.queue.amqp_url.clone(),
+            config.queue.topology(),
+            prefetch,
+            life.stop_token(),
+        ),
+    );
     let relay = email2sms_queue::outbox::spawn_relay(pool.clone(), &config.queue, BINARY);
+    let resend_broker = email2sms_queue::Broker::new(
+        config.queue.amqp_url.clone(),
+        format!("{BINARY} review resends"),
+    );
     let requeue = JobRequeue::new(
         Arc::new(email2sms_queue::Publisher::new(
-            email2sms_queue::Broker::new(
-                config.queue.amqp_url.clone(),
-                format!("{BINARY} review resends"),
-            ),
+            resend_broker.clone(),
             std::time::Duration::from_secs(10),
         )),
         config.queue.topology(),
     );
-    let served = grpc::serve(
-        api_services(auth, pool.clone(), requeue),
-        listener,
-        {
-            let stop_consuming = stop_consuming.clone();
-            async move {
-                shutdown.await;
-                stop_consuming.cancel();
-            }
-        },
-        config.server.shutdown_grace,
-    )
-    .await;
-    // Stop taking jobs and let the in-flight ones reach the SMSC and be acked, within the grace.
-    stop_consuming.cancel();
-    email2sms_runtime::shutdown::drain_within(config.server.shutdown_grace, async {
-        if let Err(error) = consumer.await {
-            tracing::error!(%error, "the job consumer failed");
-        }
-        // After the last job: unbind from the SMSC, publish the last status events, stop recording
-        // receipts.
+    let connector = dispatcher.connector().clone();
+    life.watch_readiness(
+        readiness::DISPATCH,
+        vec![
+            // The resend publisher's connection: the broker answers this process.
+            Probe::new(readiness::Dependency::Broker, move || {
+                let broker = resend_broker.clone();
+                async move {
+                    broker
+                        .connection()
+                        .await
+                        .map(|_| ())
+                        .map_err(|error| error.to_string())
+                }
+            }),
+            Probe::flag(
+                readiness::Dependency::Connector,
+                move || connector.is_up(),
+                "the SMS connector is not connected (SMPP not bound)",
+            ),
+            Probe::postgres(pool.clone()),
+        ],
+    );
+    life.serve_grpc(api_services(auth, pool.clone(), requeue), listener)
+        .await?;
+    life.run(shutdown, async {
+        // After the last job: unbind from the SMSC, publish the last status events, stop
+        // recording receipts.
         dispatcher.connector().close().await;
         relay.stop().await;
         drop(dispatcher);
         receipts.abort();
         pool.close().await;
     })
-    .await;
-    served.map_err(StartError::from)
+    .await?;
+    Ok(())
 }
 
 /// Builds the configured connector and the job processor, and starts recording the delivery
@@ -310,7 +343,8 @@ pub async fn build_dispatcher(
         // Receipts that beat their submit response wait in unmatched_delivery_receipts for
         // seconds; a day-old one will never match.
         let purge_pool = recorder_pool.clone();
-        let purge = tokio::spawn(async move {
+        // Aborted with the recorder, even when the recorder itself is aborted at the stop.
+        let _purge = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
             loop {
                 hourly.tick().await;
@@ -323,9 +357,8 @@ pub async fn build_dispatcher(
                     tracing::warn!(%error, "cannot purge old unmatched receipts");
                 }
             }
-        });
+        }));
         jobs::run_receipt_recorder(recorder_pool, receipts).await;
-        purge.abort();
     });
     let throttle = throttle::Throttle::new(
         &config.redis.redis_url,

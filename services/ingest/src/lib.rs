@@ -32,11 +32,13 @@ use email2sms_runtime::config::{
     ClientTokenArgs, ConfigError, DnsArgs, RedisArgs, ServerArgs, SmsDomainsArgs, check_url,
     parse_duration, parse_listen_addr,
 };
-use email2sms_runtime::grpc::{self, ApiServices};
+use email2sms_runtime::grpc::ApiServices;
+use email2sms_runtime::lifecycle::Lifecycle;
+use email2sms_runtime::prober::Probe;
+use email2sms_runtime::readiness;
 use email2sms_runtime::service::{ServiceConfig, StartError, bind_and_announce};
 use email2sms_runtime::shutdown;
 use email2sms_runtime::telemetry::TelemetryArgs;
-use futures::FutureExt;
 use ipnet::IpNet;
 
 pub use error::IngestError;
@@ -289,6 +291,10 @@ impl ServiceConfig for Config {
         &self.telemetry
     }
 
+    fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.redis.validate()?;
         self.queue.validate()?;
@@ -528,21 +534,27 @@ pub async fn start(config: Config) -> Result<(), StartError> {
         config.smtp_addr,
     )
     .await?;
+    let life = Lifecycle::new(&config.server);
     if let Some(addr) = config.metrics.metrics_addr {
         let listener = bind_and_announce(BINARY, "EMAIL2SMS_METRICS_ADDR", "metrics", addr).await?;
-        tokio::spawn(email2sms_metrics::serve(
-            listener,
-            metrics::metrics().registry.clone(),
-            shutdown::signal(),
-        ));
+        // Scraped through the shutdown delay too; stops with the other listeners.
+        life.spawn(
+            "metrics server",
+            email2sms_metrics::serve(
+                listener,
+                metrics::metrics().registry.clone(),
+                life.stopped(),
+            ),
+        );
     }
-    spawn_background(&gateway, config.redis.redis_url.clone());
+    spawn_tracked(&life, &gateway, config.redis.redis_url.clone());
+    life.watch_readiness(readiness::INGEST, probes(&config, &gateway)?);
     let sightings = gateway.sighting_reporter();
     let api = IngestApi {
         engine: Some(gateway.engine.clone()),
         max_message_size: config.max_message_size,
     };
-    run(
+    serve(
         &config,
         &auth,
         grpc_listener,
@@ -552,17 +564,77 @@ pub async fn start(config: Config) -> Result<(), StartError> {
             session: Arc::new(session_config),
             handler: Arc::new(gateway),
         },
+        life,
         shutdown::signal(),
+        // The counts of the last window, once no more mail can come; bounded like any publish,
+        // and inside the one grace.
+        async move { sightings.flush().await },
     )
-    .await?;
-    // The counts of the last window, once no more mail can come; bounded like any publish.
-    sightings.flush().await;
-    Ok(())
+    .await
+}
+
+/// What ingest's `readiness` asks every 2 s: Redis answers PING on the connection lookups use, the
+/// policy service (the fallback) answers its own `readiness`, and the publisher's broker
+/// connection is up (reconnecting when it is not, so a returning RabbitMQ is noticed).
+fn probes(config: &Config, gateway: &pipeline::Gateway) -> Result<Vec<Probe>, StartError> {
+    let redis = gateway.engine.policy.redis();
+    let broker = gateway.publisher.broker().clone();
+    let policy = Probe::grpc_health(
+        readiness::Dependency::Policy,
+        &config.policy_url,
+        email2sms_runtime::lifecycle::READINESS,
+    )
+    .map_err(|reason| ConfigError::Invalid {
+        name: "EMAIL2SMS_POLICY_URL",
+        reason,
+    })?;
+    Ok(vec![
+        Probe::new(readiness::Dependency::Redis, move || {
+            let mut redis = redis.clone();
+            async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut redis)
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| error.to_string())
+            }
+        }),
+        policy,
+        Probe::new(readiness::Dependency::Broker, move || {
+            let broker = broker.clone();
+            async move {
+                broker
+                    .connection()
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| error.to_string())
+            }
+        }),
+    ])
+}
+
+/// [`spawn_background`] on the binary's lifecycle: the subscription and the declaration end at
+/// the stop; the sighting reporter too (its last window is flushed by the stop's finish).
+fn spawn_tracked(life: &Lifecycle, gateway: &pipeline::Gateway, redis_url: String) {
+    life.spawn_until_stopped(
+        "policy invalidations",
+        gateway
+            .engine
+            .policy
+            .clone()
+            .follow_invalidations(redis_url),
+    );
+    life.spawn_until_stopped("sighting reporter", gateway.sighting_reporter().run());
+    life.spawn_until_stopped(
+        "topology declaration",
+        declare_topology(gateway.publisher.broker().clone(), gateway.topology.clone()),
+    );
 }
 
 /// Starts the gateway's background work, which must never block mail: the policy invalidation
 /// subscription, and declaring the jobs topology until RabbitMQ answers (until then publishing
-/// fails and mail gets 451). Returns the declaration's task, which ends once it is done.
+/// fails and mail gets 451). Returns the declaration's task, which ends once it is done. For
+/// gateways embedded in tests; the binary registers the same tasks with its lifecycle.
 pub fn spawn_background(
     gateway: &pipeline::Gateway,
     redis_url: String,
@@ -721,8 +793,8 @@ pub struct Listeners<H> {
     pub handler: Arc<H>,
 }
 
-/// Serves gRPC on `grpc_listener` and SMTP until `shutdown` resolves; both then drain for at most
-/// the shutdown grace.
+/// Serves gRPC on `grpc_listener` and SMTP until `shutdown` resolves; both then drain within the
+/// one shutdown grace. No shutdown delay and nothing probed: for embedding.
 pub async fn run<H: MessageHandler>(
     config: &Config,
     auth: &Auth,
@@ -731,26 +803,48 @@ pub async fn run<H: MessageHandler>(
     smtp: Listeners<H>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let shutdown = shutdown.shared();
-    let grace = config.server.shutdown_grace;
-    // Should the gRPC server fail, SMTP stops too: a half-running service would hide the failure.
-    let (grpc_stopped, grpc_stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let smtp_shutdown = futures::future::select(shutdown.clone(), grpc_stopped_rx).map(|_| ());
-    let smtp_server = smtp::serve(
-        smtp.smtp,
-        smtp.session,
-        config.smtp_connection_limits(),
-        smtp.handler,
-        smtp_shutdown,
-        grace,
+    let life = Lifecycle::with_timing(Duration::ZERO, config.server.shutdown_grace);
+    life.watch_readiness(&[], Vec::new());
+    serve(
+        config,
+        auth,
+        grpc_listener,
+        api,
+        smtp,
+        life,
+        shutdown,
+        async {},
+    )
+    .await
+}
+
+/// Serves both listeners on `life` until `shutdown` (or a failed gRPC server, which stops SMTP
+/// too: a half-running service would hide the failure), then stops them together.
+#[allow(clippy::too_many_arguments)]
+async fn serve<H: MessageHandler>(
+    config: &Config,
+    auth: &Auth,
+    grpc_listener: tokio::net::TcpListener,
+    api: IngestApi,
+    smtp: Listeners<H>,
+    life: Lifecycle,
+    shutdown: impl Future<Output = ()>,
+    finish: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    life.spawn(
+        "SMTP server",
+        smtp::serve(
+            smtp.smtp,
+            smtp.session,
+            config.smtp_connection_limits(),
+            smtp.handler,
+            life.stopped(),
+            life.grace(),
+        ),
     );
-    let grpc_server = async {
-        let result = grpc::serve(api_services(auth, api), grpc_listener, shutdown, grace).await;
-        let _ = grpc_stopped.send(());
-        result
-    };
-    let ((), grpc_result) = tokio::join!(smtp_server, grpc_server);
-    grpc_result?;
+    life.serve_grpc(api_services(auth, api), grpc_listener)
+        .await?;
+    life.run(shutdown, finish).await?;
     Ok(())
 }
 

@@ -65,7 +65,10 @@ use email2sms_runtime::config::{
     ClientTokenArgs, ConfigError, DatabaseArgs, RedisArgs, ServerArgs, SmsDomainsArgs, check_url,
     parse_duration, parse_listen_addr,
 };
-use email2sms_runtime::grpc::{self, ApiServices};
+use email2sms_runtime::grpc::ApiServices;
+use email2sms_runtime::lifecycle::Lifecycle;
+use email2sms_runtime::prober::Probe;
+use email2sms_runtime::readiness;
 use email2sms_runtime::service::{ServiceConfig, StartError, bind_and_announce};
 use email2sms_runtime::telemetry::TelemetryArgs;
 use email2sms_runtime::{db, shutdown};
@@ -207,6 +210,10 @@ impl Config {
 impl ServiceConfig for Config {
     fn telemetry(&self) -> &TelemetryArgs {
         &self.telemetry
+    }
+
+    fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -724,15 +731,29 @@ pub async fn start(config: Config) -> Result<(), StartError> {
         config.grpc_addr,
     )
     .await?;
-    run(&config, &auth, pool, listener, shutdown::signal()).await
+    let life = Lifecycle::new(&config.server);
+    serve(&config, &auth, pool, listener, life, shutdown::signal()).await
 }
 
-/// Serves on `listener` until `shutdown` resolves.
+/// Serves on `listener` until `shutdown` resolves. No shutdown delay: the caller decides when to
+/// stop (tests, tools); [`start`] adds the configured one.
 pub async fn run(
     config: &Config,
     auth: &Auth,
     pool: PgPool,
     listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let life = Lifecycle::with_timing(std::time::Duration::ZERO, config.server.shutdown_grace);
+    serve(config, auth, pool, listener, life, shutdown).await
+}
+
+async fn serve(
+    config: &Config,
+    auth: &Auth,
+    pool: PgPool,
+    listener: tokio::net::TcpListener,
+    life: Lifecycle,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let verification = domains::VerificationClient::new(
@@ -753,15 +774,13 @@ pub async fn run(
         })
     })?;
     // Redis may be down or flushed: the repair loop brings it back in line with Postgres.
-    let (stop_repair, repair_stopped) = tokio::sync::oneshot::channel::<()>();
-    let repair = tokio::spawn(cache.clone().repair_loop(
-        pool.clone(),
-        config.cache_repair_interval,
-        async move {
-            let _ = repair_stopped.await;
-        },
-    ));
-    let stop_consuming = tokio_util::sync::CancellationToken::new();
+    life.spawn(
+        "cache repair",
+        cache
+            .clone()
+            .repair_loop(pool.clone(), config.cache_repair_interval, life.stopped()),
+    );
+    let stop_consuming = life.stop_token();
     let alerts = sender_alerts::SenderAlerts {
         mailer: mailer.clone(),
         budget: sender_alerts::AlertBudget {
@@ -769,24 +788,32 @@ pub async fn run(
             window: config.sender_alert_window,
         },
     };
-    let consumer = tokio::spawn(consumer::consume_events(
-        pool.clone(),
-        cache.clone(),
-        Some(alerts.clone()),
-        config.queue.clone(),
-        stop_consuming.clone(),
-    ));
-    let alert_retries = tokio::spawn(alerts.retry_loop(
-        pool.clone(),
-        config.sender_alert_retry_interval,
-        stop_consuming.clone(),
-    ));
-    // Batches a previous process left pending; the task ends by itself.
-    tokio::spawn(notifications::resume_unfinished(
-        pool.clone(),
-        mailer.clone(),
-    ));
-    let served = grpc::serve(
+    life.spawn(
+        "event consumer",
+        consumer::consume_events(
+            pool.clone(),
+            cache.clone(),
+            Some(alerts.clone()),
+            config.queue.clone(),
+            stop_consuming.clone(),
+        ),
+    );
+    life.spawn(
+        "sender alert retries",
+        alerts.retry_loop(
+            pool.clone(),
+            config.sender_alert_retry_interval,
+            stop_consuming,
+        ),
+    );
+    // Batches a previous process left pending; the task ends by itself, and the stop waits for
+    // it within the grace rather than cutting a batch in half.
+    life.spawn(
+        "unfinished notifications",
+        notifications::resume_unfinished(pool.clone(), mailer.clone()),
+    );
+    life.watch_readiness(readiness::POLICY, vec![Probe::postgres(pool.clone())]);
+    life.serve_grpc(
         api_services(
             auth,
             pool.clone(),
@@ -796,19 +823,11 @@ pub async fn run(
             config.tenancy(),
         ),
         listener,
-        shutdown,
-        config.server.shutdown_grace,
     )
-    .await;
-    stop_consuming.cancel();
-    let _ = stop_repair.send(());
-    shutdown::drain_within(config.server.shutdown_grace, async {
-        let _ = consumer.await;
-        let _ = alert_retries.await;
-        let _ = repair.await;
+    .await?;
+    life.run(shutdown, async {
         pool.close().await;
     })
-    .await;
-    served?;
+    .await?;
     Ok(())
 }

@@ -25,7 +25,10 @@ use email2sms_runtime::auth::{Auth, Scope};
 use email2sms_runtime::config::{
     ConfigError, DatabaseArgs, DnsArgs, ServerArgs, parse_listen_addr,
 };
-use email2sms_runtime::grpc::{self, ApiServices};
+use email2sms_runtime::grpc::ApiServices;
+use email2sms_runtime::lifecycle::Lifecycle;
+use email2sms_runtime::prober::Probe;
+use email2sms_runtime::readiness;
 use email2sms_runtime::service::{ServiceConfig, StartError, bind_and_announce};
 use email2sms_runtime::telemetry::TelemetryArgs;
 use email2sms_runtime::{db, shutdown};
@@ -69,6 +72,10 @@ impl ServiceConfig for Config {
         &self.telemetry
     }
 
+    fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.database.validate()?;
         self.verification.validate()?;
@@ -102,7 +109,8 @@ pub async fn start(config: Config) -> Result<(), StartError> {
         config.grpc_addr,
     )
     .await?;
-    run(&config, &auth, pool, listener, shutdown::signal()).await
+    let life = Lifecycle::new(&config.server);
+    serve(&config, &auth, pool, listener, life, shutdown::signal()).await
 }
 
 /// The verifier this configuration describes: its resolver and rules over `pool`.
@@ -122,7 +130,8 @@ pub fn verifier(config: &Config, pool: PgPool) -> Result<Verifier, ConfigError> 
 }
 
 /// Serves on `listener`, with the scheduler running unless it is switched off, until `shutdown`
-/// resolves; then stops the scheduler after its current round.
+/// resolves; then stops the scheduler after its current round. No shutdown delay: the caller
+/// decides when to stop (tests, tools); [`start`] adds the configured one.
 pub async fn run(
     config: &Config,
     auth: &Auth,
@@ -130,44 +139,43 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let life = Lifecycle::with_timing(std::time::Duration::ZERO, config.server.shutdown_grace);
+    serve(config, auth, pool, listener, life, shutdown).await
+}
+
+async fn serve(
+    config: &Config,
+    auth: &Auth,
+    pool: PgPool,
+    listener: tokio::net::TcpListener,
+    life: Lifecycle,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let verifier = verifier(config, pool.clone())?;
-    let (stop_scheduler, scheduler_stopped) = tokio::sync::watch::channel(false);
-    let scheduler = config.verification.scheduler.then(|| {
+    if config.verification.scheduler {
         let scheduler = Scheduler::new(
             verifier.clone(),
             &config.verification,
             scheduler::default_replica_name(),
         );
-        tokio::spawn(scheduler.run(scheduler_stopped))
-    });
-    let relay = email2sms_queue::outbox::spawn_relay(pool.clone(), &config.queue, BINARY);
-    let served = grpc::serve(
-        api_services(auth, verifier),
-        listener,
-        async move {
-            shutdown.await;
+        // The scheduler finishes its current round after the stop (within the one grace).
+        let (stop_scheduler, scheduler_stopped) = tokio::sync::watch::channel(false);
+        let stop = life.stopped();
+        life.spawn("verification scheduler stop", async move {
+            stop.await;
             let _ = stop_scheduler.send(true);
-        },
-        config.server.shutdown_grace,
-    )
-    .await;
-    shutdown::drain_within(config.server.shutdown_grace, async {
-        if let Some(scheduler) = scheduler {
-            if served.is_err() {
-                // The shutdown future never ran, so nothing else would stop it.
-                scheduler.abort();
-            }
-            if let Err(error) = scheduler.await
-                && error.is_panic()
-            {
-                tracing::error!(%error, "the verification scheduler panicked");
-            }
-        }
+        });
+        life.spawn("verification scheduler", scheduler.run(scheduler_stopped));
+    }
+    let relay = email2sms_queue::outbox::spawn_relay(pool.clone(), &config.queue, BINARY);
+    life.watch_readiness(readiness::VERIFICATION, vec![Probe::postgres(pool.clone())]);
+    life.serve_grpc(api_services(auth, verifier), listener)
+        .await?;
+    life.run(shutdown, async {
         // Last, so the events of the final checks still go out.
         relay.stop().await;
         pool.close().await;
     })
-    .await;
-    served?;
+    .await?;
     Ok(())
 }

@@ -90,6 +90,11 @@ pub async fn run(
             if insecure {
                 command.env("EMAIL2SMS_INSECURE_NO_AUTH", "1");
             }
+            // No load balancer to wait for on one machine: Ctrl-C stops at once rather than
+            // after 5 s per service.
+            if std::env::var_os("EMAIL2SMS_SHUTDOWN_DELAY").is_none() {
+                command.env("EMAIL2SMS_SHUTDOWN_DELAY", "0s");
+            }
             let mut child = command
                 .spawn()
                 .map_err(|source| DevError::Spawn { binary, source })?;

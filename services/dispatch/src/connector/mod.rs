@@ -115,6 +115,12 @@ pub trait Connector: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Whether it can send now (the SMPP transceiver is bound): what dispatch's `readiness`
+    /// reports. A connector without a session to lose always can.
+    fn is_up(&self) -> bool {
+        true
+    }
+
     /// Under which forms its receipts name the provider message ids its submits returned.
     fn receipt_id_forms(&self) -> IdForms {
         IdForms::AsGiven

@@ -471,6 +471,10 @@ impl Connector for SmppConnector {
         Some(self.inner.settings.window)
     }
 
+    fn is_up(&self) -> bool {
+        self.is_bound()
+    }
+
     fn receipt_id_forms(&self) -> IdForms {
         self.inner.settings.receipt_ids.id_forms()
     }

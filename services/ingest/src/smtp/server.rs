@@ -16,8 +16,13 @@ use super::conn::Phase;
 use super::handler::MessageHandler;
 use super::session::{Session, SessionConfig, SessionEnd};
 
-/// After the grace period, how long sessions get to send their 421 before they are aborted.
+/// The end of the grace kept for sessions to send their 421 before they are aborted: 5 s, or a
+/// quarter of a shorter grace, so the whole stop fits inside the one shutdown deadline.
 const CLOSING_WINDOW: Duration = Duration::from_secs(5);
+
+fn closing_window(grace: Duration) -> Duration {
+    CLOSING_WINDOW.min(grace / 4)
+}
 
 /// Connection limits of the listener.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +95,8 @@ struct Admission {
 }
 
 /// Serves SMTP on `listener` until `shutdown` resolves; then stops accepting, lets sessions with
-/// a message in progress finish for at most `grace`, tells the rest 421 and returns.
+/// a message in progress finish, tells the rest 421 and returns: all within `grace` (the last
+/// [`closing_window`] of it for the 421s).
 pub async fn serve<H: MessageHandler>(
     listener: TcpListener,
     config: Arc<SessionConfig>,
@@ -166,7 +172,8 @@ pub async fn serve<H: MessageHandler>(
         "SMTP: no new connections; letting messages in progress finish"
     );
     let _ = phase_tx.send(Phase::Draining);
-    if drain(&mut sessions, grace).await {
+    let closing = closing_window(grace);
+    if drain(&mut sessions, grace - closing).await {
         return;
     }
     tracing::warn!(
@@ -174,7 +181,7 @@ pub async fn serve<H: MessageHandler>(
         "SMTP grace period over; closing the remaining sessions with 421"
     );
     let _ = phase_tx.send(Phase::Closing);
-    if !drain(&mut sessions, CLOSING_WINDOW).await {
+    if !drain(&mut sessions, closing).await {
         sessions.abort_all();
         while let Some(result) = sessions.join_next().await {
             log_session_end(result);
