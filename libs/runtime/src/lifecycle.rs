@@ -101,6 +101,12 @@ impl Lifecycle {
         });
     }
 
+    /// The tracker [`Lifecycle::spawn`] registers with, for work started later by a request (a
+    /// notification batch after an import): the stop waits for it within the same grace.
+    pub fn tracker(&self) -> TaskTracker {
+        self.tracker.clone()
+    }
+
     /// Runs `task` until it ends or the stop comes, whichever is first: for loops that hold
     /// nothing worth finishing (subscriptions, retries of a declaration).
     pub fn spawn_until_stopped<F>(&self, what: &'static str, task: F)

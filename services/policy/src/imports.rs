@@ -843,7 +843,8 @@ impl PolicyApi {
             (Some(batch), Some(mailer)) => {
                 // Always in the background, as the CommitImport contract says: an import is
                 // usually large, and the commit itself is already done.
-                tokio::spawn(notifications::run_batch(self.pool.clone(), mailer, batch));
+                self.background
+                    .spawn(notifications::run_batch(self.pool.clone(), mailer, batch));
                 let mut conn = self.pool.acquire().await?;
                 Some(notifications::fetch_batch(&mut conn, &company, batch).await?)
             }

@@ -295,6 +295,9 @@ pub struct PolicyApi {
     tenancy: tenancy::TenancyLimits,
     /// The page token key, read from the database on the first List (see `paging`).
     page_token_key: email2sms_runtime::page_token::PageTokenKeyCell,
+    /// Where notification batches a request starts run: the binary's task tracker, so a stop
+    /// waits for them within its grace instead of cutting a batch off unseen.
+    background: tokio_util::task::TaskTracker,
 }
 
 impl PolicyApi {
@@ -306,7 +309,14 @@ impl PolicyApi {
             mailer: None,
             tenancy: tenancy::TenancyLimits::default(),
             page_token_key: Default::default(),
+            background: tokio_util::task::TaskTracker::new(),
         }
+    }
+
+    /// Runs the notification batches requests start on `tracker` (the binary's).
+    pub fn with_background(mut self, tracker: tokio_util::task::TaskTracker) -> Self {
+        self.background = tracker;
+        self
     }
 
     pub fn with_tenancy(mut self, limits: tenancy::TenancyLimits) -> Self {
@@ -692,6 +702,7 @@ pub fn api_services(
     verification: domains::VerificationClient,
     mailer: mail::Mailer,
     tenancy: tenancy::TenancyLimits,
+    background: tokio_util::task::TaskTracker,
 ) -> ApiServices {
     // The size limit goes on the generated server itself, inside the interceptor, because the
     // shared server in libs/runtime does not know this service's message sizes.
@@ -699,7 +710,8 @@ pub fn api_services(
         PolicyApi::new(pool.clone(), cache.clone())
             .with_verification(verification)
             .with_mailer(mailer)
-            .with_tenancy(tenancy),
+            .with_tenancy(tenancy)
+            .with_background(background),
     )
     .max_decoding_message_size(MAX_REQUEST_BYTES);
     ApiServices {
@@ -821,6 +833,7 @@ async fn serve(
             verification,
             mailer,
             config.tenancy(),
+            life.tracker(),
         ),
         listener,
     )

@@ -167,8 +167,14 @@ async fn send_pending(pool: &PgPool, mailer: &Mailer, batch: Uuid) -> Result<()>
 }
 
 /// Starts sending `batch`; waits for it when it has at most [`SYNC_LIMIT`] addresses to send.
-pub(crate) async fn start_sending(pool: &PgPool, mailer: &Mailer, batch: Uuid, to_send: usize) {
-    let task = tokio::spawn(run_batch(pool.clone(), mailer.clone(), batch));
+pub(crate) async fn start_sending(
+    background: &tokio_util::task::TaskTracker,
+    pool: &PgPool,
+    mailer: &Mailer,
+    batch: Uuid,
+    to_send: usize,
+) {
+    let task = background.spawn(run_batch(pool.clone(), mailer.clone(), batch));
     if to_send <= SYNC_LIMIT {
         let _ = task.await;
     }
@@ -412,7 +418,7 @@ impl PolicyApi {
         };
         tx.commit().await?;
         if to_send > 0 {
-            start_sending(&self.pool, &mailer, batch, to_send).await;
+            start_sending(&self.background, &self.pool, &mailer, batch, to_send).await;
         }
         let mut conn = self.pool.acquire().await?;
         let notification = fetch_batch(&mut conn, &company, batch).await?;
@@ -518,7 +524,7 @@ impl PolicyApi {
         tx.commit().await?;
         if retried > 0 {
             let to_send = usize::try_from(retried).unwrap_or(usize::MAX);
-            start_sending(&self.pool, &mailer, batch, to_send).await;
+            start_sending(&self.background, &self.pool, &mailer, batch, to_send).await;
         }
         let mut conn = self.pool.acquire().await?;
         Ok(pb::RetryNotificationResponse {
