@@ -30,6 +30,7 @@ pub mod connector;
 pub mod consumer;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
 pub mod throttle;
 
 pub const BINARY: &str = "email2sms-dispatch";
@@ -149,6 +150,8 @@ pub struct Config {
     pub server: ServerArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub metrics: email2sms_metrics::MetricsArgs,
 }
 
 impl ServiceConfig for Config {
@@ -201,6 +204,20 @@ pub async fn start(config: Config) -> Result<(), StartError> {
         config.grpc_addr,
     )
     .await?;
+    if let Some(addr) = config.metrics.metrics_addr {
+        let listener = bind_and_announce(BINARY, "EMAIL2SMS_METRICS_ADDR", "metrics", addr).await?;
+        tokio::spawn(email2sms_metrics::serve(
+            listener,
+            metrics::metrics().registry.clone(),
+            shutdown::signal(),
+        ));
+        // Only with a listener: nobody would read the depths otherwise.
+        tokio::spawn(metrics::sample_queues(
+            config.queue.amqp_url.clone(),
+            config.queue.topology(),
+            shutdown::signal(),
+        ));
+    }
     run(&config, &auth, pool, listener, shutdown::signal()).await
 }
 
