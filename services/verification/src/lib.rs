@@ -6,6 +6,7 @@ pub mod api;
 pub mod dns;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod outbox;
 pub mod rules;
@@ -62,6 +63,8 @@ pub struct Config {
     pub server: ServerArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub metrics: email2sms_metrics::MetricsArgs,
 }
 
 impl ServiceConfig for Config {
@@ -102,6 +105,14 @@ pub async fn start(config: Config) -> Result<(), StartError> {
         config.grpc_addr,
     )
     .await?;
+    if let Some(addr) = config.metrics.metrics_addr {
+        let listener = bind_and_announce(BINARY, "EMAIL2SMS_METRICS_ADDR", "metrics", addr).await?;
+        tokio::spawn(email2sms_metrics::serve(
+            listener,
+            metrics::metrics().registry.clone(),
+            shutdown::signal(),
+        ));
+    }
     run(&config, &auth, pool, listener, shutdown::signal()).await
 }
 
