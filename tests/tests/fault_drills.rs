@@ -282,11 +282,7 @@ async fn dispatch_killed_mid_window_holds_the_uncertain_sms_for_review_and_sends
             // Slow enough that jobs are claimed ahead of the connector when the kill comes: at
             // 20/s the 60 SMS took 3 s, and on a loaded machine all were delivered before the
             // test saw 15 at the SMSC and killed dispatch; at 5/s there are 9 s to spare.
-            .env(
-                Service::Dispatch,
-                "EMAIL2SMS_THROTTLE_PER_CONNECTOR",
-                "5/s",
-            ),
+            .env(Service::Dispatch, "EMAIL2SMS_THROTTLE_PER_CONNECTOR", "5/s"),
     )
     .await;
     let burst = drill.burst("kill", 60);

@@ -204,7 +204,7 @@ impl Metrics {
             .inc();
     }
 
-    fn set_depth(&self, queue: JobQueue, tier: String, messages: u32) {
+    pub fn set_depth(&self, queue: JobQueue, tier: String, messages: u32) {
         self.queue_messages
             .get_or_create(&QueueLabels { queue, tier })
             .set(i64::from(messages));
