@@ -344,6 +344,61 @@ mod tests {
         assert_eq!(connector_label(Some("x'; DROP")), Name("other"));
     }
 
+    /// Against the real broker: the depths are what the queues hold, read without changing them.
+    #[tokio::test]
+    async fn the_sampler_reads_each_queues_depth_from_rabbitmq() {
+        let topology = Topology {
+            prefix: format!("test.metrics.{}.", uuid::Uuid::new_v4().simple()),
+            retry_delays: vec![Duration::from_secs(10)],
+            ..Topology::default()
+        };
+        let broker = email2sms_queue::Broker::new(
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            "dispatch metrics test",
+        );
+        let channel = broker.channel().await.unwrap();
+        topology.declare_jobs(&channel).await.unwrap();
+        let publisher = email2sms_queue::Publisher::new(broker.clone(), Duration::from_secs(5));
+        let exchange = topology.jobs_exchange();
+        for i in 0..3u8 {
+            publisher
+                .publish(email2sms_queue::Outgoing {
+                    exchange: &exchange,
+                    routing_key: email2sms_queue::topology::SMS_JOB_ROUTING_KEY,
+                    payload: &[i],
+                    message_id: format!("m{i}"),
+                    message_type: email2sms_proto::queue::v1::SMS_JOB_TYPE,
+                    headers: FieldTable::default(),
+                })
+                .await
+                .unwrap();
+        }
+        let queues = sampled_queues(&topology);
+        sample_once(&broker, &queues).await.unwrap();
+        let depth = |queue, tier: &str| {
+            metrics()
+                .queue_messages
+                .get_or_create(&QueueLabels {
+                    queue,
+                    tier: tier.to_owned(),
+                })
+                .get()
+        };
+        assert_eq!(depth(JobQueue::Jobs, ""), 3);
+        assert_eq!(depth(JobQueue::Retry, "10s"), 0);
+        assert_eq!(depth(JobQueue::Dead, ""), 0);
+        for name in topology.job_path_queues() {
+            let _ = channel
+                .queue_delete(
+                    name.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await;
+        }
+        // A queue that is gone fails the round (counted), and creates nothing.
+        assert!(sample_once(&broker, &queues).await.is_err());
+    }
+
     #[test]
     fn every_queue_of_the_job_path_is_sampled() {
         let topology = Topology::default();
