@@ -207,6 +207,7 @@ impl Cluster {
                     ("EMAIL2SMS_DNS_SERVERS", dns_addr.clone()),
                     // Checks run when the portal asks (VerifyDomain), not on a timer.
                     ("EMAIL2SMS_VERIFICATION_SCHEDULER", "false".into()),
+                    ("EMAIL2SMS_METRICS_ADDR", "127.0.0.1:0".into()),
                 ],
                 Service::Policy => vec![
                     (
@@ -220,6 +221,7 @@ impl Cluster {
                     // A drill sends a burst from one user; the throttles are tested elsewhere.
                     ("EMAIL2SMS_THROTTLE_PER_USER", "0".into()),
                     ("EMAIL2SMS_THROTTLE_PER_COMPANY", "0".into()),
+                    ("EMAIL2SMS_METRICS_ADDR", "127.0.0.1:0".into()),
                 ],
                 Service::Ingest => vec![
                     (
@@ -253,10 +255,11 @@ impl Cluster {
     async fn launch(&mut self, service: Service) {
         let env = &self.envs[&service];
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let protocols: &[&str] = if service == Service::Ingest {
-            &["grpc", "smtp", "metrics"]
-        } else {
-            &["grpc"]
+        let protocols: &[&str] = match service {
+            Service::Ingest => &["grpc", "smtp", "metrics"],
+            // Scraped by the tests that read the metrics.
+            Service::Dispatch | Service::Verification => &["grpc", "metrics"],
+            Service::Policy => &["grpc"],
         };
         let process = ServiceProcess::spawn_announcing(&binary(service), &env, protocols).await;
         self.addrs.insert(service, process.announced.clone());

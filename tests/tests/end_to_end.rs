@@ -247,6 +247,53 @@ async fn mail_from_an_email_address_entry_becomes_an_sms_delivered_to_the_smsc()
         !metrics.contains(&domain) && !metrics.contains("64211234567"),
         "{metrics}"
     );
+
+    // Dispatch counted the SMS's state changes once each transaction committed, under the SMPP
+    // connector's name, and the receipt that delivered it as matched (before or after its submit
+    // response was recorded); it is bound to the SMSC. Counted after the commit, which the status
+    // event (already seen) follows, so the counters are there by now.
+    let dispatch = cluster.scrape(Service::Dispatch).await;
+    let value = |series: &str| -> Option<f64> {
+        dispatch
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    for state in ["submitted", "delivered"] {
+        assert_eq!(
+            value(&format!(
+                r#"email2sms_sms_state_changes_total{{state="{state}",connector="smpp"}}"#
+            )),
+            Some(1.0),
+            "{dispatch}"
+        );
+    }
+    let matched: f64 = ["matched", "matched_late"]
+        .iter()
+        .filter_map(|result| {
+            value(&format!(
+                r#"email2sms_delivery_receipts_total{{result="{result}",connector="smpp"}}"#
+            ))
+        })
+        .sum();
+    assert_eq!(matched, 1.0, "{dispatch}");
+    assert_eq!(value("email2sms_smpp_bound"), Some(1.0), "{dispatch}");
+    assert_eq!(
+        value("email2sms_smpp_window_in_use"),
+        Some(0.0),
+        "{dispatch}"
+    );
+    // The outbox relay read its backlog when it started (0 rows then: nothing committed yet).
+    assert!(value("email2sms_outbox_rows").is_some(), "{dispatch}");
+    assert!(
+        value("email2sms_outbox_oldest_age_seconds").is_some(),
+        "{dispatch}"
+    );
+    assert!(
+        !dispatch.contains(&domain)
+            && !dispatch.contains("64211234567")
+            && !dispatch.contains(&company),
+        "{dispatch}"
+    );
     cluster.shutdown().await;
 }
 

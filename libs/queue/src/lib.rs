@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod consumer;
 pub mod outbox;
+pub mod outbox_metrics;
 pub mod outbox_table;
 pub mod topology;
 

@@ -300,7 +300,15 @@ impl OutboxRelay {
         let mut listener = None;
         let mut declared = false;
         let mut backoff = Duration::from_millis(200);
+        let mut sampled: Option<tokio::time::Instant> = None;
         loop {
+            if sampled.is_none_or(|at| at.elapsed() >= crate::outbox_metrics::SAMPLE_INTERVAL) {
+                // After the rounds of the last wake-up, at most every 15 s: what is left waiting.
+                if let Err(error) = crate::outbox_metrics::sample(&self.pool).await {
+                    tracing::debug!(%error, "cannot read the outbox's backlog");
+                }
+                sampled = Some(tokio::time::Instant::now());
+            }
             if listener.is_none() {
                 listener = match PgListener::connect_with(&self.pool).await {
                     Ok(mut l) => match l.listen(&channel).await {

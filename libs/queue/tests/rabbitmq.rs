@@ -566,6 +566,13 @@ async fn outbox_events_survive_a_broker_outage_and_are_published_once() {
         (3, 3),
         "still waiting; every row says why"
     );
+    // The backlog gauges see the three rows waiting, the oldest of them aged.
+    let gauges = email2sms_queue::outbox_metrics::outbox_metrics();
+    email2sms_queue::outbox_metrics::sample(&pool)
+        .await
+        .unwrap();
+    assert_eq!(gauges.rows.get(), 3);
+    assert!(gauges.oldest_age_seconds.get() > 0.0);
 
     // The broker is back: each event goes out exactly once, in order.
     let relay = OutboxRelay {
@@ -575,6 +582,13 @@ async fn outbox_events_survive_a_broker_outage_and_are_published_once() {
     assert_eq!(relay.publish_pending().await.unwrap(), 3);
     assert_eq!(relay.publish_pending().await.unwrap(), 0);
     assert_eq!(drain_message_ids(&channel, &queue).await, ids);
+    email2sms_queue::outbox_metrics::sample(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (gauges.rows.get(), gauges.oldest_age_seconds.get()),
+        (0, 0.0)
+    );
     cleanup(&channel, &topology, &[queue]).await;
 }
 

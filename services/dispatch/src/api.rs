@@ -579,7 +579,7 @@ async fn resolve_message_review(
             row.state
         )));
     }
-    jobs::resolve_review(&mut tx, job_id, resolution, note).await?;
+    let announced = jobs::resolve_review(&mut tx, job_id, resolution, note).await?;
     // Read before the commit, so that once it is committed nothing can fail any more: a client
     // told of an error may retry, and a retry of a committed resolution is refused.
     let resolved = company_message(&mut tx, company_id, job_id, false).await?;
@@ -589,6 +589,7 @@ async fn resolve_message_review(
         requeue.publish(&job_from_row(&row)).await?;
     }
     tx.commit().await?;
+    announced.committed();
     Ok(ResolveMessageReviewResponse {
         message: Some(resolved.into()),
     })

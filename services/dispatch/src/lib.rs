@@ -33,6 +33,7 @@ pub mod connector;
 pub mod consumer;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
 pub mod throttle;
 
 pub const BINARY: &str = "email2sms-dispatch";
@@ -152,6 +153,8 @@ pub struct Config {
     pub server: ServerArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub metrics: email2sms_metrics::MetricsArgs,
 }
 
 impl ServiceConfig for Config {
@@ -209,6 +212,27 @@ pub async fn start(config: Config) -> Result<(), StartError> {
     )
     .await?;
     let life = Lifecycle::new(&config.server);
+    if let Some(addr) = config.metrics.metrics_addr {
+        let listener = bind_and_announce(BINARY, "EMAIL2SMS_METRICS_ADDR", "metrics", addr).await?;
+        // Scraped through the shutdown delay too; stops with the other listeners.
+        life.spawn(
+            "metrics server",
+            email2sms_metrics::serve(
+                listener,
+                metrics::metrics().registry.clone(),
+                life.stopped(),
+            ),
+        );
+        // Only with a listener: nobody would read the depths otherwise.
+        life.spawn(
+            "queue depth sampler",
+            metrics::sample_queues(
+                config.queue.amqp_url.clone(),
+                config.queue.topology(),
+                life.stopped(),
+            ),
+        );
+    }
     serve(&config, &auth, pool, listener, life, shutdown::signal()).await
 }
 

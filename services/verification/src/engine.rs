@@ -284,6 +284,12 @@ impl Verifier {
     /// Looks up the domain's TXT records, waiting for a DNS slot; gives up as a timeout after
     /// `limit` in all.
     pub(crate) async fn lookup(&self, domain: &DomainName, limit: Duration) -> TxtLookup {
+        let lookup = self.lookup_uncounted(domain, limit).await;
+        crate::metrics::metrics().dns_check(&lookup.answer);
+        lookup
+    }
+
+    async fn lookup_uncounted(&self, domain: &DomainName, limit: Duration) -> TxtLookup {
         let started = tokio::time::Instant::now();
         let permit = tokio::time::timeout(limit, self.dns_slots.acquire()).await;
         match permit {

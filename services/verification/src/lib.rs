@@ -6,6 +6,7 @@ pub mod api;
 pub mod dns;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod outbox;
 pub mod rules;
@@ -65,6 +66,8 @@ pub struct Config {
     pub server: ServerArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub metrics: email2sms_metrics::MetricsArgs,
 }
 
 impl ServiceConfig for Config {
@@ -110,6 +113,18 @@ pub async fn start(config: Config) -> Result<(), StartError> {
     )
     .await?;
     let life = Lifecycle::new(&config.server);
+    if let Some(addr) = config.metrics.metrics_addr {
+        let listener = bind_and_announce(BINARY, "EMAIL2SMS_METRICS_ADDR", "metrics", addr).await?;
+        // Scraped through the shutdown delay too; stops with the other listeners.
+        life.spawn(
+            "metrics server",
+            email2sms_metrics::serve(
+                listener,
+                metrics::metrics().registry.clone(),
+                life.stopped(),
+            ),
+        );
+    }
     serve(&config, &auth, pool, listener, life, shutdown::signal()).await
 }
 

@@ -227,7 +227,10 @@ impl SmppConnector {
                 continue;
             }
             inner.in_flight.fetch_add(1, Ordering::SeqCst);
+            let window = &crate::metrics::metrics().smpp_window_in_use;
+            window.inc();
             let result = client.submit_sm(pdu.clone()).await;
+            window.dec();
             inner.in_flight.fetch_sub(1, Ordering::SeqCst);
             match result {
                 Ok(response) => {
@@ -247,6 +250,7 @@ impl SmppConnector {
                     let code = format!("0x{status:08x}");
                     match status {
                         THROTTLED | MESSAGE_QUEUE_FULL => {
+                            crate::metrics::metrics().smpp_throttled.inc();
                             throttled += 1;
                             if throttled > inner.settings.throttle_retries {
                                 return Err(ConnectorError::new(
@@ -526,6 +530,8 @@ impl Connector for SmppConnector {
 /// Keeps one bind up until the connector closes: connect, bind, serve events, and on loss reconnect
 /// with exponential back-off (with jitter, so many dispatchers do not reconnect in step).
 async fn supervise(inner: Arc<Inner>, receipts: ReceiptSink) {
+    // Present (at 0) from the start, so "never bound" alerts like "bind lost".
+    crate::metrics::metrics().smpp_bound.set(0);
     let mut backoff = inner.settings.reconnect_min;
     let mut closing = inner.closing.subscribe();
     loop {
@@ -540,7 +546,9 @@ async fn supervise(inner: Arc<Inner>, receipts: ReceiptSink) {
                 inner
                     .session
                     .send_replace(Some((generation, client.clone())));
+                crate::metrics::metrics().smpp_bound.set(1);
                 serve_session(&inner, &client, events, &receipts, &mut closing).await;
+                crate::metrics::metrics().smpp_bound.set(0);
                 inner.session.send_replace(None);
                 let _ = client.close().await;
                 tracing::warn!(address = %inner.settings.address, generation, "SMPP bind closed");

@@ -234,8 +234,9 @@ impl BatchWrite for Admit {
             .filter_map(|change| Some((change, *by_id.get(&change.job_id)?)))
             .collect();
         announced.extend(announced_changes(&changes, &updated));
-        announce(&mut tx, &announced).await?;
+        let announced = announce(&mut tx, &announced).await?;
         tx.commit().await?;
+        announced.committed();
         Ok(answers
             .into_iter()
             .zip(jobs)

@@ -23,6 +23,7 @@ use super::store::{apply_changes, column, lock_message_ids, lock_state};
 use super::transitions::{JobChange, PartReceipt, receipt_change};
 use crate::batch::{BATCH_WORKERS, BatchWrite, MAX_BATCH, write_in_batches};
 use crate::connector::{DeliveryReceipt, ReceiptStatus};
+use crate::metrics::{Announced, ReceiptMatch, metrics};
 
 /// The receipt statuses after which a part's outcome is known for good, as stored: what the SQL
 /// compares with, so that it and [`ReceiptStatus::is_final`] cannot disagree.
@@ -60,6 +61,7 @@ impl BatchWrite for RecordReceipts {
             lock_message_ids(&mut tx, connector, &ids).await?;
         }
         let parts = find_parts(&mut tx, receipts).await?;
+        let mut announced = Announced::default();
         let mut seen = HashSet::new();
         let repeats_a_part = parts
             .iter()
@@ -88,14 +90,22 @@ impl BatchWrite for RecordReceipts {
             .await?;
             for (receipt, part) in receipts.iter().zip(&parts) {
                 match part {
-                    Some(part) => apply_receipt(&mut tx, receipt, part).await?,
+                    Some(part) => announced.add(apply_receipt(&mut tx, receipt, part).await?),
                     None => keep_unmatched(&mut tx, &[receipt]).await?,
                 }
             }
         } else {
-            apply_receipts(&mut tx, receipts, &parts).await?;
+            announced = apply_receipts(&mut tx, receipts, &parts).await?;
         }
         tx.commit().await?;
+        announced.committed();
+        for (receipt, part) in receipts.iter().zip(&parts) {
+            let result = match part {
+                Some(_) => ReceiptMatch::Matched,
+                None => ReceiptMatch::Unmatched,
+            };
+            metrics().receipt(result, &receipt.connector);
+        }
         Ok(receipts.iter().map(|_| ()).collect())
     }
 }
@@ -178,7 +188,7 @@ async fn apply_receipts(
     conn: &mut PgConnection,
     receipts: &[DeliveryReceipt],
     parts: &[Option<String>],
-) -> Result<(), JobError> {
+) -> Result<Announced, JobError> {
     let unmatched: Vec<&DeliveryReceipt> = receipts
         .iter()
         .zip(parts)
@@ -192,7 +202,7 @@ async fn apply_receipts(
         .filter_map(|(r, part)| Some((r, part.as_deref()?)))
         .collect();
     if matched.is_empty() {
-        return Ok(());
+        return Ok(Announced::default());
     }
     // A part whose receipt was final already keeps it (a duplicate receipt changes nothing).
     let updated: Vec<(Uuid, String, String)> = sqlx::query_as(
@@ -269,7 +279,7 @@ pub(super) async fn apply_receipt(
     conn: &mut PgConnection,
     receipt: &DeliveryReceipt,
     part: &str,
-) -> Result<(), JobError> {
+) -> Result<Announced, JobError> {
     let job_id: Option<Uuid> = sqlx::query_scalar(
         "UPDATE sms_job_parts SET receipt_status = $3, receipt_error_code = $4, receipt_at = now()
          WHERE connector = $1 AND provider_message_id = $2
@@ -287,7 +297,7 @@ pub(super) async fn apply_receipt(
     .await?;
     let Some(job_id) = job_id else {
         // A duplicate receipt for a part already final: nothing changes.
-        return Ok(());
+        return Ok(Announced::default());
     };
     // The part's job exists (a foreign key says so).
     let from = lock_state(conn, job_id, JobState::Submitted)
@@ -310,7 +320,7 @@ pub(super) async fn apply_receipt(
     .collect();
     match receipt_change(job_id, from, &statuses, &receipt.raw) {
         Some(change) => apply_changes(conn, &[change]).await,
-        None => Ok(()),
+        None => Ok(Announced::default()),
     }
 }
 

@@ -24,12 +24,13 @@ pub enum ReviewResolution {
 }
 
 /// Settles a job held for review, inside the caller's transaction, which has locked its row and
-/// seen it in `needs_review`: the change goes into its history and out as a status event.
+/// seen it in `needs_review`: the change goes into its history and out as a status event. The
+/// caller counts it once that transaction commits.
 pub async fn resolve_review(
     conn: &mut PgConnection,
     job_id: Uuid,
     resolution: ReviewResolution,
     note: &str,
-) -> Result<(), JobError> {
+) -> Result<crate::metrics::Announced, JobError> {
     apply_changes(conn, &[review_change(job_id, resolution, note)]).await
 }

@@ -23,6 +23,7 @@ use super::state::JobState;
 use super::transitions::{FailureUpdate, JobChange, fail_if_queued};
 use super::{JobError, STATUS_CHANGED};
 use crate::connector::receipt::message_id_forms;
+use crate::metrics::{Announced, connector_label};
 
 /// One column of a batch, bound as an array parameter (`UNNEST($n::type[])`).
 pub(super) fn column<'a, T, U>(rows: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
@@ -53,12 +54,12 @@ pub(super) async fn fail_job_if_queued(
     kind: FailureKind,
     code: &str,
     reason: &str,
-) -> Result<(), JobError> {
+) -> Result<Announced, JobError> {
     // An unknown stored state is not "queued": left alone.
     let stored = lock_state(conn, job_id, JobState::NeedsReview).await?;
     match fail_if_queued(job_id, stored, kind, code, reason) {
         Some(change) => apply_changes(conn, &[change]).await,
-        None => Ok(()),
+        None => Ok(Announced::default()),
     }
 }
 
@@ -163,7 +164,7 @@ pub(super) struct ChangedJob {
 pub(super) async fn apply_changes(
     conn: &mut PgConnection,
     changes: &[JobChange],
-) -> Result<(), JobError> {
+) -> Result<Announced, JobError> {
     let rows = update_jobs(conn, changes).await?;
     announce(conn, &announced_changes(changes, &rows)).await
 }
@@ -248,13 +249,14 @@ pub(super) async fn update_jobs(
 }
 
 /// Writes the `sms.status.changed` events of changes already applied to their jobs (which are as
-/// the change left them) into the outbox.
+/// the change left them) into the outbox; the caller counts them (see [`Announced`]) once its
+/// transaction commits.
 pub(super) async fn announce(
     conn: &mut PgConnection,
     announced: &[(&JobChange, &ChangedJob)],
-) -> Result<(), JobError> {
+) -> Result<Announced, JobError> {
     if announced.is_empty() {
-        return Ok(());
+        return Ok(Announced::default());
     }
     let now = SystemTime::now();
     let events: Vec<email2sms_queue::outbox::OutboxEvent<'_>> = announced
@@ -296,7 +298,12 @@ pub(super) async fn announce(
         })
         .collect();
     email2sms_queue::outbox::enqueue_many(conn, &events).await?;
-    Ok(())
+    Ok(Announced(
+        announced
+            .iter()
+            .map(|(change, job)| (change.to, connector_label(job.connector.as_deref())))
+            .collect(),
+    ))
 }
 
 /// Serialises receipt matching and part recording on a provider id (every hex/decimal form of it,

@@ -30,6 +30,7 @@ use super::{JobError, Outcome, Retry};
 use crate::batch::{BatchWrite, BatchWriter, write_in_batches};
 use crate::connector::receipt::IdForms;
 use crate::connector::{Connector, ConnectorError, DeliveryReceipt, OutgoingSms, ReceiptStatus};
+use crate::metrics::{Announced, ReceiptMatch};
 use crate::throttle::Throttle;
 
 /// The error code of a job failed because the database refused its data.
@@ -185,7 +186,7 @@ impl BatchWrite for RecordAccepted {
             .iter()
             .map(|(a, from)| on_accepted(a.job_id, *from, connector, &a.provider_message_ids))
             .collect();
-        apply_changes(&mut tx, &changes).await?;
+        let mut announced = apply_changes(&mut tx, &changes).await?;
 
         // Receipts that beat the submit response: matched now, under the same locks. An id that
         // is itself one of the batch's provider ids means that one, whatever other form it has.
@@ -210,6 +211,7 @@ impl BatchWrite for RecordAccepted {
         .fetch_all(&mut *tx)
         .await?;
         waiting.sort_by_key(|row| row.0);
+        let mut matched_late = 0;
         for (_, received_as, status, error_code, raw) in waiting {
             let (Some(status), Some(part)) = (
                 ReceiptStatus::from_db(&status),
@@ -225,9 +227,14 @@ impl BatchWrite for RecordAccepted {
                 raw,
                 id_forms: self.id_forms,
             };
-            apply_receipt(&mut tx, &receipt, part).await?;
+            announced.add(apply_receipt(&mut tx, &receipt, part).await?);
+            matched_late += 1;
         }
         tx.commit().await?;
+        announced.committed();
+        for _ in 0..matched_late {
+            crate::metrics::metrics().receipt(ReceiptMatch::MatchedLate, connector);
+        }
         Ok(accepted.iter().map(|_| ()).collect())
     }
 }
@@ -408,8 +415,8 @@ impl Dispatcher {
         let mut tx = self.pool.begin().await?;
         let created = [(&job, change)];
         let inserted = insert_new_jobs(&mut tx, &created).await?;
-        if let Some(row) = inserted.first() {
-            announce(&mut tx, &[(&created[0].1, row)]).await?;
+        let announced = if let Some(row) = inserted.first() {
+            announce(&mut tx, &[(&created[0].1, row)]).await?
         } else {
             // Known already (a write of its update was refused).
             fail_job_if_queued(
@@ -419,9 +426,10 @@ impl Dispatcher {
                 INVALID_DATA,
                 reason,
             )
-            .await?;
-        }
+            .await?
+        };
         tx.commit().await?;
+        announced.committed();
         Ok(())
     }
 
@@ -435,7 +443,7 @@ impl Dispatcher {
         };
         let recorded = async {
             let mut tx = self.pool.begin().await?;
-            fail_job_if_queued(
+            let announced = fail_job_if_queued(
                 &mut tx,
                 job_id,
                 FailureKind::Transient,
@@ -444,6 +452,7 @@ impl Dispatcher {
             )
             .await?;
             tx.commit().await?;
+            announced.committed();
             Ok::<_, JobError>(())
         };
         if let Err(error) = recorded.await {
@@ -493,10 +502,12 @@ impl Dispatcher {
             self.settings.max_attempts,
             error,
         );
-        if let Some(change) = change {
-            apply_changes(&mut tx, &[change]).await?;
-        }
+        let announced = match change {
+            Some(change) => apply_changes(&mut tx, &[change]).await?,
+            None => Announced::default(),
+        };
         tx.commit().await?;
+        announced.committed();
         Ok(outcome)
     }
 }

@@ -1,4 +1,5 @@
-//! The alert rules in deploy/prometheus/alerts.yaml name only metrics ingest really exports, and
+//! The alert rules in deploy/prometheus/alerts.yaml name only metrics some binary (ingest,
+//! dispatch, verification) really exports, and
 //! each points at a runbook heading that exists in docs/operations.md: a renamed metric or heading
 //! fails here instead of leaving an alert that can never fire or a link that leads nowhere.
 //! (promtool checks the rules' syntax and unit-tests them in scripts/check-deploy.)
@@ -7,11 +8,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use email2sms_ingest::metrics::metrics;
 use email2sms_ingest::smtp::Reply;
 
 fn repository_file(path: &str) -> String {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
 }
 
@@ -47,15 +47,31 @@ fn metric_families_in_rules(rules: &str) -> BTreeSet<String> {
 fn every_metric_an_alert_names_is_exported() {
     // A family with no samples yet is still described (# TYPE); one observation each makes sure
     // the labelled ones are too.
-    let m = metrics();
+    let m = email2sms_ingest::metrics::metrics();
     m.message_answered(
         &Reply::new(250, "2.0.0", "queued"),
         Duration::from_millis(1),
     );
     m.spf_result("pass");
     m.lookup_answered_by(email2sms_ingest::policy::Source::Redis);
-    let exported: BTreeSet<String> = email2sms_metrics::encode(&m.registry)
-        .lines()
+    use email2sms_dispatch::metrics::{self as dispatch, Announced, JobQueue, ReceiptMatch};
+    dispatch::metrics().receipt(ReceiptMatch::Matched, "smpp");
+    Announced(vec![(
+        email2sms_dispatch::jobs::JobState::Delivered,
+        dispatch::connector_label(Some("smpp")),
+    )])
+    .committed();
+    dispatch::metrics().set_depth(JobQueue::Jobs, String::new(), 0);
+    email2sms_verification::metrics::metrics()
+        .dns_check(&email2sms_verification::dns::TxtAnswer::NxDomain);
+    let registries = [
+        email2sms_metrics::encode(&m.registry),
+        email2sms_metrics::encode(&email2sms_dispatch::metrics::metrics().registry),
+        email2sms_metrics::encode(&email2sms_verification::metrics::metrics().registry),
+    ];
+    let exported: BTreeSet<String> = registries
+        .iter()
+        .flat_map(|text| text.lines())
         .filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next())
         .map(str::to_owned)
         .collect();
