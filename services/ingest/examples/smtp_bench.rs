@@ -148,6 +148,7 @@ fn policy_entry() -> CompiledSender {
         allowed_ip_ranges: vec!["127.0.0.0/8".into()],
         forwarding_user_id: "bench-user".into(),
         forwarding_user_external_id: "bench-ext".into(),
+        forwarding_username: "bench".into(),
         sender_id: "BENCH".into(),
         default_region: "NZ".into(),
         limits: Some(CompanyLimits {

@@ -573,10 +573,7 @@ impl Engine {
         rec.push(
             StepName::ForwardingUser,
             StepOutcome::Info,
-            format!(
-                "sent as forwarding user {} (sender id {:?})",
-                sender.forwarding_user_id, sender.sender_id
-            ),
+            forwarding_user_detail(&sender),
         );
 
         // 8. Recipients in E.164, read with the company's region, and where they may go.
@@ -674,6 +671,28 @@ fn spf_result(result: SpfResult) -> PbSpf {
         SpfResult::None => PbSpf::None,
         SpfResult::Temperror => PbSpf::Temperror,
         SpfResult::Permerror => PbSpf::Permerror,
+    }
+}
+
+/// Who the SMS goes out as, by the names an admin knows: "sent as jo (sender ID \"Acme\")".
+/// The id is kept in parentheses for support; an entry compiled before usernames were carried
+/// shows the id alone.
+fn forwarding_user_detail(sender: &CompiledSender) -> String {
+    let sender_id = if sender.sender_id.is_empty() {
+        "the platform's default sender ID".to_owned()
+    } else {
+        format!("sender ID {:?}", sender.sender_id)
+    };
+    if sender.forwarding_username.is_empty() {
+        format!(
+            "sent as forwarding user {} ({sender_id})",
+            sender.forwarding_user_id
+        )
+    } else {
+        format!(
+            "sent as {} ({sender_id}; user {})",
+            sender.forwarding_username, sender.forwarding_user_id
+        )
     }
 }
 

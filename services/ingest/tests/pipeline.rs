@@ -394,6 +394,11 @@ async fn diagnose_explains_accepted_and_refused_senders() {
         "{:?}",
         accepted.steps[5]
     );
+    // The forwarding user by the names an admin knows, the id kept for support.
+    assert_eq!(
+        accepted.steps[7].detail,
+        "sent as jo (sender ID \"ACME\"; user user-1)"
+    );
     // Without a raw message, the text step says it judged a placeholder.
     assert!(
         accepted.steps[9]

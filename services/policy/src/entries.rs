@@ -75,6 +75,7 @@ pub struct EntryRow {
     pub effective_user_id: Option<Uuid>,
     pub user_external_id: Option<String>,
     pub user_sender_id: Option<String>,
+    pub user_username: Option<String>,
     pub user_active: Option<bool>,
     pub suspended: bool,
     pub disabled: bool,
@@ -140,7 +141,8 @@ pub fn select_sql(kind: EntryKind) -> String {
                 coalesce(c.external_id, c.id::text) AS company_public_id, e.policy_id, \
                 {key} AS key, {network} AS network, e.forwarding_user_id, \
                 u.id AS effective_user_id, u.external_id AS user_external_id, \
-                u.sender_id AS user_sender_id, u.active AS user_active, c.suspended, \
+                u.sender_id AS user_sender_id, u.username AS user_username, u.active AS user_active, \
+                c.suspended, \
                 {disabled} AS disabled, {state} AS domain_state, p.security_type, \
                 p.allowed_networks, p.text_mode, c.default_region, c.max_sms_parts, c.over_limit, \
                 c.allowed_destination_regions, c.international_sms_per_day, c.keep_typography, \
@@ -283,6 +285,7 @@ impl EntryRow {
             forwarding_user_id: id_text(self.effective_user_id),
             forwarding_user_external_id: self.user_external_id.clone().unwrap_or_default(),
             sender_id: self.user_sender_id.clone().unwrap_or_default(),
+            forwarding_username: self.user_username.clone().unwrap_or_default(),
             default_region: self.default_region.clone(),
             limits: Some(pb::CompanyLimits {
                 max_sms_parts: u32::try_from(self.max_sms_parts).unwrap_or(0),

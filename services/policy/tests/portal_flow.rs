@@ -41,6 +41,7 @@ async fn email_address_flow_resolves_to_the_forwarding_user() {
     assert_eq!(sender.security_type, SecurityType::ViaSpf as i32);
     assert_eq!(sender.forwarding_user_id, james);
     assert_eq!(sender.forwarding_user_external_id, "ext-james.smith");
+    assert_eq!(sender.forwarding_username, "james.smith");
     assert_eq!(sender.sender_id, "Acme");
     assert_eq!(sender.default_region, "NZ");
     assert_eq!(sender.text_mode, pb::TextMode::BodyOrSubject as i32);

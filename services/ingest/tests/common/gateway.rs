@@ -207,6 +207,7 @@ pub fn entry(kind: MatchKind, value: &str, security: SecurityType) -> CompiledSe
         },
         forwarding_user_id: "user-1".into(),
         forwarding_user_external_id: "ext-1".into(),
+        forwarding_username: "jo".into(),
         sender_id: "ACME".into(),
         default_region: "NZ".into(),
         limits: Some(CompanyLimits {
