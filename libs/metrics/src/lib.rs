@@ -55,6 +55,30 @@ pub fn latency_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16)
 }
 
+/// Binds `args.metrics_addr` when it is set, announces it (`<binary>: metrics listening on …`) and
+/// serves `registry` there as a task of `life`: scraped through the shutdown delay too, it stops
+/// with the other listeners. Returns whether a listener was started, for work only a scrape
+/// reads (dispatch's queue sampler).
+pub async fn start(
+    binary: &str,
+    args: &MetricsArgs,
+    registry: Arc<Registry>,
+    life: &email2sms_runtime::lifecycle::Lifecycle,
+) -> Result<bool, email2sms_runtime::service::StartError> {
+    let Some(addr) = args.metrics_addr else {
+        return Ok(false);
+    };
+    let listener = email2sms_runtime::service::bind_and_announce(
+        binary,
+        "EMAIL2SMS_METRICS_ADDR",
+        "metrics",
+        addr,
+    )
+    .await?;
+    life.spawn("metrics server", serve(listener, registry, life.stopped()));
+    Ok(true)
+}
+
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves. One scrape is one HTTP/1.1
 /// request; a connection that says nothing for 10 s is closed, so a stranger who can reach the
 /// port holds nothing open for long.

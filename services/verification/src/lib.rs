@@ -113,18 +113,13 @@ pub async fn start(config: Config) -> Result<(), StartError> {
     )
     .await?;
     let life = Lifecycle::new(&config.server);
-    if let Some(addr) = config.metrics.metrics_addr {
-        let listener = bind_and_announce(BINARY, "EMAIL2SMS_METRICS_ADDR", "metrics", addr).await?;
-        // Scraped through the shutdown delay too; stops with the other listeners.
-        life.spawn(
-            "metrics server",
-            email2sms_metrics::serve(
-                listener,
-                metrics::metrics().registry.clone(),
-                life.stopped(),
-            ),
-        );
-    }
+    email2sms_metrics::start(
+        BINARY,
+        &config.metrics,
+        metrics::metrics().registry.clone(),
+        &life,
+    )
+    .await?;
     serve(&config, &auth, pool, listener, life, shutdown::signal()).await
 }
 
